@@ -1,0 +1,49 @@
+"""The split detector in one process: frame -> head -> (optional obfuscation) -> tail -> boxes."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from facesplit.faceboxes import FaceBoxes
+from facesplit.postprocess import PostprocessConfig, detections_from_outputs
+from facesplit.preprocess import InputSize, Letterbox, preprocess
+
+ActivationTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class SplitDetector:
+    """FaceBoxes split at the RDCL, run on CPU in channels_last order (about twice as fast as NCHW)."""
+
+    def __init__(self, model: FaceBoxes, input_size: InputSize = InputSize(),
+                 postprocess: PostprocessConfig = PostprocessConfig()) -> None:
+        fused = copy.deepcopy(model).eval().fuse_batchnorm_()
+        self.model = fused.to(memory_format=torch.channels_last)
+        self.input_size = input_size
+        self.postprocess = postprocess
+
+    @torch.inference_mode()
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.head(x)
+
+    @torch.inference_mode()
+    def tail(self, activation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.tail(activation.contiguous(memory_format=torch.channels_last))
+
+    def boxes_from_activation(self, activation: torch.Tensor, box: Letterbox) -> np.ndarray:
+        """Tail + post-processing for one (1, C, h, w) activation -> (N, 5) boxes in frame pixels."""
+        loc, scores = self.tail(activation)
+        found = detections_from_outputs(loc[0].numpy(), scores[0].numpy(), box.input_height,
+                                        box.input_width, self.postprocess)
+        return box.boxes_to_frame(found)
+
+    def detect(self, frame_bgr: np.ndarray, obfuscate: ActivationTransform | None = None) -> np.ndarray:
+        """(N, 5) [x1, y1, x2, y2, score] in ``frame_bgr``'s pixels, best first."""
+        x, box = preprocess(frame_bgr, self.input_size)
+        activation = self.head(x)
+        if obfuscate is not None:
+            activation = obfuscate(activation)
+        return self.boxes_from_activation(activation, box)

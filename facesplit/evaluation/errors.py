@@ -1,0 +1,5 @@
+"""The one error type every dataset reader raises: its message names the file (and line) at fault."""
+
+
+class DatasetError(ValueError):
+    """A missing, unreadable or malformed dataset file; ``str()`` is one line naming file and line."""

@@ -1,0 +1,112 @@
+"""Find, check, load and download the FaceBoxes weights.
+
+Where the weights come from, in order: an explicit path (``--weights``), ``$FROSTED_WEIGHTS``, the user's
+cache (``$XDG_CACHE_HOME/frosted/FaceBoxesProd.pth``, filled by ``frosted weights download``).
+Nothing is ever fetched implicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from facesplit.faceboxes import FaceBoxes
+
+WEIGHTS_FILENAME = "FaceBoxesProd.pth"
+OFFICIAL_SHA256 = "c0cb2b1e40710c0aa5fc32a8759b1496a0fe0a126c907ca0ffe35b4bd0709d09"
+OFFICIAL_URL = ("https://github.com/cleardusk/3DDFA_V2/raw/f3ec646695600230f60bb6d7de4a5dbe5aaa59f8/"
+                "FaceBoxes/weights/FaceBoxesProd.pth")
+WEIGHTS_ENV = "FROSTED_WEIGHTS"
+
+
+class WeightsError(RuntimeError):
+    """The weights are missing, unreadable or not a FaceBoxes checkpoint; the message is one line."""
+
+
+def cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "frosted" / WEIGHTS_FILENAME
+
+
+def resolve_weights(path: str | os.PathLike[str] | None = None) -> Path:
+    """The weights file to use: ``path``, else ``$FROSTED_WEIGHTS``, else the cache. Raises if absent."""
+    if path is not None:
+        candidate, origin = Path(path), "--weights"
+    elif os.environ.get(WEIGHTS_ENV):
+        candidate, origin = Path(os.environ[WEIGHTS_ENV]), f"${WEIGHTS_ENV}"
+    else:
+        candidate, origin = cache_path(), "the cache"
+    if not candidate.is_file():
+        raise WeightsError(
+            f"FaceBoxes weights not found at {candidate} (from {origin}); expected {WEIGHTS_FILENAME} "
+            f"(sha256 {OFFICIAL_SHA256[:12]}...): pass --weights, set ${WEIGHTS_ENV}, "
+            "or run 'frosted weights download'")
+    return candidate
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_faceboxes(path: str | os.PathLike[str] | None = None) -> FaceBoxes:
+    """A FaceBoxes model in eval mode with the checkpoint at ``resolve_weights(path)`` loaded."""
+    file = resolve_weights(path)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt pickle
+        raise WeightsError(f"{file}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"{file}: expected a state dict of FaceBoxes tensors, got {type(state).__name__}")
+    model = FaceBoxes()
+    expected = {k.split(".", 1)[1]: v.shape for k, v in model.state_dict().items()}
+    found = {k.removeprefix("module."): v for k, v in state.items()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(found) if tuple(found[k].shape) != tuple(expected[k]))
+    if missing or unexpected or wrong_shape:
+        problems = [f"{label} {names[0]}" + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
+                    for label, names in (("missing", missing), ("unexpected", unexpected),
+                                         ("wrong shape for", wrong_shape)) if names]
+        raise WeightsError(f"{file}: not a FaceBoxes checkpoint: expected {len(expected)} tensors such as "
+                           f"conv1.conv.weight; {'; '.join(problems)}")
+    model.load_checkpoint(found)
+    return model.eval()
+
+
+def download_weights(url: str = OFFICIAL_URL, destination: Path | None = None,
+                     expected_sha256: str = OFFICIAL_SHA256, timeout_s: float = 60.0) -> Path:
+    """Fetch ``url`` into ``destination`` (default: the cache), verifying its sha256 before it lands."""
+    destination = destination or cache_path()
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=destination.parent, prefix=".download-", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=WEIGHTS_FILENAME) as bar:
+                    for block in iter(lambda: response.read(1 << 16), b""):
+                        digest.update(block)
+                        tmp.write(block)
+                        bar.update(len(block))
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            tmp_path.unlink(missing_ok=True)
+            reason = getattr(exc, "reason", None) or exc
+            raise WeightsError(f"download of {url} failed: {reason}") from None
+    if digest.hexdigest() != expected_sha256:
+        tmp_path.unlink(missing_ok=True)
+        raise WeightsError(f"download of {url} has sha256 {digest.hexdigest()}, expected {expected_sha256}; "
+                           "nothing was saved")
+    tmp_path.replace(destination)
+    return destination
