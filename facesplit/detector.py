@@ -11,6 +11,8 @@ import torch
 from facesplit.faceboxes import FaceBoxes
 from facesplit.postprocess import PostprocessConfig, detections_from_outputs
 from facesplit.preprocess import InputSize, Letterbox, preprocess
+from facesplit.runtime import tune_cpu_runtime
+from facesplit.weights import load_faceboxes
 
 ActivationTransform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -47,3 +49,11 @@ class SplitDetector:
         if obfuscate is not None:
             activation = obfuscate(activation)
         return self.boxes_from_activation(activation, box)
+
+
+def load_detector(weights: str | None = None, input_size: InputSize = InputSize(),
+                  postprocess: PostprocessConfig = PostprocessConfig(),
+                  threads: int | None = None) -> SplitDetector:
+    """The detector every verb uses: weights resolved as `load_faceboxes` does, CPU runtime tuned."""
+    tune_cpu_runtime(threads)
+    return SplitDetector(load_faceboxes(weights), input_size, postprocess)

@@ -98,11 +98,9 @@ class FaceBoxesTail(nn.Module):
         self.conv3_2 = ConvBNReLU(128, 256, kernel_size=3, stride=2, padding=1)
         self.conv4_1 = ConvBNReLU(256, 128, kernel_size=1)
         self.conv4_2 = ConvBNReLU(128, 256, kernel_size=3, stride=2, padding=1)
-        channels = (128, 256, 256)
-        self.loc = nn.ModuleList(
-            nn.Conv2d(c, a * 4, kernel_size=3, padding=1) for c, a in zip(channels, ANCHORS_PER_CELL))
-        self.conf = nn.ModuleList(
-            nn.Conv2d(c, a * 2, kernel_size=3, padding=1) for c, a in zip(channels, ANCHORS_PER_CELL))
+        sources = tuple(zip((128, 256, 256), ANCHORS_PER_CELL, strict=True))  # (channels, anchors per cell)
+        self.loc = nn.ModuleList(nn.Conv2d(c, a * 4, kernel_size=3, padding=1) for c, a in sources)
+        self.conf = nn.ModuleList(nn.Conv2d(c, a * 2, kernel_size=3, padding=1) for c, a in sources)
 
     def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Box offsets (N, P, 4) and raw class logits (N, P, 2), P priors in `priors.py` order."""
@@ -113,9 +111,9 @@ class FaceBoxesTail(nn.Module):
         n = x.shape[0]
         # NHWC flattening: for each cell (row-major), its anchors in order -- the prior layout relies on it.
         loc = torch.cat([head(s).permute(0, 2, 3, 1).reshape(n, -1, 4)
-                         for head, s in zip(self.loc, (s1, s2, s3))], dim=1)
+                         for head, s in zip(self.loc, (s1, s2, s3), strict=True)], dim=1)
         conf = torch.cat([head(s).permute(0, 2, 3, 1).reshape(n, -1, 2)
-                          for head, s in zip(self.conf, (s1, s2, s3))], dim=1)
+                          for head, s in zip(self.conf, (s1, s2, s3), strict=True)], dim=1)
         return loc, conf
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ VARIANCES = (0.1, 0.2)
 def priors_for(height: int, width: int) -> np.ndarray:
     """(P, 4) float32 anchors as (cx, cy, w, h), normalised to the input size; built once per size."""
     blocks = []
-    for step, sizes in zip(STEPS, MIN_SIZES):
+    for step, sizes in zip(STEPS, MIN_SIZES, strict=True):
         rows, cols = math.ceil(height / step), math.ceil(width / step)
         cell_anchors = []  # (dy, dx, size) in cell units, in the checkpoint's order
         for size in sizes:

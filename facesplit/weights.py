@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from facesplit.errors import FrostedError
 from facesplit.faceboxes import FaceBoxes
 
 WEIGHTS_FILENAME = "FaceBoxesProd.pth"
@@ -26,7 +27,7 @@ OFFICIAL_URL = ("https://github.com/cleardusk/3DDFA_V2/raw/f3ec646695600230f60bb
 WEIGHTS_ENV = "FROSTED_WEIGHTS"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(FrostedError):
     """The weights are missing, unreadable or not a FaceBoxes checkpoint; the message is one line."""
 
 
@@ -102,7 +103,10 @@ def download_weights(url: str = OFFICIAL_URL, destination: Path | None = None,
                         bar.update(len(block))
         except (urllib.error.URLError, OSError, ValueError) as exc:
             tmp_path.unlink(missing_ok=True)
-            reason = getattr(exc, "reason", None) or exc
+            if isinstance(exc, urllib.error.HTTPError):
+                reason = f"HTTP {exc.code} {exc.reason}"
+            else:
+                reason = getattr(exc, "reason", None) or exc
             raise WeightsError(f"download of {url} failed: {reason}") from None
     if digest.hexdigest() != expected_sha256:
         tmp_path.unlink(missing_ok=True)

@@ -1,0 +1,312 @@
+"""CPU speed of the split FaceBoxes detector: naive (NCHW, unfused) vs optimized (what the product runs).
+
+    FROSTED_WEIGHTS=/path/FaceBoxesProd.pth python bench/bench_model.py [--iterations 100] [--rounds 2]
+
+Each configuration is timed in a fresh child process (``--worker CONFIG``), because the allocator trap
+depends on process state: a process that has already called ``tune_cpu_runtime()`` (or one that has not)
+cannot stand in for the other. The rounds alternate the order of the two so that drift on a noisy machine
+hits both; the figures are medians over rounds of per-round medians. Writes ``model.json`` and
+``model.md`` under ``--out`` (default ``bench/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from skimage import data as skdata
+from tqdm import tqdm
+
+from facesplit.detector import SplitDetector
+from facesplit.postprocess import PostprocessConfig, detections_from_outputs
+from facesplit.preprocess import InputSize, preprocess
+from facesplit.runtime import tune_cpu_runtime
+from facesplit.weights import load_faceboxes, resolve_weights, sha256_of
+
+CONFIGS = ("naive", "optimized")
+FRAME_W, FRAME_H = 1920, 1080
+# Environment variables that would silently give the naive child the allocator fix (or take it from the
+# optimized one); the children run without them so each configuration means what its name says.
+ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "FROSTED_KEEP_MALLOC")
+
+# REFERENCE.md's figures (Zen 5 with AVX-512, torch 2.13.0, 2 threads): "NCHW / channels_last" where it has
+# both, one figure where the item does not depend on the configuration.
+REFERENCE_MS = {
+    ("head", "1024x1024"): "13.4 / 4.9-5.4",
+    ("head", "1024x576"): "3.7 / 2.6",
+    ("tail", "1024x1024"): "6.3 / 3.4-3.7",
+    ("whole model", "1024x1024"): "20.9 / 8.7-9.8",
+    ("preprocess 1920x1080", "1024x1024"): "4.5",
+    ("preprocess + head 1920x1080", "1024x576"): "12.0",
+    ("post-processing @0.01", "1024x1024"): "~21 (decode 0.95 + NMS ~20)",
+    ("post-processing @0.5", "1024x1024"): "~0.7 (NMS)",
+}
+
+Item = tuple[str, str, Callable[[], object], dict[str, Any]]  # (name, size, function to time, notes)
+
+
+# --------------------------------------------------------------------------------------------- worker side
+
+def astronaut_bgr() -> np.ndarray:
+    """A real photo (512x512), so post-processing sees real score distributions, not noise."""
+    return np.ascontiguousarray(skdata.astronaut()[..., ::-1])
+
+
+def hd_frame() -> np.ndarray:
+    """A 1920x1080 BGR uint8 frame (the astronaut stretched; content does not matter for resize speed)."""
+    return cv2.resize(astronaut_bgr(), (FRAME_W, FRAME_H), interpolation=cv2.INTER_LINEAR)
+
+
+def time_ms(fn: Callable[[], object], warmup: int, iterations: int) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    p10, _, p90 = np.percentile(samples, [10, 50, 90])
+    return {"median": statistics.median(samples), "p10": float(p10), "p90": float(p90), "n": iterations}
+
+
+def build_items(config: str, weights: Path, sizes: list[InputSize], threads: int) -> list[Item]:
+    """The closures to time for one configuration. Inputs are prepared outside the timed calls."""
+    if config == "optimized":
+        tune_cpu_runtime(threads)  # before the first big allocation, as the product does at start-up
+        det = SplitDetector(load_faceboxes(weights))
+        head: Callable[[torch.Tensor], torch.Tensor] = det.head
+        tail: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = det.tail
+
+        def to_model(x: torch.Tensor) -> torch.Tensor:
+            return x  # preprocess already returns channels_last, which the fused model expects
+    else:
+        torch.set_num_threads(threads)
+        model = load_faceboxes(weights)
+        head, tail = model.head, model.tail
+
+        def to_model(x: torch.Tensor) -> torch.Tensor:
+            # A channels_last input would make the NCHW model run channels_last too: force plain NCHW.
+            return x.contiguous()
+
+    photo, frame = astronaut_bgr(), hd_frame()
+    items: list[Item] = []
+    for size in sizes:
+        name = str(size)
+        x = to_model(preprocess(photo, size)[0])
+        activation = head(x)
+        loc, scores = tail(activation)
+        # Guard: the configurations must really run the memory layout their names claim.
+        assert activation.is_contiguous(memory_format=torch.channels_last) == (config == "optimized")
+        loc_np, scores_np = loc[0].numpy(), scores[0].numpy()
+        h, w = x.shape[-2:]
+
+        def pre(size: InputSize = size) -> object:
+            return preprocess(frame, size)
+
+        def pre_head(size: InputSize = size) -> object:
+            return head(to_model(preprocess(frame, size)[0]))
+
+        def post(threshold: float, h: int = h, w: int = w, loc_np: np.ndarray = loc_np,
+                 scores_np: np.ndarray = scores_np) -> Callable[[], np.ndarray]:
+            cfg = PostprocessConfig(score_threshold=threshold)
+            return lambda: detections_from_outputs(loc_np, scores_np, h, w, cfg)
+
+        items += [
+            ("preprocess 1920x1080", name, pre, {}),
+            ("preprocess + head 1920x1080", name, pre_head, {}),
+            ("head", name, lambda x=x: head(x), {"activation": list(activation.shape)}),
+            ("tail", name, lambda a=activation: tail(a), {"priors": int(scores_np.size)}),
+            ("whole model", name, lambda x=x: tail(head(x)), {}),
+        ]
+        for threshold in (0.01, 0.5):
+            fn = post(threshold)
+            notes = {"candidates": int((scores_np > threshold).sum()), "detections": len(fn())}
+            items.append((f"post-processing @{threshold}", name, fn, notes))
+    return items
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """Time every item in this (fresh) process and print one JSON object on stdout."""
+    results = []
+    with torch.inference_mode():  # the optimized path enters it per call anyway; naive needs it here
+        items = build_items(args.worker, Path(args.weights), parse_sizes(args.sizes), args.threads)
+        for name, size, fn, notes in tqdm(items, desc=f"{args.worker:>9} round {args.round}", file=sys.stderr,
+                                          leave=False):
+            results.append({"item": name, "size": size, **time_ms(fn, args.warmup, args.iterations),
+                            **notes})
+    print(json.dumps({"config": args.worker, "torch_threads": torch.get_num_threads(), "items": results}))
+
+
+# --------------------------------------------------------------------------------------------- parent side
+
+def parse_sizes(text: str) -> list[InputSize]:
+    return [InputSize.parse(part) for part in text.split(",") if part.strip()]
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():  # the first CPU's entry is enough: all cores are alike here
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    flags = fields.get("flags", "").split()
+    return {
+        "cpu_model": fields.get("model name", platform.processor() or "unknown"),
+        "logical_cpus": os.cpu_count(),
+        "avx2": "avx2" in flags,
+        "avx512": any(f.startswith("avx512") for f in flags),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "opencv_threads": cv2.getNumThreads(),
+        "python": platform.python_version(),
+        "torch_threads": threads,
+        "ld_preload": os.environ.get("LD_PRELOAD", ""),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def numerical_check(weights: Path, sizes: list[InputSize]) -> list[dict[str, Any]]:
+    """Optimized head+tail vs the naive whole model on the astronaut: a fast path must also be right."""
+    model = load_faceboxes(weights)
+    det = SplitDetector(model)
+    rows = []
+    for size in sizes:
+        x, _ = preprocess(astronaut_bgr(), size)
+        with torch.inference_mode():
+            loc_n, scores_n = model(x.contiguous())
+        loc_o, scores_o = det.tail(det.head(x))
+        h, w = x.shape[-2:]
+        strict = PostprocessConfig(score_threshold=0.5)
+        rows.append({
+            "size": str(size),
+            "loc_max_abs_diff": float((loc_n - loc_o).abs().max()),
+            "score_max_abs_diff": float((scores_n - scores_o).abs().max()),
+            "detections_naive@0.5": len(detections_from_outputs(loc_n[0].numpy(), scores_n[0].numpy(), h, w,
+                                                                 strict)),
+            "detections_optimized@0.5": len(detections_from_outputs(loc_o[0].numpy(), scores_o[0].numpy(), h,
+                                                                     w, strict)),
+        })
+    return rows
+
+
+def spawn(config: str, round_index: int, args: argparse.Namespace, weights: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--round", str(round_index),
+           "--weights", str(weights), "--sizes", args.sizes, "--threads", str(args.threads),
+           "--iterations", str(args.iterations), "--warmup", str(args.warmup)]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)  # stderr: progress, errors
+    if done.returncode != 0:
+        raise SystemExit(f"the {config} worker failed (exit {done.returncode}); its error is above")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Median over rounds of each item's median / p10 / p90, per configuration, plus the speed-up."""
+    rows = []
+    for index, first in enumerate(runs["naive"][0]["items"]):
+        row: dict[str, Any] = {"item": first["item"], "size": first["size"]}
+        for config in CONFIGS:
+            per_round = [run["items"][index] for run in runs[config]]
+            assert all(r["item"] == first["item"] and r["size"] == first["size"] for r in per_round)
+            row[config] = {stat: statistics.median(r[stat] for r in per_round)
+                           for stat in ("median", "p10", "p90")}
+            row[config]["rounds"] = [{k: v for k, v in r.items() if k not in ("item", "size")}
+                                     for r in per_round]
+        row["speedup"] = row["naive"]["median"] / row["optimized"]["median"]
+        row["reference_ms"] = REFERENCE_MS.get((row["item"], row["size"]), "")
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], check: list[dict[str, Any]], info: dict[str, Any],
+             args: argparse.Namespace) -> str:
+    def cell(stats: dict[str, float]) -> str:
+        return f"{stats['median']:.2f} [{stats['p10']:.2f}-{stats['p90']:.2f}]"
+
+    lines = [
+        f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs, AVX-512: "
+        f"{'yes' if info['avx512'] else 'no'}, torch kernels: {info['torch_cpu_capability']}), "
+        f"torch {info['torch']}, {args.threads} threads, batch 1, {info['date']}. "
+        f"Median [p10-p90] ms; median over {args.rounds} rounds of {args.iterations} iterations each.",
+        "",
+        "| item | size | naive ms | optimized ms | speed-up | reference ms (NCHW / channels_last) |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['item']} | {r['size']} | {cell(r['naive'])} | {cell(r['optimized'])} | "
+              f"{r['speedup']:.2f}x | {r['reference_ms']} |" for r in rows]
+    lines += [
+        "",
+        "Numerical check on the astronaut photo: optimized head+tail vs naive whole model.",
+        "",
+        "| size | loc max abs diff | score max abs diff | detections @0.5 naive / optimized |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {c['size']} | {c['loc_max_abs_diff']:.2e} | {c['score_max_abs_diff']:.2e} | "
+              f"{c['detections_naive@0.5']} / {c['detections_optimized@0.5']} |" for c in check]
+    return "\n".join(lines) + "\n"
+
+
+def run_parent(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    weights = resolve_weights(args.weights)
+    sizes = parse_sizes(args.sizes)
+    check = numerical_check(weights, sizes)
+    runs: dict[str, list[dict[str, Any]]] = {config: [] for config in CONFIGS}
+    for round_index in range(args.rounds):
+        # Alternate which configuration goes first so slow drift of the machine does not favour either.
+        order = CONFIGS if round_index % 2 == 0 else CONFIGS[::-1]
+        for config in order:
+            runs[config].append(spawn(config, round_index, args, weights))
+    rows = summarise(runs)
+    info = machine_info(args.threads)
+    table = markdown(rows, check, info, args)
+    wall_s = time.perf_counter() - started
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {k: getattr(args, k) for k in ("sizes", "threads", "iterations", "warmup", "rounds")}
+    report = {"machine": info, "settings": settings,
+              "weights": {"path": str(weights), "sha256": sha256_of(weights)},
+              "numerical_check": check, "results": rows, "wall_s": round(wall_s, 1)}
+    (out / "model.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "model.md").write_text(table)
+    print(table)
+    print(f"wrote {out / 'model.json'} and {out / 'model.md'} in {wall_s:.0f} s", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", help="FaceBoxesProd.pth (default: $FROSTED_WEIGHTS, then the cache)")
+    parser.add_argument("--sizes", default="1024x1024,1024x576", help="model input sizes, WIDTHxHEIGHT,...")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--iterations", type=int, default=100, help="timed calls per item")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed calls per item before timing")
+    parser.add_argument("--rounds", type=int, default=2, help="fresh processes per configuration")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+    else:
+        run_parent(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Face sets in COCO detection format: ``labels.json`` (images, annotations with [x, y, w, h]) + images."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesplit.evaluation.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image of an evaluation set and its ground-truth face boxes (x1, y1, x2, y2) in its pixels."""
+
+    key: str  # how the image is named in reports and saved detections
+    path: Path
+    boxes: np.ndarray  # (M, 4) float32
+
+
+def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
+    """Every image listed in ``labels`` (faces or not), sorted by file name; boxes of all categories."""
+    try:
+        text = labels.read_text()
+    except OSError as exc:
+        raise DatasetError(f"{labels}: cannot read COCO labels ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{labels}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise DatasetError(f"{labels}: expected a COCO object with 'images' and 'annotations' lists")
+    if not images_dir.is_dir():
+        raise DatasetError(f"{images_dir}: image folder not found (for {labels})")
+
+    files: dict[object, str] = {}
+    for i, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+            raise DatasetError(f"{labels}: images[{i}] needs an 'id' and a 'file_name'")
+        files[image["id"]] = image["file_name"]
+    boxes: dict[object, list[list[float]]] = {image_id: [] for image_id in files}
+    for i, ann in enumerate(data["annotations"]):
+        bbox = ann.get("bbox") if isinstance(ann, dict) else None
+        if (not isinstance(bbox, list) or len(bbox) != 4
+                or not all(isinstance(v, int | float) for v in bbox) or bbox[2] < 0 or bbox[3] < 0):
+            raise DatasetError(f"{labels}: annotations[{i}] needs a 'bbox' [x, y, width, height] of 4 "
+                               f"numbers with width, height >= 0, got {bbox!r}")
+        if ann.get("image_id") not in files:
+            raise DatasetError(f"{labels}: annotations[{i}] refers to image_id {ann.get('image_id')!r}, "
+                               "which 'images' does not list")
+        x, y, w, h = (float(v) for v in bbox)
+        boxes[ann["image_id"]].append([x, y, x + w, y + h])
+
+    result = []
+    for image_id, name in sorted(files.items(), key=lambda item: item[1]):
+        path = images_dir / name
+        if not path.is_file():
+            raise DatasetError(f"{path}: image listed in {labels} not found")
+        result.append(LabelledImage(name, path, np.array(boxes[image_id], dtype=np.float32).reshape(-1, 4)))
+    return result
+
+
+def split_into_folds(images: list[LabelledImage], folds: int) -> list[list[LabelledImage]]:
+    """Contiguous, deterministic folds of the (sorted) images; never more folds than images."""
+    if folds < 1:
+        raise ValueError("the number of folds must be at least 1")
+    n = min(folds, len(images))
+    bounds = np.linspace(0, len(images), n + 1).round().astype(int)
+    return [images[a:b] for a, b in itertools.pairwise(bounds)]

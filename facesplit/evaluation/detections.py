@@ -1,0 +1,55 @@
+"""Run the detector over an evaluation set, and save/load raw detections (JSON lines) for comparison."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from facesplit.detector import ActivationTransform, SplitDetector
+from facesplit.evaluation.coco import LabelledImage
+from facesplit.evaluation.errors import DatasetError
+from facesplit.images import read_image_bgr
+
+
+def detect_images(detector: SplitDetector, images: Iterable[LabelledImage],
+                  obfuscate: ActivationTransform | None = None,
+                  desc: str = "detect") -> dict[str, np.ndarray]:
+    images = list(images)
+    return {image.key: detector.detect(read_image_bgr(image.path), obfuscate)
+            for image in tqdm(images, desc=desc, unit="img", dynamic_ncols=True)}
+
+
+def detection_record(key: str, boxes: np.ndarray) -> dict:
+    """The JSON form shared by `frosted detect` output and saved detections."""
+    return {"image": key, "boxes": [[round(float(v), 2) for v in b[:4]] + [round(float(b[4]), 5)]
+                                    for b in boxes]}
+
+
+def save_detections(path: Path, detections: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for key, boxes in detections.items():
+            f.write(json.dumps(detection_record(key, boxes)) + "\n")
+
+
+def load_detections(path: Path) -> dict[str, np.ndarray]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read detections ({exc.strerror})") from None
+    detections = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            boxes = np.array(record["boxes"], dtype=np.float32).reshape(-1, 5)
+            detections[str(record["image"])] = boxes
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise DatasetError(f"{path}:{number}: expected {{\"image\": ..., \"boxes\": [[x1, y1, x2, y2, "
+                               "score], ...]}") from None
+    return detections

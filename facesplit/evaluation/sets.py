@@ -1,0 +1,61 @@
+"""Evaluation sets as folds of labelled images: a COCO face set split by image, or FDDB's official folds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesplit.evaluation.coco import LabelledImage, read_coco_faces, split_into_folds
+from facesplit.evaluation.errors import DatasetError
+from facesplit.evaluation.fddb import FddbImage, read_fddb_folds
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    name: str  # printed as "<name>-fold-<k>" and "<name> Dataset Average AP"
+    folds: tuple[tuple[LabelledImage, ...], ...]
+    fddb_images: tuple[FddbImage, ...] = ()  # FDDB only: the ellipses its official ROC scorer needs
+
+    @property
+    def images(self) -> list[LabelledImage]:
+        return [image for fold in self.folds for image in fold]
+
+
+def coco_set(labels: Path, images_dir: Path, folds: int = 10, limit: int | None = None,
+             name: str | None = None) -> EvalSet:
+    images = read_coco_faces(labels, images_dir)[:limit]
+    if not images:
+        raise DatasetError(f"{labels}: no images to evaluate")
+    split = split_into_folds(images, folds)
+    return EvalSet(name or labels.parent.name, tuple(tuple(f) for f in split))
+
+
+def fddb_set(root: Path, limit: int | None = None, need_images: bool = True) -> EvalSet:
+    """FDDB laid out as ``root/FDDB-folds/`` plus the images under ``root/originalPics/`` (or ``root/``).
+
+    Ground-truth boxes for AP are the ellipses' bounding boxes; the official ROC uses the ellipses.
+    Scoring saved detections needs only the annotations (``need_images=False``).
+    """
+    folds = read_fddb_folds(root / "FDDB-folds")
+    pictures = root / "originalPics" if (root / "originalPics").is_dir() else root
+    remaining = limit if limit is not None else sum(len(f.images) for f in folds)
+    chosen: list[tuple[LabelledImage, ...]] = []
+    fddb_images: list[FddbImage] = []
+    for fold in folds:
+        kept = fold.images[:max(remaining, 0)]
+        remaining -= len(kept)
+        if not kept:
+            continue
+        labelled = []
+        for image in kept:
+            path = pictures / f"{image.path}.jpg"
+            if need_images and not path.is_file():
+                raise DatasetError(f"{path}: FDDB image listed in {fold.name}.txt not found "
+                                   f"(expected the images under {pictures})")
+            boxes = np.array([e.bbox() for e in image.ellipses], dtype=np.float32).reshape(-1, 4)
+            labelled.append(LabelledImage(image.path, path, boxes))
+        chosen.append(tuple(labelled))
+        fddb_images.extend(kept)
+    return EvalSet("FDDB", tuple(chosen), tuple(fddb_images))

@@ -1,0 +1,3 @@
+from frosted.cli import main
+
+main()

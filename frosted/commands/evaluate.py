@@ -1,0 +1,87 @@
+"""`frosted eval`: TR-4928's per-fold AP report on a COCO face set or FDDB's folds."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from facesplit.detector import load_detector
+from facesplit.evaluation.detections import detect_images, load_detections, save_detections
+from facesplit.evaluation.report import results_block, score_set
+from facesplit.evaluation.sets import EvalSet, coco_set, fddb_set
+from facesplit.preprocess import InputSize
+from facesplit.weights import resolve_weights, sha256_of
+from frosted.options import model_options
+
+
+@click.command("eval")
+@click.option("--coco", "coco_labels", type=click.Path(path_type=Path), default=None,
+              help="COCO labels.json of a face set (with --images).")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of the COCO set's images (default: 'images' beside labels.json).")
+@click.option("--fddb", "fddb_root", type=click.Path(path_type=Path), default=None,
+              help="FDDB folder holding FDDB-folds/ and the images (originalPics/ or the year folders).")
+@click.option("--folds", type=click.IntRange(1), default=10, show_default=True,
+              help="COCO sets: split the images (sorted by name) into this many contiguous folds.")
+@click.option("--iou", "ious", type=click.FloatRange(0, 1, min_open=True), multiple=True,
+              help="IoU for a true positive; repeat for several (default 0.5).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+              help="Operating threshold at which recall and false positives are reported.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images (quick runs).")
+@click.option("--name", default=None, help="Set name in the report (default: the labels' folder name).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write every figure here (default: frosted-eval-<name>.json).")
+@click.option("--save-detections", "detections_out", type=click.Path(path_type=Path), default=None,
+              help="Save the raw detections (JSON lines) so later runs can compare.")
+@click.option("--detections", "saved", type=click.Path(path_type=Path), default=None,
+              help="Score these saved detections instead of running the model.")
+@model_options()
+def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path | None, folds: int,
+             ious: tuple[float, ...], threshold: float, limit: int | None, name: str | None,
+             json_path: Path | None, detections_out: Path | None, saved: Path | None,
+             weights: Path | None, input_size: InputSize, threads: int | None) -> None:
+    """Per-fold average precision, printed as TR-4928's results block (one per IoU)."""
+    started = time.perf_counter()
+    eval_set = _load_set(coco_labels, images_dir, fddb_root, folds, limit, name, need_images=saved is None)
+    ious = ious or (0.5,)
+    provenance: dict = {"input_size": str(input_size)}
+    if saved is not None:
+        detections = load_detections(saved)
+        provenance["detections_from"] = str(saved)
+    else:
+        detector = load_detector(weights, input_size, threads=threads)
+        weights_file = resolve_weights(weights)
+        provenance.update(weights=str(weights_file), weights_sha256=sha256_of(weights_file))
+        detections = detect_images(detector, eval_set.images, desc=eval_set.name)
+    if detections_out is not None:
+        save_detections(detections_out, detections)
+    scores = score_set(eval_set, detections, ious, threshold)
+    scores.update(provenance, wall_time_s=round(time.perf_counter() - started, 2))
+    for iou in ious:
+        summary = scores["by_iou"][str(iou)]
+        click.echo(f"IoU threshold: {iou}")
+        click.echo(results_block(scores, iou))
+        click.echo(f"Pooled AP over all {scores['images']} images ({scores['faces']} faces): "
+                   f"{summary['pooled_ap']:.4f}; at score >= {threshold}: recall {summary['recall']:.4f}, "
+                   f"{summary['false_positives']} false positives")
+    if "fddb_roc" in scores:
+        roc = scores["fddb_roc"]
+        click.echo(f"FDDB ROC at 1000 false positives: discrete {roc['discrete_tpr_at_1000_fp']:.4f}, "
+                   f"continuous {roc['continuous_tpr_at_1000_fp']:.4f}")
+    json_path = json_path or Path(f"frosted-eval-{eval_set.name}.json")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(scores, indent=1))
+    click.echo(f"Wrote {json_path} (wall time {scores['wall_time_s']} s)")
+
+
+def _load_set(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path | None, folds: int,
+              limit: int | None, name: str | None, need_images: bool) -> EvalSet:
+    if (coco_labels is None) == (fddb_root is None):
+        raise click.UsageError("give exactly one of --coco LABELS.json or --fddb DIR")
+    if fddb_root is not None:
+        return fddb_set(fddb_root, limit, need_images)
+    assert coco_labels is not None
+    return coco_set(coco_labels, images_dir or coco_labels.parent / "images", folds, limit, name)

@@ -1,0 +1,53 @@
+"""Shared fixtures: the read-only ``shared/`` folder (weights, face sets, FDDB annotations) and a detector.
+
+``shared/`` is found at ``$FROSTED_SHARED`` or beside the repository; tests that need it skip without it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facesplit.detector import SplitDetector
+from facesplit.faceboxes import FaceBoxes
+from facesplit.weights import load_faceboxes
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FROSTED_SHARED", REPO.parent / "shared"))
+WEIGHTS = SHARED / "assets" / "faceboxes" / "FaceBoxesProd.pth"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED} (set FROSTED_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def weights_path(shared_dir: Path) -> Path:
+    if not WEIGHTS.is_file():
+        pytest.skip(f"FaceBoxes weights not found at {WEIGHTS}")
+    return WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def faceboxes(weights_path: Path) -> FaceBoxes:
+    return load_faceboxes(weights_path)
+
+
+@pytest.fixture(scope="session")
+def detector(faceboxes: FaceBoxes) -> SplitDetector:
+    return SplitDetector(faceboxes)
+
+
+def run_frosted(*args: str, env: dict[str, str] | None = None,
+                timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run the installed CLI the way a user does, in a fresh process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "frosted", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=REPO)

@@ -1,0 +1,90 @@
+"""Finding, checking and downloading the weights (the download from a real HTTP server on loopback)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from facesplit.weights import OFFICIAL_SHA256, WeightsError, download_weights, load_faceboxes, resolve_weights
+from tests.conftest import run_frosted
+
+
+@pytest.fixture()
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server on 127.0.0.1 serving a folder; yields (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weights_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("FROSTED_WEIGHTS", raising=False)
+    with pytest.raises(WeightsError, match="frosted weights download"):
+        resolve_weights()
+    monkeypatch.setenv("FROSTED_WEIGHTS", str(weights_path))
+    assert resolve_weights() == weights_path
+    with pytest.raises(WeightsError, match=r"explicit\.pth.*--weights"):
+        resolve_weights(tmp_path / "explicit.pth")
+
+
+def test_wrong_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
+    other = tmp_path / "other.pth"
+    torch.save({"conv1.conv.weight": torch.zeros(24, 3, 5, 5), "fc.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(WeightsError) as info:
+        load_faceboxes(other)
+    message = str(info.value)
+    assert "\n" not in message and "not a FaceBoxes checkpoint" in message
+    assert "missing" in message and "unexpected fc.weight" in message
+    assert "wrong shape for conv1.conv.weight" in message
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+        load_faceboxes(garbage)
+
+
+def test_download_verifies_sha256(http_dir: tuple[Path, str], weights_path: Path, tmp_path: Path) -> None:
+    root, url = http_dir
+    shutil.copy(weights_path, root / "FaceBoxesProd.pth")
+    (root / "tampered.pth").write_bytes(weights_path.read_bytes()[:-1] + b"\x00")
+    saved = download_weights(f"{url}/FaceBoxesProd.pth", tmp_path / "cache" / "w.pth")
+    assert saved.read_bytes() == weights_path.read_bytes()
+    target = tmp_path / "cache2" / "w.pth"
+    with pytest.raises(WeightsError, match=f"expected {OFFICIAL_SHA256}"):
+        download_weights(f"{url}/tampered.pth", target)
+    assert not target.exists() and list(target.parent.iterdir()) == []  # nothing half-written left
+    with pytest.raises(WeightsError, match=r"404|Not Found"):
+        download_weights(f"{url}/absent.pth", target)
+
+
+def test_download_cli_fills_the_cache(http_dir: tuple[Path, str], weights_path: Path, tmp_path: Path) -> None:
+    root, url = http_dir
+    shutil.copy(weights_path, root / "FaceBoxesProd.pth")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "FROSTED_WEIGHTS": ""}
+    result = run_frosted("weights", "download", "--url", f"{url}/FaceBoxesProd.pth", env=env)
+    assert result.returncode == 0, result.stderr
+    cached = tmp_path / "cache" / "frosted" / "FaceBoxesProd.pth"
+    assert result.stdout.strip() == str(cached) and cached.is_file()
+    check = run_frosted("weights", "check", env=env)  # every verb now finds them with no flag
+    assert check.returncode == 0 and "(official)" in check.stdout
+    bad = run_frosted("weights", "download", "--url", f"{url}/absent.pth", env=env)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
