@@ -114,3 +114,12 @@ def download_weights(url: str = OFFICIAL_URL, destination: Path | None = None,
                            "nothing was saved")
     tmp_path.replace(destination)
     return destination
+
+
+def head_fingerprint(model: FaceBoxes) -> str:
+    """sha256 of the head's weights (unfused): a noise profile is valid only for the head it was fitted on."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.head.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -238,19 +238,19 @@ def overlap_matrix(ellipses: Sequence[Ellipse], boxes: np.ndarray,
     r0, r1 = np.minimum(corners[:, 1], corners[:, 3]), np.maximum(corners[:, 1], corners[:, 3])
     if image_size is not None:
         width, height = image_size
-        c0, c1 = np.clip(c0, 0, None), np.clip(c1, None, width - 1)
-        r0, r1 = np.clip(r0, 0, None), np.clip(r1, None, height - 1)
-    box_area = np.clip(c1 - c0 + 1, 0, None) * np.clip(r1 - r0 + 1, 0, None)
+        c0, c1 = np.maximum(c0, 0), np.minimum(c1, width - 1)
+        r0, r1 = np.maximum(r0, 0), np.minimum(r1, height - 1)
+    box_area = np.maximum(c1 - c0 + 1, 0) * np.maximum(r1 - r0 + 1, 0)
     for row, ellipse in enumerate(ellipses):
         mask, left, top = _ellipse_mask(ellipse, image_size)
         h, w = mask.shape
         # Integral image: each box's intersection with the ellipse is then four look-ups.
-        integral = np.zeros((h + 1, w + 1), dtype=np.int64)
-        integral[1:, 1:] = mask.cumsum(axis=0, dtype=np.int64).cumsum(axis=1)
-        a0 = np.clip(c0 - left, 0, w)
-        a1 = np.maximum(np.clip(c1 - left + 1, 0, w), a0)
-        b0 = np.clip(r0 - top, 0, h)
-        b1 = np.maximum(np.clip(r1 - top + 1, 0, h), b0)
+        integral = np.zeros((h + 1, w + 1), dtype=np.int32)
+        integral[1:, 1:] = mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1)
+        a0 = np.minimum(np.maximum(c0 - left, 0), w)
+        a1 = np.minimum(np.maximum(c1 - left + 1, a0), w)
+        b0 = np.minimum(np.maximum(r0 - top, 0), h)
+        b1 = np.minimum(np.maximum(r1 - top + 1, b0), h)
         inter = integral[b1, a1] - integral[b0, a1] - integral[b1, a0] + integral[b0, a0]
         union = int(integral[h, w]) + box_area - inter
         overlaps[row] = np.divide(inter, union, out=np.zeros(len(boxes)), where=union > 0)

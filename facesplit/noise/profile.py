@@ -1,0 +1,117 @@
+"""NoiseProfile: learned per-element noise over the head's activation, and its file format.
+
+Applying a profile to an activation ``a`` gives ``z = a + mu + sigma * eps`` with ``eps ~ N(0, I)`` drawn
+fresh for every frame. A profile is fitted for one set of head weights and one input size; it travels
+with the tail it was fitted with (optionally a noise-aware tail, stored in the same file).
+
+File: one safetensors file. Tensors ``mu``, ``sigma`` (C, H, W) and, for a noise-aware tail, ``tail.*``;
+metadata (strings) ``format``, ``alpha``, ``input_size``, ``head_fingerprint``, ``fitted_on`` (JSON).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from facesplit.errors import FrostedError
+from facesplit.noise.sampler import GaussianStream
+
+FORMAT = "frosted-noise-profile/1"
+
+
+class ProfileError(FrostedError):
+    """A profile file that is unreadable, malformed, or fitted for another model or input size."""
+
+
+@dataclass
+class NoiseProfile:
+    mu: torch.Tensor  # (C, H, W) float32: added to every activation
+    sigma: torch.Tensor  # (C, H, W) float32, > 0: scale of the fresh Gaussian noise
+    alpha: float  # the privacy weight it was fitted with: loss = (1 - alpha) task - alpha mean(log sigma)
+    input_size: tuple[int, int]  # (width, height) of the model input it was fitted for
+    head_fingerprint: str  # `facesplit.weights.head_fingerprint` of the head it was fitted on
+    fitted_on: dict = field(default_factory=dict)  # what data, which images, which task loss, epochs
+    tail_state: dict[str, torch.Tensor] | None = None  # noise-aware tail weights, if one was fitted
+
+    def __post_init__(self) -> None:
+        if self.mu.shape != self.sigma.shape or self.mu.dim() != 3:
+            raise ProfileError(f"mu and sigma must be the same (C, H, W) shape, got {tuple(self.mu.shape)} "
+                               f"and {tuple(self.sigma.shape)}")
+        if not bool((self.sigma > 0).all()) or not bool(torch.isfinite(self.mu).all()):
+            raise ProfileError("sigma must be positive and mu finite everywhere")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.mu.shape)  # type: ignore[return-value]
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies this exact profile (and tail) on the wire: a tail serves only the profiles it knows."""
+        digest = hashlib.sha256(self.head_fingerprint.encode())
+        for name, tensor in sorted(self._tensors().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to(torch.float16).contiguous().numpy().tobytes())
+        return digest.hexdigest()[:32]
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"mu": self.mu, "sigma": self.sigma}
+        tensors.update({f"tail.{k}": v for k, v in (self.tail_state or {}).items()})
+        return tensors
+
+    def save(self, path: Path, dtype: torch.dtype = torch.float16) -> None:
+        """Write the profile; fp16 by default (ships small; sigma is clamped to stay positive)."""
+        tensors = {k: v.detach().float().contiguous() for k, v in self._tensors().items()}
+        if dtype == torch.float16:
+            tensors = {k: (v.clamp(min=6e-5) if k == "sigma" else v).half() for k, v in tensors.items()}
+        metadata = {"format": FORMAT, "alpha": repr(self.alpha),
+                    "input_size": f"{self.input_size[0]}x{self.input_size[1]}",
+                    "head_fingerprint": self.head_fingerprint, "fitted_on": json.dumps(self.fitted_on)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path), metadata=metadata)
+
+    @classmethod
+    def load(cls, path: Path, head_fingerprint: str | None = None,
+             input_size: tuple[int, int] | None = None) -> NoiseProfile:
+        """Read a profile; refuse it if it was fitted for other head weights or another input size."""
+        try:
+            tensors = load_file(str(path))
+            with open(path, "rb") as f:
+                header_len = int.from_bytes(f.read(8), "little")
+                metadata = json.loads(f.read(header_len)).get("__metadata__") or {}
+        except (OSError, SafetensorError, ValueError) as exc:
+            raise ProfileError(f"{path}: not a readable noise profile ({exc})") from None
+        if metadata.get("format") != FORMAT or "mu" not in tensors or "sigma" not in tensors:
+            raise ProfileError(f"{path}: not a noise profile (expected format {FORMAT!r} with mu and sigma)")
+        width, height = (int(v) for v in metadata["input_size"].split("x"))
+        profile = cls(mu=tensors["mu"].float(), sigma=tensors["sigma"].float(), alpha=float(metadata["alpha"]),
+                      input_size=(width, height), head_fingerprint=metadata["head_fingerprint"],
+                      fitted_on=json.loads(metadata.get("fitted_on") or "{}"),
+                      tail_state={k[5:]: v.float() for k, v in tensors.items() if k.startswith("tail.")} or None)
+        if head_fingerprint is not None and profile.head_fingerprint != head_fingerprint:
+            raise ProfileError(f"{path}: fitted for head weights {profile.head_fingerprint[:12]}..., but the "
+                               f"loaded weights are {head_fingerprint[:12]}...; refit or use matching weights")
+        if input_size is not None and profile.input_size != tuple(input_size):
+            raise ProfileError(f"{path}: fitted for input size {width}x{height}, not "
+                               f"{input_size[0]}x{input_size[1]}; pass --input-size {width}x{height}")
+        return profile
+
+
+class Obfuscator:
+    """Applies a profile to activations: z = a + mu + sigma * eps, eps fresh from a `GaussianStream`."""
+
+    def __init__(self, profile: NoiseProfile, stream: GaussianStream | None = None) -> None:
+        self.profile = profile
+        self.stream = stream or GaussianStream()
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        if tuple(activation.shape[1:]) != self.profile.shape:
+            raise ProfileError(f"activation shape {tuple(activation.shape[1:])} does not match the profile's "
+                               f"{self.profile.shape}")
+        eps = self.stream.normal(tuple(activation.shape))
+        return torch.addcmul(activation + self.profile.mu, self.profile.sigma, eps)
