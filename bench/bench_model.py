@@ -205,15 +205,32 @@ def numerical_check(weights: Path, sizes: list[InputSize]) -> list[dict[str, Any
     return rows
 
 
+def cpu_stall_us() -> int | None:
+    """Microseconds that runnable tasks waited for a CPU so far (Linux PSI), to detect a busy machine."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(some.rsplit("total=", 1)[1])
+
+
 def spawn(config: str, round_index: int, args: argparse.Namespace, weights: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--round", str(round_index),
            "--weights", str(weights), "--sizes", args.sizes, "--threads", str(args.threads),
            "--iterations", str(args.iterations), "--warmup", str(args.warmup)]
+    stall_before, started = cpu_stall_us(), time.perf_counter()
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)  # stderr: progress, errors
+    wall_s, stall_after = time.perf_counter() - started, cpu_stall_us()
     if done.returncode != 0:
         raise SystemExit(f"the {config} worker failed (exit {done.returncode}); its error is above")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    run["wall_s"] = round(wall_s, 1)
+    # Share of the worker's time during which some task waited for a CPU: near 0 on an idle machine,
+    # large when something else competes for the cores (then the figures are not trustworthy).
+    if stall_before is not None and stall_after is not None:
+        run["cpu_pressure"] = round((stall_after - stall_before) / (wall_s * 1e6), 3)
+    return run
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -228,22 +245,33 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                            for stat in ("median", "p10", "p90")}
             row[config]["rounds"] = [{k: v for k, v in r.items() if k not in ("item", "size")}
                                      for r in per_round]
+            medians = [r["median"] for r in per_round]
+            row[config]["rounds_disagree"] = max(medians) > 1.2 * min(medians)
         row["speedup"] = row["naive"]["median"] / row["optimized"]["median"]
         row["reference_ms"] = REFERENCE_MS.get((row["item"], row["size"]), "")
         rows.append(row)
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], check: list[dict[str, Any]], info: dict[str, Any],
-             args: argparse.Namespace) -> str:
-    def cell(stats: dict[str, float]) -> str:
-        return f"{stats['median']:.2f} [{stats['p10']:.2f}-{stats['p90']:.2f}]"
+def markdown(rows: list[dict[str, Any]], check: list[dict[str, Any]], runs: list[dict[str, Any]],
+             info: dict[str, Any], args: argparse.Namespace) -> str:
+    def cell(stats: dict[str, Any]) -> str:
+        flag = " *" if stats["rounds_disagree"] else ""
+        return f"{stats['median']:.2f} [{stats['p10']:.2f}-{stats['p90']:.2f}]{flag}"
+
+    pressure = [f"{run['config']} {run.get('cpu_pressure', float('nan')):.0%}" for run in runs]
+    busy = any(run.get("cpu_pressure", 0.0) > 0.1 for run in runs)
 
     lines = [
         f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs, AVX-512: "
         f"{'yes' if info['avx512'] else 'no'}, torch kernels: {info['torch_cpu_capability']}), "
         f"torch {info['torch']}, {args.threads} threads, batch 1, {info['date']}. "
-        f"Median [p10-p90] ms; median over {args.rounds} rounds of {args.iterations} iterations each.",
+        f"Median [p10-p90] ms; median over {args.rounds} rounds of {args.iterations} iterations each; "
+        "* = the rounds' medians differ by more than 20 %.",
+        "",
+        f"CPU pressure per worker, in run order (share of time some task waited for a CPU): "
+        f"{', '.join(pressure)}."
+        + (" **The machine was busy: do not trust these figures.**" if busy else ""),
         "",
         "| item | size | naive ms | optimized ms | speed-up | reference ms (NCHW / channels_last) |",
         "|---|---|---|---|---|---|",
@@ -267,15 +295,14 @@ def run_parent(args: argparse.Namespace) -> None:
     weights = resolve_weights(args.weights)
     sizes = parse_sizes(args.sizes)
     check = numerical_check(weights, sizes)
-    runs: dict[str, list[dict[str, Any]]] = {config: [] for config in CONFIGS}
+    in_order = []
     for round_index in range(args.rounds):
         # Alternate which configuration goes first so slow drift of the machine does not favour either.
         order = CONFIGS if round_index % 2 == 0 else CONFIGS[::-1]
-        for config in order:
-            runs[config].append(spawn(config, round_index, args, weights))
-    rows = summarise(runs)
+        in_order += [spawn(config, round_index, args, weights) for config in order]
+    rows = summarise({config: [run for run in in_order if run["config"] == config] for config in CONFIGS})
     info = machine_info(args.threads)
-    table = markdown(rows, check, info, args)
+    table = markdown(rows, check, in_order, info, args)
     wall_s = time.perf_counter() - started
 
     out = Path(args.out)
@@ -283,7 +310,9 @@ def run_parent(args: argparse.Namespace) -> None:
     settings = {k: getattr(args, k) for k in ("sizes", "threads", "iterations", "warmup", "rounds")}
     report = {"machine": info, "settings": settings,
               "weights": {"path": str(weights), "sha256": sha256_of(weights)},
-              "numerical_check": check, "results": rows, "wall_s": round(wall_s, 1)}
+              "numerical_check": check, "results": rows,
+              "workers": [{k: run[k] for k in ("config", "wall_s", "cpu_pressure") if k in run} for run in in_order],
+              "wall_s": round(wall_s, 1)}
     (out / "model.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "model.md").write_text(table)
     print(table)

@@ -49,3 +49,11 @@ def decode_boxes(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
     centre = priors[:, :2] + loc[:, :2] * VARIANCES[0] * priors[:, 2:]
     size = priors[:, 2:] * np.exp(loc[:, 2:] * VARIANCES[1])
     return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+
+
+def encode_boxes(boxes: np.ndarray, priors: np.ndarray) -> np.ndarray:
+    """Inverse of `decode_boxes`: (P, 4) normalised corners -> (P, 4) offsets against (P, 4) priors."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    size = np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-6)
+    return np.concatenate([(centre - priors[:, :2]) / (VARIANCES[0] * priors[:, 2:]),
+                           np.log(size / priors[:, 2:]) / VARIANCES[1]], axis=1)

@@ -228,10 +228,11 @@ def overlap_matrix(ellipses: Sequence[Ellipse], boxes: np.ndarray,
     """(len(ellipses), len(boxes)) region overlap |E and B| / |E or B| in pixels, as FDDB's ``evaluate``
     computes it. ``boxes`` is (N, >=4) ``[x1, y1, x2, y2, ...]``; ``image_size`` (width, height) clips the
     regions to the image as the official program does."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(len(boxes), -1)
+    boxes = np.asarray(boxes, dtype=np.float64)
     overlaps = np.zeros((len(ellipses), len(boxes)))
     if len(ellipses) == 0 or len(boxes) == 0:
         return overlaps
+    boxes = boxes.reshape(len(boxes), -1)
     # RectangleR::display fills between cvPointFrom32f of the two corners, both included.
     corners = np.rint(boxes[:, :4].astype(np.float32)).astype(np.int64)
     c0, c1 = np.minimum(corners[:, 0], corners[:, 2]), np.maximum(corners[:, 0], corners[:, 2])
@@ -263,9 +264,9 @@ def overlap_matrix(ellipses: Sequence[Ellipse], boxes: np.ndarray,
 @dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no single truth value
 class FddbRoc:
     """FDDB ROC curves. Each is (K, 3) ``[false positives, true positive rate, score threshold]``, one row
-    per threshold, by decreasing threshold (so FP ascending; the official raw-overlap matching can, rarely,
-    make FP dip by one as a threshold drops). ``continuous`` has the same FP and thresholds, with the
-    summed overlap of the matched pairs over the number of faces as its rate."""
+    per threshold, by decreasing threshold, so FP ascending (the official matching maximises the raw
+    overlap, which can, rarely, let FP dip as a threshold drops). ``continuous`` has the same FP and
+    thresholds, with the summed overlap of the matched pairs over the number of faces as its rate."""
 
     discrete: np.ndarray
     continuous: np.ndarray

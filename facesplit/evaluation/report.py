@@ -44,7 +44,8 @@ def score_set(eval_set: EvalSet, detections: Detections, ious: Sequence[float],
                     "faces": int(sum(f["faces"] for f in folds)), "operating_threshold": operating_threshold,
                     "folds": folds, "by_iou": summary}
     if eval_set.fddb_images:
-        roc = fddb_roc(detections, eval_set.fddb_images)
+        keys = {image.path for image in eval_set.fddb_images}
+        roc = fddb_roc({k: v for k, v in detections.items() if k in keys}, eval_set.fddb_images)
         result["fddb_roc"] = {
             "discrete_tpr_at_1000_fp": roc.true_positive_rate_at(1000),
             "continuous_tpr_at_1000_fp": roc.true_positive_rate_at(1000, continuous=True),

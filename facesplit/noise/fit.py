@@ -1,0 +1,156 @@
+"""Fit a NoiseProfile: the head is frozen, its clean activations are computed once (with augmentation) and
+cached, then mu and sigma (and optionally a noise-aware tail) are trained on
+
+    loss = (1 - alpha) * task - alpha * mean(log sigma),      sigma = s_min + (s_max - s_min) * sigmoid(rho)
+
+where task is MultiBox against labels or distillation from the clean model's outputs (no labels needed).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facesplit.faceboxes import FaceBoxes
+from facesplit.images import read_image_bgr
+from facesplit.noise.augment import augment
+from facesplit.noise.losses import detection_loss, multibox_targets
+from facesplit.noise.profile import NoiseProfile
+from facesplit.preprocess import InputSize, preprocess
+from facesplit.priors import priors_for
+from facesplit.weights import head_fingerprint
+
+Task = Literal["distill", "multibox"]
+
+
+@dataclass(frozen=True)
+class FitImage:
+    seen_as: str  # "<set>/<key>": recorded in the profile so evaluation can skip what fitting saw
+    path: Path
+    boxes: np.ndarray | None  # (M, 4) faces in the image's pixels; None when unlabelled
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    alpha: float
+    task: Task = "distill"
+    input_size: InputSize = field(default_factory=InputSize)
+    epochs: int = 12
+    batch_size: int = 8
+    augmentations: int = 4  # augmented copies of each image, besides the image itself
+    learning_rate: float = 0.05
+    sigma_min: float = 0.01
+    sigma_max: float = 8.0
+    sigma_init: float = 0.1
+    tune_tail: bool = False  # also fine-tune a noise-aware tail, saved with the profile
+    tail_learning_rate: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
+class TrainingSet:
+    activations: torch.Tensor  # (S, C, H, W) float16, clean
+    target_prob: torch.Tensor  # (S, P) float16
+    target_loc: torch.Tensor  # (S, P, 4) float32
+    seen: list[str]
+
+
+@torch.inference_mode()
+def build_training_set(model: FaceBoxes, images: Sequence[FitImage], config: FitConfig) -> TrainingSet:
+    """Clean activations of every image and its augmented copies, with the task's per-anchor targets."""
+    if config.input_size.native:
+        raise ValueError("noise profiles need a fixed input size, not 'native'")
+    if config.task == "multibox" and any(image.boxes is None for image in images):
+        raise ValueError("the multibox task needs labelled images (COCO boxes)")
+    rng = np.random.default_rng(config.seed)
+    width, height = config.input_size.width, config.input_size.height
+    assert width is not None and height is not None
+    priors = priors_for(height, width)
+    activations, probs, locs = [], [], []
+    for image in tqdm(images, desc="activations", unit="img", dynamic_ncols=True):
+        frame = read_image_bgr(image.path)
+        boxes = image.boxes if image.boxes is not None else np.zeros((0, 4), np.float32)
+        for copy_index in range(config.augmentations + 1):
+            view, view_boxes = (frame, boxes) if copy_index == 0 else augment(frame, boxes, rng)
+            x, box = preprocess(view, config.input_size)
+            activation = model.head(x.contiguous())
+            if config.task == "distill":
+                loc, prob = model.tail(activation)
+                prob, loc = prob[0], loc[0]
+            else:
+                labels, offsets = multibox_targets(view_boxes * box.scale, priors, width, height)
+                prob, loc = torch.from_numpy(labels), torch.from_numpy(offsets)
+            activations.append(activation[0].half())
+            probs.append(prob.half())
+            locs.append(loc.float())
+    return TrainingSet(torch.stack(activations), torch.stack(probs), torch.stack(locs),
+                       [image.seen_as for image in images])
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
+                fitted_on: dict | None = None) -> NoiseProfile:
+    """Train mu, rho (and the tail, if asked) on the cached activations; returns the fitted profile."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # training noise: reproducible, never shipped
+    shape = tuple(data.activations.shape[1:])
+    span = config.sigma_max - config.sigma_min
+    mu = torch.zeros(shape, requires_grad=True)
+    rho = torch.full(shape, _logit((config.sigma_init - config.sigma_min) / span), requires_grad=True)
+    tail = copy.deepcopy(model.tail).eval()  # eval: batch-norm statistics stay the clean model's
+    for p in tail.parameters():
+        p.requires_grad_(config.tune_tail)
+    groups = [{"params": [mu, rho], "lr": config.learning_rate}]
+    if config.tune_tail:
+        groups.append({"params": list(tail.parameters()), "lr": config.tail_learning_rate})
+    optimiser = torch.optim.Adam(groups)
+    count = len(data.activations)
+    steps_per_epoch = math.ceil(count / config.batch_size)
+    history = []
+    started = time.perf_counter()
+    with tqdm(total=config.epochs * steps_per_epoch, desc=f"fit alpha={config.alpha}", unit="step",
+              dynamic_ncols=True) as bar:
+        for epoch in range(config.epochs):
+            order = torch.randperm(count, generator=generator)
+            totals = np.zeros(3)
+            for start in range(0, count, config.batch_size):
+                index = order[start:start + config.batch_size]
+                clean = data.activations[index].float()
+                sigma = config.sigma_min + span * torch.sigmoid(rho)
+                eps = torch.randn(clean.shape, generator=generator)
+                loc, logits = tail.logits(clean + mu + sigma * eps)
+                task = detection_loss(loc, logits, data.target_prob[index].float(), data.target_loc[index])
+                privacy = -torch.log(sigma).mean()
+                loss = (1 - config.alpha) * task + config.alpha * privacy
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                totals += [loss.item(), task.item(), sigma.detach().mean().item()]
+                bar.update(1)
+                bar.set_postfix(task=f"{task.item():.3f}", sigma=f"{sigma.detach().mean().item():.3f}")
+            mean = totals / steps_per_epoch
+            history.append({"epoch": epoch + 1, "loss": mean[0], "task": mean[1], "mean_sigma": mean[2]})
+    sigma = (config.sigma_min + span * torch.sigmoid(rho)).detach()
+    width, height = config.input_size.width, config.input_size.height
+    assert width is not None and height is not None
+    summary = {
+        **(fitted_on or {}), "task": config.task, "epochs": config.epochs, "samples": count,
+        "augmentations": config.augmentations, "seen": data.seen, "history": history,
+        "fit_seconds": round(time.perf_counter() - started, 1), "seed": config.seed,
+        "sigma_bounds": [config.sigma_min, config.sigma_max], "noise_aware_tail": config.tune_tail}
+    return NoiseProfile(mu=mu.detach(), sigma=sigma, alpha=config.alpha, input_size=(width, height),
+                        head_fingerprint=head_fingerprint(model), fitted_on=summary,
+                        tail_state={k: v.detach() for k, v in tail.state_dict().items()}
+                        if config.tune_tail else None)
