@@ -88,16 +88,16 @@ def test_folds_are_deterministic_contiguous_and_cover_every_image(shared_dir: Pa
 
 
 def make_fddb_root(tmp_path: Path, shared_dir: Path) -> Path:
-    """An FDDB-shaped folder (two folds, images under originalPics/) built from the dlib photos, with
-    each labelled box turned into its inscribed ellipse."""
+    """An FDDB-shaped folder (ten folds of one image, images under originalPics/) built from the dlib
+    photos, with each labelled box turned into its inscribed ellipse."""
     dlib = shared_dir / "data/faces/dlib"
     images = read_coco_faces(dlib / "labels.json", dlib / "images")
     root = tmp_path / "fddb"
     (root / "FDDB-folds").mkdir(parents=True)
-    for fold, chunk in enumerate((images[:5], images[5:]), start=1):
+    for fold in range(1, 11):
         paths, ellipses = [], []
-        for image in chunk:
-            rel = f"2002/08/0{fold}/big/{Path(image.key).stem}"
+        for image in [images[(fold - 1) % len(images)]]:
+            rel = f"2002/08/{fold:02d}/big/{Path(image.key).stem}"
             (root / "originalPics" / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(image.path, root / "originalPics" / f"{rel}.jpg")
             paths.append(rel)
@@ -106,8 +106,8 @@ def make_fddb_root(tmp_path: Path, shared_dir: Path) -> Path:
                 # FDDB's ellipses are taller than wide: major radius vertical (angle pi/2)
                 ellipses.append(f"{(y2 - y1) / 2:.4f} {(x2 - x1) / 2:.4f} 1.570796 {(x1 + x2) / 2:.4f} "
                                 f"{(y1 + y2) / 2:.4f}  1")
-        (root / "FDDB-folds" / f"FDDB-fold-0{fold}.txt").write_text("\n".join(paths) + "\n")
-        (root / "FDDB-folds" / f"FDDB-fold-0{fold}-ellipseList.txt").write_text("\n".join(ellipses) + "\n")
+        (root / "FDDB-folds" / f"FDDB-fold-{fold:02d}.txt").write_text("\n".join(paths) + "\n")
+        (root / "FDDB-folds" / f"FDDB-fold-{fold:02d}-ellipseList.txt").write_text("\n".join(ellipses) + "\n")
     return root
 
 
@@ -117,7 +117,7 @@ def test_fddb_layout_end_to_end(weights_path: Path, shared_dir: Path, tmp_path: 
                          "--json", str(tmp_path / "fddb.json"))
     assert result.returncode == 0, result.stderr
     [(aps, name, mean)] = parse_blocks(result.stdout)
-    assert name == "FDDB" and len(aps) == 2 and mean > 0.9
+    assert name == "FDDB" and len(aps) == 10 and mean > 0.9
     assert "FDDB-fold-1 Val AP" in result.stdout
     roc = json.loads((tmp_path / "fddb.json").read_text())["fddb_roc"]
     assert roc["discrete_tpr_at_1000_fp"] > 0.9 and 0.4 < roc["continuous_tpr_at_1000_fp"] < 1.0

@@ -23,8 +23,11 @@ def detect_images(detector: SplitDetector, images: Iterable[LabelledImage],
             for image in tqdm(images, desc=desc, unit="img", dynamic_ncols=True)}
 
 
-def detection_record(key: str, boxes: np.ndarray) -> dict:
-    """The JSON form shared by `frosted detect` output and saved detections."""
+def detection_record(key: str, boxes: np.ndarray, exact: bool = False) -> dict:
+    """The JSON form shared by `frosted detect` output (rounded for people) and saved detections (exact, so
+    rescoring them reproduces every figure bit for bit)."""
+    if exact:
+        return {"image": key, "boxes": [[float(v) for v in b[:5]] for b in boxes]}
     return {"image": key, "boxes": [[round(float(v), 2) for v in b[:4]] + [round(float(b[4]), 5)]
                                     for b in boxes]}
 
@@ -33,7 +36,7 @@ def save_detections(path: Path, detections: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         for key, boxes in detections.items():
-            f.write(json.dumps(detection_record(key, boxes)) + "\n")
+            f.write(json.dumps(detection_record(key, boxes, exact=True)) + "\n")
 
 
 def load_detections(path: Path) -> dict[str, np.ndarray]:
