@@ -22,6 +22,7 @@ class SplitDetector:
 
     def __init__(self, model: FaceBoxes, input_size: InputSize = InputSize(),
                  postprocess: PostprocessConfig = PostprocessConfig()) -> None:
+        self.source = model  # unfused: what fingerprints and noise-aware tails refer to
         fused = copy.deepcopy(model).eval().fuse_batchnorm_()
         self.model = fused.to(memory_format=torch.channels_last)
         self.input_size = input_size
@@ -57,3 +58,12 @@ def load_detector(weights: str | None = None, input_size: InputSize = InputSize(
     """The detector every verb uses: weights resolved as `load_faceboxes` does, CPU runtime tuned."""
     tune_cpu_runtime(threads)
     return SplitDetector(load_faceboxes(weights), input_size, postprocess)
+
+
+def with_tail(detector: SplitDetector, tail_state: dict[str, torch.Tensor] | None) -> SplitDetector:
+    """The same detector with a noise-aware tail's weights (a profile's), or ``detector`` itself."""
+    if tail_state is None:
+        return detector
+    tuned = copy.deepcopy(detector.source)
+    tuned.tail.load_state_dict(tail_state, strict=True)
+    return SplitDetector(tuned, detector.input_size, detector.postprocess)

@@ -25,10 +25,12 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from frosted.commands import detect, evaluate, weights
+    from frosted.commands import detect, evaluate, fit_noise, profiles, weights
 
     cli.add_command(detect.detect)
     cli.add_command(evaluate.evaluate)
+    cli.add_command(fit_noise.fit_noise)
+    cli.add_command(profiles.profiles)
     cli.add_command(weights.weights)
 
 

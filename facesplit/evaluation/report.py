@@ -24,8 +24,8 @@ def score_set(eval_set: EvalSet, detections: Detections, ious: Sequence[float],
         return [(detections.get(i.key, empty), i.boxes) for i in images]
 
     folds = []
-    for k, fold in enumerate(eval_set.folds, start=1):
-        entry: dict = {"name": f"{eval_set.name}-fold-{k}", "images": len(fold),
+    for k, fold in enumerate(eval_set.folds):
+        entry: dict = {"name": eval_set.fold_name(k), "images": len(fold),
                        "faces": int(sum(len(i.boxes) for i in fold)), "by_iou": {}}
         for iou in ious:
             curve = precision_recall(pairs(fold), iou)

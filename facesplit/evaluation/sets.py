@@ -17,10 +17,28 @@ class EvalSet:
     name: str  # printed as "<name>-fold-<k>" and "<name> Dataset Average AP"
     folds: tuple[tuple[LabelledImage, ...], ...]
     fddb_images: tuple[FddbImage, ...] = ()  # FDDB only: the ellipses its official ROC scorer needs
+    fold_numbers: tuple[int, ...] = ()  # 1-based; default 1..len(folds)
+
+    def __post_init__(self) -> None:
+        if not self.fold_numbers:
+            object.__setattr__(self, "fold_numbers", tuple(range(1, len(self.folds) + 1)))
 
     @property
     def images(self) -> list[LabelledImage]:
         return [image for fold in self.folds for image in fold]
+
+    def fold_name(self, index: int) -> str:
+        return f"{self.name}-fold-{self.fold_numbers[index]}"
+
+    def without(self, seen: set[str]) -> EvalSet:
+        """The set minus the images named in ``seen`` ("<set>/<key>"); emptied folds are dropped, the
+        others keep their numbers so reports stay comparable."""
+        kept = [(n, tuple(i for i in fold if f"{self.name}/{i.key}" not in seen))
+                for n, fold in zip(self.fold_numbers, self.folds, strict=True)]
+        kept = [(n, fold) for n, fold in kept if fold]
+        keys = {i.key for _, fold in kept for i in fold}
+        return EvalSet(self.name, tuple(f for _, f in kept),
+                       tuple(i for i in self.fddb_images if i.path in keys), tuple(n for n, _ in kept))
 
 
 def coco_set(labels: Path, images_dir: Path, folds: int = 10, limit: int | None = None,

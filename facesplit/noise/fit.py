@@ -37,6 +37,10 @@ class FitImage:
     seen_as: str  # "<set>/<key>": recorded in the profile so evaluation can skip what fitting saw
     path: Path
     boxes: np.ndarray | None  # (M, 4) faces in the image's pixels; None when unlabelled
+    frame: np.ndarray | None = None  # decoded pixels, for frames taken from a video
+
+    def load(self) -> np.ndarray:
+        return self.frame if self.frame is not None else read_image_bgr(self.path)
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def build_training_set(model: FaceBoxes, images: Sequence[FitImage], config: Fit
     priors = priors_for(height, width)
     activations, probs, locs = [], [], []
     for image in tqdm(images, desc="activations", unit="img", dynamic_ncols=True):
-        frame = read_image_bgr(image.path)
+        frame = image.load()
         boxes = image.boxes if image.boxes is not None else np.zeros((0, 4), np.float32)
         for copy_index in range(config.augmentations + 1):
             view, view_boxes = (frame, boxes) if copy_index == 0 else augment(frame, boxes, rng)

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import click
 
-from facesplit.detector import load_detector
+from facesplit.detector import load_detector, with_tail
 from facesplit.evaluation.detections import detect_images, load_detections, save_detections
 from facesplit.evaluation.report import results_block, score_set
 from facesplit.evaluation.sets import EvalSet, coco_set, fddb_set
+from facesplit.noise.profile import Obfuscator
+from facesplit.noise.sampler import GaussianStream
+from facesplit.noise.shipped import load_profile_for
 from facesplit.preprocess import InputSize
 from facesplit.weights import resolve_weights, sha256_of
 from frosted.options import model_options
@@ -38,11 +41,17 @@ from frosted.options import model_options
               help="Save the raw detections (JSON lines) so later runs can compare.")
 @click.option("--detections", "saved", type=click.Path(path_type=Path), default=None,
               help="Score these saved detections instead of running the model.")
+@click.option("--noise", default=None, metavar="PROFILE",
+              help="Add this noise profile (a shipped name, see 'frosted profiles', or a file) to every activation;"
+                   " images the profile was fitted on are skipped.")
+@click.option("--seed", type=int, default=None,
+              help="Reproducible noise for evaluation only (default: fresh noise from the OS's CSPRNG).")
 @model_options()
 def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path | None, folds: int,
              ious: tuple[float, ...], threshold: float, limit: int | None, name: str | None,
              json_path: Path | None, detections_out: Path | None, saved: Path | None,
-             weights: Path | None, input_size: InputSize, threads: int | None) -> None:
+             noise: str | None, seed: int | None, weights: Path | None, input_size: InputSize,
+             threads: int | None) -> None:
     """Per-fold average precision, printed as TR-4928's results block (one per IoU)."""
     started = time.perf_counter()
     eval_set = _load_set(coco_labels, images_dir, fddb_root, folds, limit, name, need_images=saved is None)
@@ -55,7 +64,21 @@ def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path 
         detector = load_detector(weights, input_size, threads=threads)
         weights_file = resolve_weights(weights)
         provenance.update(weights=str(weights_file), weights_sha256=sha256_of(weights_file))
-        detections = detect_images(detector, eval_set.images, desc=eval_set.name)
+        obfuscate = None
+        if noise is not None:
+            profile = load_profile_for(detector, noise)
+            detector = with_tail(detector, profile.tail_state)
+            obfuscate = Obfuscator(profile, GaussianStream(seed_for_reproducible_evaluation=seed))
+            before = len(eval_set.images)
+            eval_set = eval_set.without(set(profile.fitted_on.get("seen", [])))
+            skipped = before - len(eval_set.images)
+            if not eval_set.folds:
+                raise click.UsageError(f"every image of {eval_set.name} was used to fit {noise}: nothing to evaluate")
+            if skipped:
+                click.echo(f"Skipping {skipped} images that {noise} was fitted on", err=True)
+            provenance.update(noise=noise, noise_alpha=profile.alpha, noise_fingerprint=profile.fingerprint,
+                              noise_seed=seed, skipped_fitted_images=skipped)
+        detections = detect_images(detector, eval_set.images, obfuscate, desc=eval_set.name)
     if detections_out is not None:
         save_detections(detections_out, detections)
     scores = score_set(eval_set, detections, ious, threshold)

@@ -1,0 +1,81 @@
+"""`frosted fit-noise`: fit a noise profile (and optionally a noise-aware tail) for the head's activation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facesplit.noise.fit import FitConfig, build_training_set, fit_profile
+from facesplit.noise.fit_data import frames_from, labelled_from_coco
+from facesplit.preprocess import InputSize
+from facesplit.runtime import tune_cpu_runtime
+from facesplit.weights import load_faceboxes
+from frosted.options import model_options
+
+
+def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int]:
+    if value is None:
+        return []
+    try:
+        folds: list[int] = []
+        for part in value.split(","):
+            low, _, high = part.partition("-")
+            folds += list(range(int(low), int(high or low) + 1))
+        return folds
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected fold numbers such as '1-5' or '1,3,5'") from None
+
+
+@click.command("fit-noise")
+@click.option("--alpha", type=click.FloatRange(0, 1, max_open=True), required=True,
+              help="Privacy weight: loss = (1 - alpha) task - alpha mean(log sigma).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Profile file to write (.safetensors).")
+@click.option("--frames", "frame_sources", multiple=True, type=click.Path(path_type=Path),
+              help="Unlabelled frames to fit on (a folder of images or a video; repeatable).")
+@click.option("--coco", "coco_labels", type=click.Path(path_type=Path), default=None,
+              help="A labelled COCO face set to fit on (with --use-folds).")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
+              help="The COCO set's images (default: 'images' beside labels.json).")
+@click.option("--folds", type=click.IntRange(1), default=10, show_default=True,
+              help="How the COCO set is split (the same split as 'frosted eval').")
+@click.option("--use-folds", callback=_fold_list, default=None,
+              help="Which COCO folds to fit on, e.g. '1-5': evaluate on the others.")
+@click.option("--task", type=click.Choice(["distill", "multibox"]), default="distill", show_default=True,
+              help="distill: match the clean model's outputs (no labels); multibox: match the COCO labels.")
+@click.option("--epochs", type=click.IntRange(1), default=12, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--augmentations", type=click.IntRange(0), default=4, show_default=True,
+              help="Augmented copies (scale, crop, flip, colour) of each image, cached with it.")
+@click.option("--tune-tail", is_flag=True, help="Also fine-tune a noise-aware tail, saved in the profile.")
+@click.option("--max-frames", type=click.IntRange(1), default=300, show_default=True,
+              help="At most this many frames from each folder or video.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fit (augmentation, training noise).")
+@model_options()
+def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_labels: Path | None,
+              images_dir: Path | None, folds: int, use_folds: list[int], task: str, epochs: int, batch_size: int,
+              augmentations: int, tune_tail: bool, max_frames: int, seed: int, weights: Path | None,
+              input_size: InputSize, threads: int | None) -> None:
+    """Fit a noise profile: the frozen head's activations plus learned noise that the tail tolerates."""
+    images = [image for source in frame_sources for image in frames_from(source, max_frames)]
+    if coco_labels is not None:
+        if not use_folds:
+            raise click.UsageError("--coco needs --use-folds (keep other folds for evaluation)")
+        images += labelled_from_coco(coco_labels, images_dir or coco_labels.parent / "images", folds, use_folds)
+    if not images:
+        raise click.UsageError("nothing to fit on: give --frames and/or --coco with --use-folds")
+    if task == "multibox" and any(image.boxes is None for image in images):
+        raise click.UsageError("--task multibox needs labels: use --coco only (frames are unlabelled)")
+    tune_cpu_runtime(threads)
+    model = load_faceboxes(weights)
+    config = FitConfig(alpha=alpha, task=task, input_size=input_size, epochs=epochs,  # type: ignore[arg-type]
+                       batch_size=batch_size, augmentations=augmentations, tune_tail=tune_tail, seed=seed)
+    data = build_training_set(model, images, config)
+    sources = [str(s) for s in frame_sources] + ([f"{coco_labels} folds {use_folds}"] if coco_labels else [])
+    profile = fit_profile(model, data, config, fitted_on={"sources": sources, "images": len(images)})
+    profile.save(out)
+    history = profile.fitted_on["history"][-1]
+    click.echo(f"Wrote {out}: alpha {alpha}, {len(images)} images x {augmentations + 1} views, "
+               f"{profile.fitted_on['fit_seconds']} s, final task loss {history['task']:.4f}, "
+               f"mean sigma {history['mean_sigma']:.4f}, fingerprint {profile.fingerprint}")
