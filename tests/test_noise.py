@@ -1,0 +1,122 @@
+"""Noise profiles: fresh CSPRNG noise, statistics, refusal of mismatched profiles, exact round trips."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from facesplit.detector import SplitDetector
+from facesplit.faceboxes import FaceBoxes
+from facesplit.noise.fit import FitConfig, FitImage, build_training_set, fit_profile
+from facesplit.noise.profile import NoiseProfile, Obfuscator, ProfileError
+from facesplit.noise.sampler import GaussianStream
+from facesplit.weights import head_fingerprint
+from tests.conftest import run_frosted
+
+
+def make_profile(fingerprint: str, shape: tuple[int, int, int] = (128, 32, 32)) -> NoiseProfile:
+    g = torch.Generator().manual_seed(0)
+    return NoiseProfile(mu=torch.randn(shape, generator=g) * 0.3, sigma=torch.rand(shape, generator=g) * 2 + 0.05,
+                        alpha=0.5, input_size=(shape[2] * 32, shape[1] * 32), head_fingerprint=fingerprint)
+
+
+def test_consecutive_frames_never_share_noise() -> None:
+    profile = make_profile("x" * 64)
+    obfuscate = Obfuscator(profile)
+    activation = torch.zeros(1, *profile.shape)
+    frames = [obfuscate(activation) for _ in range(50)]
+    for a, b in itertools.pairwise(frames):
+        assert not torch.equal(a, b)
+        assert (a == b).float().mean() < 1e-3  # not even a shared block of noise
+    # two agents started the same way still draw different noise: the key comes from os.urandom
+    assert not torch.equal(GaussianStream().normal((1000,)), GaussianStream().normal((1000,)))
+
+
+def test_only_an_explicit_seed_reproduces_noise() -> None:
+    a = GaussianStream(seed_for_reproducible_evaluation=7).normal((4096,))
+    b = GaussianStream(seed_for_reproducible_evaluation=7).normal((4096,))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, GaussianStream(seed_for_reproducible_evaluation=8).normal((4096,)))
+
+
+def test_noise_is_standard_normal() -> None:
+    sample = GaussianStream().normal((200_000,)).numpy()
+    assert stats.kstest(sample, "norm").pvalue > 1e-4
+    assert abs(sample.mean()) < 0.01 and abs(sample.std() - 1) < 0.01
+    # odd sizes work and keep the shape
+    assert GaussianStream().normal((3, 5, 7)).shape == (3, 5, 7)
+
+
+def test_applied_noise_matches_mu_and_sigma_per_element() -> None:
+    profile = make_profile("x" * 64, shape=(4, 3, 5))
+    activation = torch.rand(1, 4, 3, 5)
+    obfuscate = Obfuscator(profile)
+    draws = torch.cat([obfuscate(activation) for _ in range(4000)]) - activation
+    assert torch.allclose(draws.mean(0), profile.mu, atol=4 * profile.sigma.max().item() / np.sqrt(4000))
+    assert torch.allclose(draws.std(0) / profile.sigma, torch.ones(4, 3, 5), atol=0.08)
+
+
+def test_profile_for_other_head_weights_is_refused(tmp_path: Path, faceboxes: FaceBoxes) -> None:
+    path = tmp_path / "p.safetensors"
+    make_profile("0" * 64).save(path)
+    with pytest.raises(ProfileError, match="fitted for head weights 000000000000"):
+        NoiseProfile.load(path, head_fingerprint=head_fingerprint(faceboxes))
+    right = tmp_path / "right.safetensors"
+    make_profile(head_fingerprint(faceboxes)).save(right)
+    with pytest.raises(ProfileError, match="input size 1024x1024, not 1024x576"):
+        NoiseProfile.load(right, head_fingerprint(faceboxes), (1024, 576))
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(ProfileError, match="not a readable noise profile"):
+        NoiseProfile.load(tmp_path / "junk.safetensors")
+
+
+def test_fit_save_load_apply_round_trips_exactly(tmp_path: Path, faceboxes: FaceBoxes, shared_dir: Path) -> None:
+    photos = sorted((shared_dir / "data/faces/unlabelled").glob("*.jpg"))[:2]
+    config = FitConfig(alpha=0.5, epochs=1, augmentations=1, batch_size=2)
+    data = build_training_set(faceboxes, [FitImage(f"unlabelled/{p.name}", p, None) for p in photos], config)
+    fitted = fit_profile(faceboxes, data, config)
+    assert fitted.fitted_on["seen"] == [f"unlabelled/{p.name}" for p in photos]
+    exact, shipped = tmp_path / "fp32.safetensors", tmp_path / "fp16.safetensors"
+    fitted.save(exact, dtype=torch.float32)
+    fitted.save(shipped)
+    loaded = NoiseProfile.load(exact, head_fingerprint(faceboxes), (1024, 1024))
+    assert torch.equal(loaded.mu, fitted.mu) and torch.equal(loaded.sigma, fitted.sigma)
+    assert loaded.fingerprint == fitted.fingerprint and loaded.fitted_on == fitted.fitted_on
+    half = NoiseProfile.load(shipped)
+    assert torch.equal(half.mu, fitted.mu.half().float()) and torch.equal(half.sigma, fitted.sigma.half().float())
+    activation = data.activations[:1].float()
+    for profile in (fitted, loaded):
+        applied = Obfuscator(profile, GaussianStream(seed_for_reproducible_evaluation=3))(activation)
+        assert torch.equal(applied, Obfuscator(loaded, GaussianStream(seed_for_reproducible_evaluation=3))(activation))
+
+
+def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_path: Path, shared_dir: Path) -> None:
+    dlib = shared_dir / "data/faces/dlib"
+    profile = tmp_path / "p.safetensors"
+    fit = run_frosted("fit-noise", "--alpha", "0.3", "--out", str(profile), "--coco", str(dlib / "labels.json"),
+                      "--folds", "9", "--use-folds", "1-2", "--task", "multibox", "--epochs", "1",
+                      "--augmentations", "0", "--batch-size", "2", "--weights", str(weights_path))
+    assert fit.returncode == 0, fit.stderr
+    assert "Wrote" in fit.stdout and "fingerprint" in fit.stdout
+    result = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--noise", str(profile), "--seed", "1",
+                         "--weights", str(weights_path), "--json", str(tmp_path / "e.json"))
+    assert result.returncode == 0, result.stderr
+    assert "Skipping 2 images" in result.stderr
+    assert "dlib-fold-1 " not in result.stdout and "dlib-fold-3 Val AP" in result.stdout
+    bad = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--noise", str(profile),
+                      "--input-size", "1024x576", "--weights", str(weights_path))
+    assert bad.returncode == 1 and "1024x1024" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_detector_with_noise_still_finds_faces(detector: SplitDetector, faceboxes: FaceBoxes) -> None:
+    from facesplit.images import sample_image
+
+    profile = NoiseProfile(mu=torch.zeros(128, 32, 32), sigma=torch.full((128, 32, 32), 0.1), alpha=0.0,
+                           input_size=(1024, 1024), head_fingerprint=head_fingerprint(faceboxes))
+    boxes = detector.detect(sample_image("astronaut"), Obfuscator(profile))
+    assert boxes[0, 4] > 0.9 and 150 < boxes[0, 0] < 210
