@@ -51,7 +51,9 @@ class FitConfig:
     epochs: int = 12
     batch_size: int = 8
     augmentations: int = 4  # augmented copies of each image, besides the image itself
-    learning_rate: float = 0.05
+    learning_rate: float = 0.05  # for rho (sigma)
+    mu_learning_rate: float = 0.002  # small: Adam moves every element ~lr per step, and most of mu's
+    # gradient is sampling noise, so a large rate makes mu random-walk away and costs AP for nothing
     sigma_min: float = 0.01
     sigma_max: float = 8.0
     sigma_init: float = 0.1
@@ -113,10 +115,11 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
     span = config.sigma_max - config.sigma_min
     mu = torch.zeros(shape, requires_grad=True)
     rho = torch.full(shape, _logit((config.sigma_init - config.sigma_min) / span), requires_grad=True)
-    tail = copy.deepcopy(model.tail).eval()  # eval: batch-norm statistics stay the clean model's
+    # eval: batch-norm statistics stay the clean model's; channels_last: ~1.7x faster steps on CPU
+    tail = copy.deepcopy(model.tail).eval().to(memory_format=torch.channels_last)
     for p in tail.parameters():
         p.requires_grad_(config.tune_tail)
-    groups = [{"params": [mu, rho], "lr": config.learning_rate}]
+    groups = [{"params": [rho], "lr": config.learning_rate}, {"params": [mu], "lr": config.mu_learning_rate}]
     if config.tune_tail:
         groups.append({"params": list(tail.parameters()), "lr": config.tail_learning_rate})
     optimiser = torch.optim.Adam(groups)
@@ -134,7 +137,8 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
                 clean = data.activations[index].float()
                 sigma = config.sigma_min + span * torch.sigmoid(rho)
                 eps = torch.randn(clean.shape, generator=generator)
-                loc, logits = tail.logits(clean + mu + sigma * eps)
+                noisy = (clean + mu + sigma * eps).contiguous(memory_format=torch.channels_last)
+                loc, logits = tail.logits(noisy)
                 task = detection_loss(loc, logits, data.target_prob[index].float(), data.target_loc[index])
                 privacy = -torch.log(sigma).mean()
                 loss = (1 - config.alpha) * task + config.alpha * privacy
@@ -156,5 +160,5 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
         "sigma_bounds": [config.sigma_min, config.sigma_max], "noise_aware_tail": config.tune_tail}
     return NoiseProfile(mu=mu.detach(), sigma=sigma, alpha=config.alpha, input_size=(width, height),
                         head_fingerprint=head_fingerprint(model), fitted_on=summary,
-                        tail_state={k: v.detach() for k, v in tail.state_dict().items()}
+                        tail_state={k: v.detach().contiguous() for k, v in tail.state_dict().items()}
                         if config.tune_tail else None)
