@@ -120,3 +120,22 @@ def test_detector_with_noise_still_finds_faces(detector: SplitDetector, faceboxe
                            input_size=(1024, 1024), head_fingerprint=head_fingerprint(faceboxes))
     boxes = detector.detect(sample_image("astronaut"), Obfuscator(profile))
     assert boxes[0, 4] > 0.9 and 150 < boxes[0, 0] < 210
+
+
+def test_rotating_secret_keeps_per_frame_noise_but_resists_averaging() -> None:
+    from facesplit.noise.rotating import RotatingObfuscator
+
+    profile = make_profile("x" * 64, shape=(8, 16, 16))
+    activation = torch.zeros(1, 8, 16, 16)
+    rotating = RotatingObfuscator(profile, secret_fraction=0.5, rotation_frames=30)
+    frames = torch.cat([rotating(activation) for _ in range(60)]) - profile.mu
+    # one frame: exactly the profile's distribution (unit variance after dividing by sigma)
+    assert (frames / profile.sigma).std().item() == pytest.approx(1.0, abs=0.03)
+    # averaging a whole rotation cancels only the fresh half: residual variance 0.5 + 0.5/30
+    averaged = frames[:30].mean(0) / profile.sigma
+    assert averaged.var().item() == pytest.approx(0.5 + 0.5 / 30, rel=0.1)
+    fresh_only = torch.cat([Obfuscator(profile)(activation) for _ in range(30)]) - profile.mu
+    assert (fresh_only.mean(0) / profile.sigma).var().item() == pytest.approx(1 / 30, rel=0.15)
+    # the next rotation draws a new secret: two rotations' averages are independent
+    second = frames[30:].mean(0) / profile.sigma
+    assert abs(np.corrcoef(averaged.flatten(), second.flatten())[0, 1]) < 0.1

@@ -1,0 +1,52 @@
+"""A defence against k-frame averaging of a static scene.
+
+With fresh noise per frame, an attacker who averages k noisy activations of a still scene divides the
+noise's standard deviation by sqrt(k). Here each frame's noise is split in two independent Gaussian parts
+of the same total variance as the profile's:
+
+    z_t = a + mu + sigma * (sqrt(1 - f) * eps_t + sqrt(f) * xi_r),     r = t // rotation_frames
+
+eps_t is fresh every frame; xi_r is a secret component drawn fresh (from the same CSPRNG) at each rotation
+and never reused. A single frame's noise has exactly the profile's distribution, so the tail's accuracy is
+unchanged; but averaging within one rotation cancels only the fresh part: the residual variance stays at
+least f * sigma^2, and an attacker needs `rotation_frames` times more frames to average the secret part
+away than with fresh noise alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from facesplit.noise.profile import NoiseProfile, ProfileError
+from facesplit.noise.sampler import GaussianStream
+
+
+class RotatingObfuscator:
+    """Drop-in for `Obfuscator` (callable on (N, C, H, W) activations, one frame per row, in order)."""
+
+    def __init__(self, profile: NoiseProfile, secret_fraction: float = 0.5, rotation_frames: int = 30,
+                 stream: GaussianStream | None = None) -> None:
+        if not 0 <= secret_fraction <= 1 or rotation_frames < 1:
+            raise ValueError("secret_fraction must be in [0, 1] and rotation_frames >= 1")
+        self.profile = profile
+        self.stream = stream or GaussianStream()
+        self.fresh_scale = profile.sigma * math.sqrt(1 - secret_fraction)
+        self.secret_scale = profile.sigma * math.sqrt(secret_fraction)
+        self.rotation_frames = rotation_frames
+        self.frames = 0
+        self.secret = torch.empty(0)
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        if tuple(activation.shape[1:]) != self.profile.shape:
+            raise ProfileError(f"activation shape {tuple(activation.shape[1:])} does not match the profile's "
+                               f"{self.profile.shape}")
+        out = torch.empty_like(activation)
+        for i in range(activation.shape[0]):
+            if self.frames % self.rotation_frames == 0:
+                self.secret = self.stream.normal(self.profile.shape).mul_(self.secret_scale)  # fresh, once
+            fresh = self.stream.normal(self.profile.shape)
+            out[i] = torch.addcmul(activation[i] + self.profile.mu + self.secret, self.fresh_scale, fresh)
+            self.frames += 1
+        return out
