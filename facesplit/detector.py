@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from facesplit.errors import FrostedError
 from facesplit.faceboxes import FaceBoxes
 from facesplit.postprocess import PostprocessConfig, detections_from_outputs
 from facesplit.preprocess import InputSize, Letterbox, preprocess
@@ -61,9 +62,15 @@ def load_detector(weights: str | None = None, input_size: InputSize = InputSize(
 
 
 def with_tail(detector: SplitDetector, tail_state: dict[str, torch.Tensor] | None) -> SplitDetector:
-    """The same detector with a noise-aware tail's weights (a profile's), or ``detector`` itself."""
+    """The same detector with a noise-aware tail's weights (a profile's, often for a few of the tail's
+    modules only), or ``detector`` itself."""
     if tail_state is None:
         return detector
     tuned = copy.deepcopy(detector.source)
-    tuned.tail.load_state_dict(tail_state, strict=True)
+    state = tuned.tail.state_dict()
+    unknown = sorted(set(tail_state) - set(state))
+    if unknown:
+        raise FrostedError(f"the profile's noise-aware tail has tensors this tail lacks: {unknown[:3]}")
+    state.update(tail_state)
+    tuned.tail.load_state_dict(state, strict=True)
     return SplitDetector(tuned, detector.input_size, detector.postprocess)

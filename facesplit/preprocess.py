@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -87,11 +88,21 @@ def preprocess(frame_bgr: np.ndarray, size: InputSize) -> tuple[torch.Tensor, Le
         resized_w = min(box.input_width, round(box.frame_width * box.scale))
         resized_h = min(box.input_height, round(box.frame_height * box.scale))
         frame_bgr = cv2.resize(frame_bgr, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
-    canvas = np.zeros((box.input_height, box.input_width, 3), dtype=np.float32)
+    canvas = np.empty((box.input_height, box.input_width, 3), dtype=np.float32)
     h, w = frame_bgr.shape[:2]
-    np.subtract(frame_bgr, BGR_MEAN, out=canvas[:h, :w], dtype=np.float32)
+    # Subtract a whole row of means at once: broadcasting the 3-element mean makes numpy work in chunks
+    # of 3 values (measured 2x slower for the whole preprocess). Only the padding is zeroed.
+    rows = canvas[:h].reshape(h, box.input_width * 3)[:, :w * 3]
+    np.subtract(frame_bgr.reshape(h, w * 3), _mean_row(w), out=rows, dtype=np.float32)
+    canvas[:h, w:] = 0.0
+    canvas[h:] = 0.0
     tensor = torch.from_numpy(canvas).permute(2, 0, 1).unsqueeze(0)  # channels_last view, no copy
     return tensor, box
+
+
+@lru_cache(maxsize=16)
+def _mean_row(width: int) -> np.ndarray:
+    return np.tile(BGR_MEAN, width)
 
 
 def _round_up(n: int) -> int:

@@ -104,3 +104,20 @@ def test_native_size_pads_to_multiple_of_32() -> None:
     x, box = preprocess(np.zeros((375, 500, 3), dtype=np.uint8), InputSize.parse("native"))
     assert tuple(x.shape) == (1, 3, 384, 512) and box.scale == 1.0
     assert x[0, :, 375:, :].abs().max() == 0  # padding is the mean: zero after subtraction
+
+
+@pytest.mark.parametrize("shape", [(1080, 1920, 3), (375, 500, 3), (700, 300, 3)])
+@pytest.mark.parametrize("size", ["1024", "1024x576", "native"])
+def test_preprocess_matches_plain_resize_and_mean_subtraction(shape: tuple[int, int, int], size: str) -> None:
+    import cv2
+
+    from facesplit.preprocess import BGR_MEAN
+
+    frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    x, box = preprocess(frame, InputSize.parse(size))
+    resized = frame if box.scale == 1 else cv2.resize(
+        frame, (round(box.frame_width * box.scale), round(box.frame_height * box.scale)))
+    expected = np.zeros((box.input_height, box.input_width, 3), np.float32)
+    expected[:resized.shape[0], :resized.shape[1]] = resized.astype(np.float32) - BGR_MEAN
+    assert np.array_equal(x[0].permute(1, 2, 0).numpy(), expected)
+    assert x.is_contiguous(memory_format=torch.channels_last)

@@ -58,6 +58,9 @@ class FitConfig:
     sigma_max: float = 8.0
     sigma_init: float = 0.1
     tune_tail: bool = False  # also fine-tune a noise-aware tail, saved with the profile
+    # Only the tail's first block, which sees the noise first, is tuned: ~39k weights (75 KB in fp16)
+    # instead of the whole tail's 2 MB, so a profile and its tail still ship small.
+    tuned_tail_modules: tuple[str, ...] = ("inception1",)
     tail_learning_rate: float = 1e-4
     seed: int = 0
 
@@ -117,11 +120,13 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
     rho = torch.full(shape, _logit((config.sigma_init - config.sigma_min) / span), requires_grad=True)
     # eval: batch-norm statistics stay the clean model's; channels_last: ~1.7x faster steps on CPU
     tail = copy.deepcopy(model.tail).eval().to(memory_format=torch.channels_last)
-    for p in tail.parameters():
-        p.requires_grad_(config.tune_tail)
+    tuned = {name: p for name, p in tail.named_parameters()
+             if config.tune_tail and name.split(".")[0] in config.tuned_tail_modules}
+    for name, p in tail.named_parameters():
+        p.requires_grad_(name in tuned)
     groups = [{"params": [rho], "lr": config.learning_rate}, {"params": [mu], "lr": config.mu_learning_rate}]
-    if config.tune_tail:
-        groups.append({"params": list(tail.parameters()), "lr": config.tail_learning_rate})
+    if tuned:
+        groups.append({"params": list(tuned.values()), "lr": config.tail_learning_rate})
     optimiser = torch.optim.Adam(groups)
     count = len(data.activations)
     steps_per_epoch = math.ceil(count / config.batch_size)
@@ -160,5 +165,6 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
         "sigma_bounds": [config.sigma_min, config.sigma_max], "noise_aware_tail": config.tune_tail}
     return NoiseProfile(mu=mu.detach(), sigma=sigma, alpha=config.alpha, input_size=(width, height),
                         head_fingerprint=head_fingerprint(model), fitted_on=summary,
-                        tail_state={k: v.detach().contiguous() for k, v in tail.state_dict().items()}
-                        if config.tune_tail else None)
+                        tail_state={k: v.detach().contiguous() for k, v in tail.state_dict().items()
+                                    if k.split(".")[0] in config.tuned_tail_modules}
+                        if tuned else None)
