@@ -139,3 +139,36 @@ def test_rotating_secret_keeps_per_frame_noise_but_resists_averaging() -> None:
     # the next rotation draws a new secret: two rotations' averages are independent
     second = frames[30:].mean(0) / profile.sigma
     assert abs(np.corrcoef(averaged.flatten(), second.flatten())[0, 1]) < 0.1
+
+
+def test_shipped_profiles_are_listed_and_fit_the_shipped_weights(weights_path: Path, faceboxes: FaceBoxes) -> None:
+    import json
+
+    from facesplit.noise.shipped import shipped_profiles
+
+    result = run_frosted("profiles", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    alphas = [row["alpha"] for row in rows]
+    assert sorted(alphas) == [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95]
+    for row in rows:
+        assert row["input_size"] == "1024x1024" and Path(row["path"]).stat().st_size < 2_000_000
+        profile = NoiseProfile.load(Path(row["path"]), head_fingerprint(faceboxes), (1024, 1024))
+        assert profile.alpha == row["alpha"] and profile.tail_state is not None
+    # more privacy weight, more noise
+    sigmas = [NoiseProfile.load(p).sigma.mean().item() for p in shipped_profiles().values()]
+    by_alpha = [s for _, s in sorted(zip(alphas, sigmas, strict=True))]
+    assert by_alpha == sorted(by_alpha)
+
+
+def test_eval_with_a_shipped_profile_by_name(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:
+    dlib = shared_dir / "data/faces/dlib"
+    result = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--noise", "alpha-0.2",
+                         "--weights", str(weights_path), "--json", str(tmp_path / "e.json"))
+    assert result.returncode == 0, result.stderr
+    assert "==================== Results ====================" in result.stdout
+    import json
+
+    scores = json.loads((tmp_path / "e.json").read_text())
+    assert scores["noise"] == "alpha-0.2" and scores["noise_seed"] is None
+    assert scores["by_iou"]["0.5"]["pooled_ap"] > 0.9

@@ -1,0 +1,169 @@
+"""The accuracy/privacy table: for clean and each shipped noise profile, AP on images no profile saw, and what
+the strongest attack recovers from the noisy activations (face-crop SSIM, re-identification) at k = 1 and 30.
+
+    FROSTED_WEIGHTS=... python bench/privacy_table.py [--alphas 0.2,0.6] [--decoder-seconds 120] ...
+
+Protocol (the shipped profiles' fit, see the Makefile's `profiles`): fitted on MIT+CMU folds 1-5 by
+distillation. AP@0.3 is pooled over MIT+CMU folds 6-10 (clean included) and AP@0.5 over dlib, both unseen by
+fitting. Victims are the unlabelled photos (unseen by fitting; re-identification on those with identities);
+the attacker trains its decoder on MIT+CMU photos, knows the weights, mu and sigma. "rotating" is the
+k-frame-averaging defence (`facesplit.noise.rotating`, half the variance secret, rotated every 30 frames):
+averaging 30 frames of one rotation leaves sigma * sqrt(0.5 + 0.5 / 30), which is what the attack then faces.
+Writes privacy_table.md / .json and privacy_tradeoff.png under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facesplit.detector import SplitDetector, load_detector, with_tail
+from facesplit.evaluation.ap import precision_recall
+from facesplit.evaluation.detections import detect_images
+from facesplit.evaluation.sets import coco_set
+from facesplit.noise.profile import NoiseProfile, Obfuscator
+from facesplit.noise.sampler import GaussianStream
+from facesplit.noise.shipped import load_profile_for, shipped_profiles
+from privacy_attack.datasets import read_coco_photos, read_unlabelled
+from privacy_attack.decoder import DecoderConfig
+from privacy_attack.inversion import InversionConfig
+from privacy_attack.report import AttackConfig, attack_profile
+
+TR4928_FDDB_AP = {None: 0.9337, 0.05: 0.903, 0.1: 0.902, 0.2: 0.908, 0.4: 0.907, 0.6: 0.885, 0.8: 0.884,
+                  0.9: 0.846, 0.95: 0.846}
+SECRET_FRACTION, ROTATION_FRAMES = 0.5, 30
+
+
+def accuracy(detector: SplitDetector, profile: NoiseProfile | None, shared: Path) -> dict:
+    faces = shared / "data/faces"
+    mitcmu = coco_set(faces / "mitcmu/labels.json", faces / "mitcmu/images", folds=10)
+    held_out = [image for fold in mitcmu.folds[5:] for image in fold]
+    dlib = coco_set(faces / "dlib/labels.json", faces / "dlib/images").images
+    obfuscate = None if profile is None else Obfuscator(profile, GaussianStream(seed_for_reproducible_evaluation=0))
+    found = detect_images(detector, held_out + dlib, obfuscate, desc="AP")
+    return {"mitcmu_heldout_ap30": precision_recall([(found[i.key], i.boxes) for i in held_out], 0.3).ap,
+            "dlib_ap50": precision_recall([(found[i.key], i.boxes) for i in dlib], 0.5).ap}
+
+
+def rotated(profile: NoiseProfile, k: int) -> NoiseProfile:
+    """What an attacker averaging k frames of one rotation faces: Gaussian with this per-element sigma."""
+    scale = math.sqrt(SECRET_FRACTION + (1 - SECRET_FRACTION) / k)
+    return replace(profile, sigma=profile.sigma * scale, tail_state=None)
+
+
+def strongest(attacks: dict, k: int) -> dict:
+    """Per k, the attack with the higher re-identification (then face SSIM): the one that counts."""
+    rows = [(name, found[f"k={k}"]) for name, found in attacks.items() if f"k={k}" in found]
+    name, best = max(rows, key=lambda r: (r[1]["reid"]["other_photo"]["rate"], r[1]["reid"]["same_photo"]["rate"],
+                                          r[1]["face_ssim"] or 0.0))
+    return {"attack": name, "face_ssim": best["face_ssim"], "reid_other_photo": best["reid"]["other_photo"],
+            "reid_same_photo": best["reid"]["same_photo"], "detector_finds_face": best["detector_finds_face"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--alphas", default="all", help="comma-separated shipped alphas, or 'all'")
+    parser.add_argument("--decoder-seconds", type=float, default=120.0)
+    parser.add_argument("--inversion-steps", type=int, default=100)
+    parser.add_argument("--shared", default=os.environ.get("FROSTED_SHARED", "../shared"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = parser.parse_args()
+    shared, out = Path(args.shared), Path(args.out)
+    started = time.perf_counter()
+    detector = load_detector()
+    names = list(shipped_profiles())
+    if args.alphas != "all":
+        names = [f"alpha-{a}" for a in args.alphas.split(",")]
+    victims = read_unlabelled(shared / "data/faces/unlabelled", shared / "data/faces/unlabelled/identity_pairs.csv")
+    attacker = read_coco_photos(shared / "data/faces/mitcmu/labels.json", shared / "data/faces/mitcmu/images")
+    config = AttackConfig(k_values=(1, 30), decoder=DecoderConfig(train_seconds=args.decoder_seconds),
+                          inversion=InversionConfig(steps=args.inversion_steps))
+    rows = []
+    for name in [None, *names]:
+        profile = None if name is None else load_profile_for(detector, name)
+        noisy_detector = detector if profile is None else with_tail(detector, profile.tail_state)
+        row: dict = {"profile": name or "clean", "alpha": None if profile is None else profile.alpha,
+                     "mean_sigma": None if profile is None else float(profile.sigma.mean()),
+                     **accuracy(noisy_detector, profile, shared)}
+        attacks = attack_profile(profile, victims, attacker, detector, config)["attacks"]
+        row["k1"] = strongest(attacks, 1)
+        row["k30"] = strongest(attacks, 30) if profile is not None else row["k1"]
+        if profile is not None:
+            defended = attack_profile(rotated(profile, ROTATION_FRAMES), victims, attacker, detector,
+                                      replace(config, k_values=(1,)))["attacks"]
+            row["k30_rotating"] = strongest(defended, 1)
+        row["tr4928_fddb_ap"] = TR4928_FDDB_AP.get(row["alpha"])
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "privacy_table.json").write_text(json.dumps({"rows": rows, "settings": vars(args),
+                                                        "wall_s": round(time.perf_counter() - started)}, indent=1))
+    table = markdown(rows)
+    (out / "privacy_table.md").write_text(table)
+    plot(rows, out / "privacy_tradeoff.png")
+    print(table)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def reid(cell: dict | None) -> str:
+    if not cell:
+        return "—"
+    r = cell["reid_other_photo"]
+    return f"{r['rate']:.0%} (chance {r['chance']:.0%})"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| profile | alpha | mean sigma | AP@0.3 MIT+CMU 6-10 | AP@0.5 dlib | TR-4928 FDDB AP | face SSIM k=1 | "
+             "re-id k=1 | face SSIM k=30 | re-id k=30 | face SSIM k=30 rotating | re-id k=30 rotating |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rot = r.get("k30_rotating")
+        lines.append(f"| {r['profile']} | {fmt(r['alpha'], 2)} | {fmt(r['mean_sigma'], 2)} | "
+                     f"{fmt(r['mitcmu_heldout_ap30'])} | {fmt(r['dlib_ap50'])} | {fmt(r['tr4928_fddb_ap'], 4)} | "
+                     f"{fmt(r['k1']['face_ssim'])} | {reid(r['k1'])} | {fmt(r['k30']['face_ssim'])} | "
+                     f"{reid(r['k30'])} | {fmt(rot['face_ssim']) if rot else '—'} | {reid(rot)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    noisy = [r for r in rows if r["alpha"] is not None]
+    alphas = [r["alpha"] for r in noisy]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(alphas, [r["mitcmu_heldout_ap30"] for r in noisy], "o-", label="AP@0.3 MIT+CMU held-out")
+    left.plot(alphas, [r["dlib_ap50"] for r in noisy], "s-", label="AP@0.5 dlib")
+    left.plot(alphas, [r["tr4928_fddb_ap"] for r in noisy], "x--", label="TR-4928 FDDB AP")
+    left.axhline(rows[0]["mitcmu_heldout_ap30"], color="grey", lw=0.8, ls=":", label="clean MIT+CMU")
+    left.set(xlabel="alpha", ylabel="AP", title="Accuracy")
+    left.legend(fontsize=8)
+    for k, style in (("k1", "o-"), ("k30", "s--")):
+        right.plot(alphas, [r[k]["face_ssim"] for r in noisy], style, label=f"face SSIM, {k}")
+        right.plot(alphas, [r[k]["reid_other_photo"]["rate"] for r in noisy], style, alpha=0.5,
+                   label=f"re-id rate, {k}")
+    right.axhline(0.30, color="red", lw=0.8, ls=":", label="SSIM target 0.30")
+    right.set(xlabel="alpha", ylabel="strongest attack", title="What the attacker recovers")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(True)
+    np.seterr(all="ignore")
+    main()

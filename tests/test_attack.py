@@ -1,0 +1,185 @@
+"""The privacy attacks: re-identification sanity, inversion, decoder training, k-frame averaging, the report.
+
+Budgets are tiny (seconds): these check that each attack works and measures what it claims, not how strong
+it gets with a real budget (that is an experiment, not a test).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facesplit.detector import SplitDetector
+from facesplit.faceboxes import FaceBoxes
+from facesplit.noise.profile import NoiseProfile
+from facesplit.noise.sampler import GaussianStream
+from facesplit.preprocess import InputSize
+from facesplit.weights import head_fingerprint
+from privacy_attack.canvas import flat_canvas, image_to_input, to_canvas
+from privacy_attack.datasets import Photo, identities_from_pairs, read_unlabelled
+from privacy_attack.decoder import DecoderConfig, build_bank, train_decoder
+from privacy_attack.inversion import InversionConfig, invert
+from privacy_attack.metrics import detector_finds_faces, face_similarities, similarity
+from privacy_attack.observe import effective_sigma, observe
+from privacy_attack.reid import RECOGNISER_FILE, ReidUnavailableError, embed_face, model_file, reidentification_rate
+from privacy_attack.report import AttackConfig, run_attacks, write_grid
+from privacy_attack.scoring import Victim, build_gallery, prepare_victims, reid_scores
+
+
+def isotropic(model: FaceBoxes, sigma: float, side: int = 1024) -> NoiseProfile:
+    shape = (128, side // 32, side // 32)
+    return NoiseProfile(mu=torch.zeros(shape), sigma=torch.full(shape, sigma), alpha=0.0,
+                        input_size=(side, side), head_fingerprint=head_fingerprint(model))
+
+
+# Where a test only needs an attack to work, it runs at a 512x512 model input: a quarter of the compute.
+SMALL = 512
+
+
+@pytest.fixture(scope="module")
+def face_recogniser() -> None:
+    """Re-identification needs dlib and its models (the ``attack`` extra); skip those tests without them."""
+    pytest.importorskip("dlib", reason="the attack extra is not installed: pip install -e '.[attack]'")
+    try:
+        model_file(RECOGNISER_FILE)
+    except ReidUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def labelled_victims(detector: SplitDetector, shared_dir: Path) -> list[Victim]:
+    """The 18 unlabelled-set photos whose identity the pairs file states (9 people, 4 with 2-7 photos)."""
+    photos = [p for p in read_unlabelled(shared_dir / "data/faces/unlabelled") if p.labelled]
+    return prepare_victims(detector, photos)
+
+
+@pytest.fixture(scope="module")
+def gallery(labelled_victims: list[Victim], face_recogniser: None) -> dict[str, tuple[str, np.ndarray]]:
+    return build_gallery(labelled_victims)
+
+
+def test_identities_are_connected_components_of_yes_pairs(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("file_x,file_y,Decision\na.jpg,b.jpg,Yes\nb.jpg,c.jpg,Yes\nc.jpg,d.jpg,No\n"
+                     "e.jpg,f.jpg,No\n")
+    identity = identities_from_pairs(pairs, ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"])
+    assert identity == {"a.jpg": "a.jpg", "b.jpg": "a.jpg", "c.jpg": "a.jpg", "d.jpg": "d.jpg", "e.jpg": "e.jpg"}
+
+
+def test_reidentification_rate_and_chance() -> None:
+    gallery = {"ann": [np.array([0.0, 0.0]), np.array([0.1, 0.0])], "bob": [np.array([1.0, 1.0])]}
+    queries = [(np.array([0.05, 0.02]), "ann"), (np.array([0.9, 1.0]), "bob"), (np.array([0.9, 0.9]), "ann")]
+    rate, chance = reidentification_rate(queries, gallery)
+    assert rate == pytest.approx(2 / 3)
+    assert chance == pytest.approx((2 / 3 + 1 / 3 + 2 / 3) / 3)  # per query: its share of gallery embeddings
+
+
+def test_the_unlabelled_set_has_the_identities_its_pairs_file_states(labelled_victims: list[Victim]) -> None:
+    sizes = sorted(sum(v.photo.identity == i for v in labelled_victims)
+                   for i in {v.photo.identity for v in labelled_victims})
+    assert sizes == [1, 1, 1, 1, 1, 2, 2, 2, 7]
+    assert all(v.main_face is not None for v in labelled_victims)
+
+
+def test_reid_finds_everyone_from_their_original_faces(labelled_victims: list[Victim], gallery: dict) -> None:
+    # queries: the faces of the letterboxed canvas (what a perfect reconstruction would be)
+    queries = {v.photo.key: embed_face(v.canvas.image, v.main_face) for v in labelled_victims}
+    scores = reid_scores(queries, gallery)
+    assert scores["same_photo"]["queries"] == 18
+    assert scores["same_photo"]["rate"] == 1.0
+    assert scores["other_photo"]["queries"] == 13  # photos with another photo of the same person
+    assert scores["other_photo"]["rate"] >= 12 / 13
+    assert scores["other_photo"]["chance"] < 0.3
+
+
+@pytest.mark.parametrize("kind", ["random", "flat"])
+def test_reid_is_at_chance_on_images_with_no_face(labelled_victims: list[Victim], gallery: dict, kind: str) -> None:
+    rng = np.random.default_rng(0)
+    queries = {}
+    for v in labelled_victims:
+        image = rng.integers(0, 256, v.canvas.image.shape, dtype=np.uint8) if kind == "random" \
+            else flat_canvas(v.canvas)
+        queries[v.photo.key] = embed_face(image, v.main_face)
+    scores = reid_scores(queries, gallery)
+    for protocol in ("same_photo", "other_photo"):
+        # an uninformative query lands on one "hub" photo: right only for that person's photos. The
+        # largest identity holds 7 of 18 photos, so a single draw can reach 0.39 at a chance of 0.2
+        assert scores[protocol]["rate"] <= 7 / 18 + 1e-6
+        assert scores[protocol]["rate"] <= scores[protocol]["chance"] + 0.25
+
+
+def test_metrics_identical_flat_and_detection(detector: SplitDetector, labelled_victims: list[Victim]) -> None:
+    victim = next(v for v in labelled_victims if v.photo.key == "img18.jpg")
+    same = similarity(victim.canvas.image, victim.canvas.image)
+    assert same.ssim == pytest.approx(1.0) and same.psnr == 100.0
+    flat = flat_canvas(victim.canvas)
+    assert face_similarities(victim.canvas.image, flat, victim.faces)[0].ssim < 0.5
+    assert detector_finds_faces(detector, victim.canvas.image, victim.faces) == [True]
+    assert detector_finds_faces(detector, flat, victim.faces) == [False]
+
+
+def test_inversion_without_noise_beats_a_flat_image(detector: SplitDetector, labelled_victims: list[Victim]) -> None:
+    victim = next(v for v in labelled_victims if v.photo.key == "img18.jpg")
+    canvas = to_canvas(victim.photo.image, (SMALL, SMALL))
+    faces = victim.faces[:, :4] * SMALL / 1024
+    activation = detector.head(image_to_input(canvas.image).contiguous(memory_format=torch.channels_last))
+    recon = invert(detector.model.head, activation.clone(), input_size=(SMALL, SMALL),
+                   config=InversionConfig(steps=60, resolution=64))
+    inverted = face_similarities(canvas.image, recon, faces)[0].ssim
+    flat = face_similarities(canvas.image, flat_canvas(canvas), faces)[0].ssim
+    assert inverted > flat + 0.1, (inverted, flat)
+
+
+def test_decoder_loss_decreases_on_noisy_activations(detector: SplitDetector, faceboxes: FaceBoxes,
+                                                     shared_dir: Path) -> None:
+    from privacy_attack.datasets import read_skimage_photos
+
+    config = DecoderConfig(batch_size=2, max_steps=30, train_seconds=60, views_per_photo=2, lr=3e-3,
+                           progress=False)
+    bank = build_bank(detector.model.head, read_skimage_photos()[:3], (SMALL, SMALL), config)
+    assert tuple(bank.targets.shape[1:]) == (3, SMALL // 4, SMALL // 4) and len(bank) == 6
+    _, log = train_decoder(bank, isotropic(faceboxes, 0.5, SMALL), config)
+    assert log.steps == 30
+    assert np.mean(log.losses[-5:]) < 0.8 * np.mean(log.losses[:5]), log.losses
+
+
+def test_averaging_k_frames_shrinks_the_noise_by_sqrt_k(faceboxes: FaceBoxes) -> None:
+    profile = isotropic(faceboxes, 1.0)
+    activation = torch.rand(1, 128, 32, 32)
+    stream = GaussianStream(seed_for_reproducible_evaluation=1)
+    stds = {k: float((observe(activation, profile, k, stream) - activation).std()) for k in (1, 8, 30)}
+    for k, std in stds.items():
+        assert std == pytest.approx(1 / math.sqrt(k), rel=0.03), stds
+        assert float(effective_sigma(profile, k).mean()) == pytest.approx(1 / math.sqrt(k))
+    assert torch.equal(observe(activation, None, 30), activation)
+
+
+def test_report_runs_both_attacks_and_draws_a_grid(detector: SplitDetector, faceboxes: FaceBoxes,
+                                                   labelled_victims: list[Victim], face_recogniser: None,
+                                                   tmp_path: Path) -> None:
+    from privacy_attack.datasets import read_skimage_photos
+
+    photos = [v.photo for v in labelled_victims if v.photo.key in ("img18.jpg", "img19.jpg")]
+    attacker: list[Photo] = read_skimage_photos()[:2]
+    config = AttackConfig(k_values=(1, 4), decoder=DecoderConfig(max_steps=2, batch_size=2, views_per_photo=1,
+                                                                 progress=False),
+                          inversion=InversionConfig(steps=2))
+    small = SplitDetector(faceboxes, InputSize(SMALL, SMALL))
+    clean = run_attacks(None, photos, attacker, small, config)
+    noisy = run_attacks(isotropic(faceboxes, 0.5, SMALL), photos, attacker, small, config)
+    results = json.loads(json.dumps(noisy.results))  # JSON-able as is
+    assert results["k_values"] == [1, 4] and clean.results["k_values"] == [1]
+    for attack in ("decoder", "inversion"):
+        for k in (1, 4):
+            entry = results["attacks"][attack][f"k={k}"]
+            assert entry["faces"] == 2 and 0 <= entry["face_ssim"] <= 1
+            assert entry["reid"]["other_photo"]["queries"] == 2
+    assert set(results["stronger"].values()) <= {"decoder", "inversion"}
+    assert results["baselines"]["original"]["reid"]["same_photo"]["rate"] == 1.0
+    grid = write_grid(tmp_path / "grid.png", clean, noisy, attack="inversion")
+    assert grid.stat().st_size > 10_000
