@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--alphas", default="all", help="comma-separated shipped alphas, or 'all'")
     parser.add_argument("--decoder-seconds", type=float, default=120.0)
     parser.add_argument("--inversion-steps", type=int, default=100)
+    parser.add_argument("--victims", choices=["all", "labelled"], default="all",
+                        help="labelled: only the photos with a known identity (faster; re-id uses only those)")
     parser.add_argument("--shared", default=os.environ.get("FROSTED_SHARED", "../shared"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
@@ -83,6 +85,8 @@ def main() -> None:
     if args.alphas != "all":
         names = [f"alpha-{a}" for a in args.alphas.split(",")]
     victims = read_unlabelled(shared / "data/faces/unlabelled", shared / "data/faces/unlabelled/identity_pairs.csv")
+    if args.victims == "labelled":
+        victims = [photo for photo in victims if photo.labelled]
     attacker = read_coco_photos(shared / "data/faces/mitcmu/labels.json", shared / "data/faces/mitcmu/images")
     config = AttackConfig(k_values=(1, 30), decoder=DecoderConfig(train_seconds=args.decoder_seconds),
                           inversion=InversionConfig(steps=args.inversion_steps))
