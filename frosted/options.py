@@ -34,3 +34,15 @@ def model_options(default_size: str = "1024") -> Callable[[Callable[..., Any]], 
         return click.option("--weights", type=click.Path(path_type=Path), default=None,
                             help="FaceBoxes checkpoint (default: $FROSTED_WEIGHTS, then the cache).")(f)
     return decorate
+
+
+def coco_options(purpose: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--coco, --images and --folds: a COCO face set and its fold split, the same in every verb."""
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--folds", type=click.IntRange(1), default=10, show_default=True,
+                         help="Split the COCO images (sorted by name) into this many contiguous folds.")(f)
+        f = click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
+                         help="Folder of the COCO set's images (default: 'images' beside labels.json).")(f)
+        return click.option("--coco", "coco_labels", type=click.Path(path_type=Path), default=None,
+                            help=f"COCO labels.json of a face set {purpose}.")(f)
+    return decorate

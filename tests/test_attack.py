@@ -20,7 +20,7 @@ from facesplit.noise.profile import NoiseProfile
 from facesplit.noise.sampler import GaussianStream
 from facesplit.preprocess import InputSize
 from facesplit.weights import head_fingerprint
-from privacy_attack.canvas import flat_canvas, image_to_input, to_canvas
+from privacy_attack.canvas import flat_canvas
 from privacy_attack.datasets import Photo, identities_from_pairs, read_unlabelled
 from privacy_attack.decoder import DecoderConfig, build_bank, train_decoder
 from privacy_attack.inversion import InversionConfig, invert
@@ -125,14 +125,10 @@ def test_metrics_identical_flat_and_detection(detector: SplitDetector, labelled_
 
 def test_inversion_without_noise_beats_a_flat_image(detector: SplitDetector, labelled_victims: list[Victim]) -> None:
     victim = next(v for v in labelled_victims if v.photo.key == "img18.jpg")
-    canvas = to_canvas(victim.photo.image, (SMALL, SMALL))
-    faces = victim.faces[:, :4] * SMALL / 1024
-    activation = detector.head(image_to_input(canvas.image).contiguous(memory_format=torch.channels_last))
-    recon = invert(detector.model.head, activation.clone(), input_size=(SMALL, SMALL),
-                   config=InversionConfig(steps=60, resolution=64))
-    inverted = face_similarities(canvas.image, recon, faces)[0].ssim
-    flat = face_similarities(canvas.image, flat_canvas(canvas), faces)[0].ssim
-    assert inverted > flat + 0.1, (inverted, flat)
+    recon = invert(detector.model.head, victim.activation, config=InversionConfig(steps=50))  # ~4 s idle
+    inverted = face_similarities(victim.canvas.image, recon, victim.faces)[0].ssim
+    flat = face_similarities(victim.canvas.image, flat_canvas(victim.canvas), victim.faces)[0].ssim
+    assert inverted > flat + 0.1, (inverted, flat)  # measured 0.55 vs 0.32 (200 steps: 0.76)
 
 
 def test_decoder_loss_decreases_on_noisy_activations(detector: SplitDetector, faceboxes: FaceBoxes,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -22,9 +21,8 @@ from facesplit.evaluation.fddb import (
     overlap_matrix,
     read_fddb_folds,
 )
+from tests.conftest import SHARED
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FROSTED_SHARED", REPO.parent / "shared"))
 FOLDS_DIR = SHARED / "data" / "fddb" / "FDDB-folds"
 FAR_BOX = (-10_000.0, -10_000.0, -9_950.0, -9_950.0)  # touches no face
 

@@ -17,18 +17,13 @@ from facesplit.noise.sampler import GaussianStream
 from facesplit.noise.shipped import load_profile_for
 from facesplit.preprocess import InputSize
 from facesplit.weights import resolve_weights, sha256_of
-from frosted.options import model_options
+from frosted.options import coco_options, model_options
 
 
 @click.command("eval")
-@click.option("--coco", "coco_labels", type=click.Path(path_type=Path), default=None,
-              help="COCO labels.json of a face set (with --images).")
-@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder of the COCO set's images (default: 'images' beside labels.json).")
+@coco_options("to evaluate on")
 @click.option("--fddb", "fddb_root", type=click.Path(path_type=Path), default=None,
               help="FDDB folder holding FDDB-folds/ and the images (originalPics/ or the year folders).")
-@click.option("--folds", type=click.IntRange(1), default=10, show_default=True,
-              help="COCO sets: split the images (sorted by name) into this many contiguous folds.")
 @click.option("--iou", "ious", type=click.FloatRange(0, 1, min_open=True), multiple=True,
               help="IoU for a true positive; repeat for several (default 0.5).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,

@@ -11,7 +11,7 @@ from facesplit.noise.fit_data import frames_from, labelled_from_coco
 from facesplit.preprocess import InputSize
 from facesplit.runtime import tune_cpu_runtime
 from facesplit.weights import load_faceboxes
-from frosted.options import model_options
+from frosted.options import coco_options, model_options
 
 
 def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int]:
@@ -34,12 +34,7 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
               help="Profile file to write (.safetensors).")
 @click.option("--frames", "frame_sources", multiple=True, type=click.Path(path_type=Path),
               help="Unlabelled frames to fit on (a folder of images or a video; repeatable).")
-@click.option("--coco", "coco_labels", type=click.Path(path_type=Path), default=None,
-              help="A labelled COCO face set to fit on (with --use-folds).")
-@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
-              help="The COCO set's images (default: 'images' beside labels.json).")
-@click.option("--folds", type=click.IntRange(1), default=10, show_default=True,
-              help="How the COCO set is split (the same split as 'frosted eval').")
+@coco_options("to fit on (with --use-folds)")
 @click.option("--use-folds", callback=_fold_list, default=None,
               help="Which COCO folds to fit on, e.g. '1-5': evaluate on the others.")
 @click.option("--task", type=click.Choice(["distill", "multibox"]), default="distill", show_default=True,
