@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from facesplit.evaluation.coco import read_coco_faces
-from facesplit.images import read_image_bgr
+from facesplit.images import ImageError, read_image_bgr, sample_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -21,6 +21,17 @@ class Photo:
     key: str
     image: np.ndarray  # (H, W, 3) uint8 BGR, full resolution
     identity: str
+    # True when the identity is known from labels (the photo is in some labelled pair). The unlabelled set's
+    # pairs file covers 18 of its 49 photos; dlib puts 78 unlisted pairs among the other 31 closer than its
+    # same-person threshold (0.6), so "not in a Yes pair" does not mean "nobody else": re-identification is
+    # scored on labelled photos only.
+    labelled: bool = False
+
+
+def labelled_files(pairs_csv: Path) -> set[str]:
+    """The files that appear in any pair (Yes or No) of ``pairs_csv``: those whose identity is known."""
+    with pairs_csv.open(newline="") as handle:
+        return {row[column].strip() for row in csv.DictReader(handle) for column in ("file_x", "file_y")}
 
 
 def identities_from_pairs(pairs_csv: Path, files: list[str]) -> dict[str, str]:
@@ -53,8 +64,11 @@ def read_unlabelled(folder: Path, pairs_csv: Path | None = None) -> list[Photo]:
     """Every image in ``folder`` (sorted by name) with identities from ``identity_pairs.csv`` if present."""
     files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     pairs_csv = pairs_csv or folder / "identity_pairs.csv"
-    identity = identities_from_pairs(pairs_csv, files) if pairs_csv.is_file() else {f: f for f in files}
-    return [Photo(f, read_image_bgr(folder / f), identity[f]) for f in files]
+    if not pairs_csv.is_file():
+        return [Photo(f, read_image_bgr(folder / f), f) for f in files]
+    identity = identities_from_pairs(pairs_csv, files)
+    known = labelled_files(pairs_csv)
+    return [Photo(f, read_image_bgr(folder / f), identity[f], f in known) for f in files]
 
 
 def read_coco_photos(labels: Path, images_dir: Path) -> list[Photo]:
@@ -66,3 +80,26 @@ def read_folder(folder: Path) -> list[Photo]:
     """Any folder of images (the attacker's public photos need no labels at all)."""
     return [Photo(p.name, read_image_bgr(p), p.name)
             for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+# Colour photos that ship with scikit-image (no download): MIT+CMU is all greyscale scans, and a decoder
+# that never saw colour cannot give colour back. Only astronaut shows a face; the rest teach colour/texture.
+SKIMAGE_COLOUR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat")
+
+
+def read_skimage_photos(names: tuple[str, ...] = SKIMAGE_COLOUR_PHOTOS) -> list[Photo]:
+    photos = []
+    for name in names:
+        try:
+            photos.append(Photo(f"skimage:{name}", sample_image(name), f"skimage:{name}"))
+        except ImageError:
+            continue  # an older scikit-image without that photo: the set is a convenience, not a contract
+    return photos
+
+
+def attacker_photos(shared: Path, colour_repeats: int = 4) -> list[Photo]:
+    """The attacker's public photos: MIT+CMU (disjoint from every victim set) plus scikit-image's colour
+    photos, the latter listed ``colour_repeats`` times so colour is not drowned out by 100 greyscale scans
+    (each listing gets different random crops in the decoder's bank)."""
+    mitcmu = shared / "data" / "faces" / "mitcmu"
+    return read_coco_photos(mitcmu / "labels.json", mitcmu / "images") + read_skimage_photos() * colour_repeats

@@ -91,11 +91,13 @@ def nearest_identities(queries: Sequence[np.ndarray], gallery: Mapping[str, Sequ
 def reidentification_rate(queries: Sequence[Query], gallery: Mapping[str, Sequence[np.ndarray]]
                           ) -> tuple[float, float]:
     """(rate, chance): the share of queries whose nearest gallery embedding has their true identity, and
-    the share a guess of one gallery identity uniformly at random would get (a query whose identity is
-    not in the gallery can never be right, in either)."""
+    what the same rule gets when the nearest embedding is a uniformly random one (an uninformative
+    query): for each query, the share of gallery embeddings that are its identity. With one embedding per
+    identity that is 1 / identities; a gallery rich in one person's photos raises it for that person."""
     if not queries:
         return 0.0, 0.0
     guesses = nearest_identities([q for q, _ in queries], gallery)
     rate = float(np.mean([guess == truth for guess, (_, truth) in zip(guesses, queries, strict=True)]))
-    chance = float(np.mean([(truth in gallery) / len(gallery) for _, truth in queries]))
+    total = sum(len(vectors) for vectors in gallery.values())
+    chance = float(np.mean([len(gallery.get(truth, ())) / total for _, truth in queries]))
     return rate, chance

@@ -1,0 +1,201 @@
+"""Both attacks against one noise profile, at several k-frame averages: one JSON-able dict, and a grid PNG.
+
+Lower numbers are better for privacy. An attack is "stronger" when it re-identifies more victims and, on a
+tie, when its face crops are more similar to the originals (SSIM): re-identification is the harm, SSIM the
+tie-breaker that still moves when nobody is re-identified.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facesplit.detector import SplitDetector, load_detector
+from facesplit.noise.profile import NoiseProfile
+from facesplit.noise.sampler import GaussianStream
+from privacy_attack.canvas import flat_canvas, resize
+from privacy_attack.datasets import Photo
+from privacy_attack.decoder import (
+    ActivationDecoder,
+    DecoderConfig,
+    TrainingBank,
+    TrainingLog,
+    build_bank,
+    decode,
+    train_decoder,
+)
+from privacy_attack.inversion import InversionConfig, invert
+from privacy_attack.observe import effective_sigma, observe
+from privacy_attack.scoring import build_gallery, prepare_victims, score
+
+ATTACKS = ("decoder", "inversion")
+KEPT_SIDE = 256  # reconstructions are kept at this canvas side for the grid (a 1024 canvas is 3 MB)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    k_values: tuple[int, ...] = (1, 8, 30)  # frames of a static scene the attacker averages
+    attacks: tuple[str, ...] = ATTACKS
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    noise_seed: int | None = 0  # reproducible victim noise (the product's AES stream, fixed key); None: random
+
+
+@dataclass
+class AttackRun:
+    """Results (JSON-able) and the reconstructions, kept small, keyed by attack then k then photo key."""
+
+    results: dict
+    images: dict[str, dict[int, dict[str, np.ndarray]]] = field(default_factory=dict)
+    originals: dict[str, np.ndarray] = field(default_factory=dict)
+    decoder: ActivationDecoder | None = None  # the trained decoder, to reuse on other victims
+
+
+def mark_stronger(results: dict) -> dict:
+    """Add ``stronger`` (per k: which attack leaked more) when ``results`` holds both attacks."""
+    found = results["attacks"]
+    if set(ATTACKS) <= set(found):
+        results["stronger"] = {key: _stronger(found["decoder"][key], found["inversion"][key], ATTACKS)
+                               for key in found["decoder"] if key.startswith("k=") and key in found["inversion"]}
+    return results
+
+
+def _stronger(a: dict, b: dict, names: tuple[str, str]) -> str:
+    def key(r: dict) -> tuple[float, float, float]:
+        reid = r["reid"]
+        return (reid["other_photo"]["rate"], reid["same_photo"]["rate"], r["face_ssim"] or 0.0)
+
+    return names[0] if key(a) >= key(b) else names[1]
+
+
+def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_images: list[Photo],
+                detector: SplitDetector | None = None, config: AttackConfig = AttackConfig(),
+                bank: TrainingBank | None = None, decoder: ActivationDecoder | None = None,
+                gallery_photos: list[Photo] | None = None) -> AttackRun:
+    """Attack ``victims`` through ``profile`` (None: no noise at all) with each of ``config.attacks`` at each
+    k; the decoder learns from ``attacker_images`` only (or a prebuilt ``bank`` of them), unless an already
+    trained ``decoder`` (for this profile) is given. Re-identification searches a gallery of the originals
+    of ``gallery_photos`` (default: the victims; their labelled photos only), so a slow attack can run on a
+    few victims and still be scored against the whole set of people."""
+    unknown = set(config.attacks) - set(ATTACKS)
+    if unknown:
+        raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {ATTACKS}")
+    detector = detector or load_detector()
+    input_size = (detector.input_size.width or 1024, detector.input_size.height or 1024)
+    if profile is not None and tuple(profile.input_size) != input_size:
+        raise ValueError(f"profile fitted for input {profile.input_size}, detector runs at {input_size}")
+    # without noise every k gives the same activation: one k is enough
+    k_values = config.k_values if profile is not None else (1,)
+    head = detector.model.head
+
+    prepared = prepare_victims(detector, victims, input_size)
+    gallery = build_gallery(prepared if gallery_photos is None else prepare_victims(detector, gallery_photos,
+                                                                                     input_size))
+    flat = {v.photo.key: flat_canvas(v.canvas) for v in prepared}
+    run = AttackRun(results={
+        "profile": None if profile is None else {
+            "fingerprint": profile.fingerprint, "alpha": profile.alpha,
+            "sigma_mean": float(profile.sigma.mean()), "mu_abs_mean": float(profile.mu.abs().mean())},
+        "victims": len(prepared), "faces": int(sum(len(v.faces) for v in prepared)),
+        "gallery": {"photos": len(gallery), "identities": len({i for i, _ in gallery.values()})},
+        "k_values": list(k_values),
+        "baselines": {"flat_mean_colour": score(detector, prepared, flat, gallery),
+                      "original": score(detector, prepared, {v.photo.key: v.canvas.image for v in prepared},
+                                        gallery)},
+        "attacks": {}},
+        originals={v.photo.key: resize(v.canvas.image, KEPT_SIDE, KEPT_SIDE) for v in prepared})
+
+    # every attack sees the same noisy observations, so their comparison is not luck of the draw
+    stream = GaussianStream(seed_for_reproducible_evaluation=config.noise_seed) if config.noise_seed is not None \
+        else GaussianStream()
+    observed = {k: {v.photo.key: observe(v.activation, profile, k, stream) for v in prepared} for k in k_values}
+
+    if "decoder" in config.attacks:
+        start = time.monotonic()
+        log = TrainingLog()
+        if decoder is None:
+            bank = bank or build_bank(head, attacker_images, input_size, config.decoder)
+            decoder_config = DecoderConfig(**{**asdict(config.decoder), "k_values": tuple(k_values)})
+            decoder, log = train_decoder(bank, profile, decoder_config)
+        run.decoder = decoder
+        per_k, images = {}, {}
+        for k in k_values:
+            recon = {key: decode(decoder, z, profile, input_size) for key, z in observed[k].items()}
+            per_k[f"k={k}"] = score(detector, prepared, recon, gallery)
+            images[k] = {key: resize(r, KEPT_SIDE, KEPT_SIDE) for key, r in recon.items()}
+        run.images["decoder"] = images
+        run.results["attacks"]["decoder"] = {
+            "budget": {"train_seconds": round(log.seconds, 1), "steps": log.steps,
+                       "batch_size": config.decoder.batch_size, "bank_views": len(bank) if bank else None,
+                       "attacker_photos": len(attacker_images),
+                       "first_loss": log.losses[0] if log.losses else None,
+                       "last_loss": float(np.mean(log.losses[-20:])) if log.losses else None},
+            "seconds": round(time.monotonic() - start, 1), **per_k}
+
+    if "inversion" in config.attacks:
+        start = time.monotonic()
+        per_k, images = {}, {}
+        mu = None if profile is None else profile.mu
+        for k in k_values:
+            std = effective_sigma(profile, k)
+            recon = {key: invert(head, z, mu, std, input_size, config.inversion)
+                     for key, z in observed[k].items()}
+            per_k[f"k={k}"] = score(detector, prepared, recon, gallery)
+            images[k] = {key: resize(r, KEPT_SIDE, KEPT_SIDE) for key, r in recon.items()}
+        run.images["inversion"] = images
+        run.results["attacks"]["inversion"] = {
+            "budget": {"steps": config.inversion.steps, "resolution": config.inversion.resolution,
+                       "tv_weight": config.inversion.tv_weight},
+            "seconds": round(time.monotonic() - start, 1), **per_k}
+
+    mark_stronger(run.results)
+    return run
+
+
+def attack_profile(profile: NoiseProfile | None, victims: list[Photo], attacker_images: list[Photo],
+                   detector: SplitDetector | None = None, config: AttackConfig = AttackConfig(),
+                   bank: TrainingBank | None = None, decoder: ActivationDecoder | None = None,
+                   gallery_photos: list[Photo] | None = None) -> dict:
+    """Run both attacks for every k in ``config.k_values``; JSON-able results (see `run_attacks`)."""
+    return run_attacks(profile, victims, attacker_images, detector, config, bank, decoder, gallery_photos).results
+
+
+def write_grid(path: Path, clean: AttackRun, noisy: AttackRun, attack: str = "decoder",
+               keys: list[str] | None = None, max_rows: int = 6) -> Path:
+    """A PNG grid, one victim per row: original | reconstruction without noise | with the profile at the
+    smallest k | with the profile at the largest k (``attack``'s reconstructions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    clean_images = clean.images[attack][min(clean.images[attack])]
+    noisy_by_k = noisy.images[attack]
+    k_lo, k_hi = min(noisy_by_k), max(noisy_by_k)
+    keys = (keys or [k for k in noisy.originals if k in clean_images])[:max_rows]
+    columns = [("original", noisy.originals), ("no noise", clean_images),
+               (f"profile, k={k_lo}", noisy_by_k[k_lo]), (f"profile, k={k_hi}", noisy_by_k[k_hi])]
+    if k_lo == k_hi:
+        columns.pop()
+    fig, axes = plt.subplots(len(keys), len(columns), figsize=(2.4 * len(columns), 2.4 * len(keys)),
+                             squeeze=False)
+    for row, key in enumerate(keys):
+        for col, (title, images) in enumerate(columns):
+            ax = axes[row][col]
+            ax.imshow(images[key][:, :, ::-1])  # BGR -> RGB
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(key, fontsize=8)
+    fig.suptitle(f"{attack} attack", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
