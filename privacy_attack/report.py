@@ -54,6 +54,11 @@ class AttackRun:
     decoder: ActivationDecoder | None = None  # the trained decoder, to reuse on other victims
 
 
+def _keep(image: np.ndarray) -> np.ndarray:
+    """A reconstruction shrunk to KEPT_SIDE wide, aspect kept (nothing is lost: both attacks work at 256)."""
+    return resize(image, KEPT_SIDE, max(1, round(KEPT_SIDE * image.shape[0] / image.shape[1])))
+
+
 def mark_stronger(results: dict) -> dict:
     """Add ``stronger`` (per k: which attack leaked more) when ``results`` holds both attacks."""
     found = results["attacks"]
@@ -106,7 +111,7 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
                       "original": score(detector, prepared, {v.photo.key: v.canvas.image for v in prepared},
                                         gallery)},
         "attacks": {}},
-        originals={v.photo.key: resize(v.canvas.image, KEPT_SIDE, KEPT_SIDE) for v in prepared})
+        originals={v.photo.key: _keep(v.canvas.image) for v in prepared})
 
     # every attack sees the same noisy observations, so their comparison is not luck of the draw
     stream = GaussianStream(seed_for_reproducible_evaluation=config.noise_seed) if config.noise_seed is not None \
@@ -125,15 +130,13 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
         for k in k_values:
             recon = {key: decode(decoder, z, profile, input_size) for key, z in observed[k].items()}
             per_k[f"k={k}"] = score(detector, prepared, recon, gallery)
-            images[k] = {key: resize(r, KEPT_SIDE, KEPT_SIDE) for key, r in recon.items()}
+            images[k] = {key: _keep(r) for key, r in recon.items()}
         run.images["decoder"] = images
-        run.results["attacks"]["decoder"] = {
-            "budget": {"train_seconds": round(log.seconds, 1), "steps": log.steps,
-                       "batch_size": config.decoder.batch_size, "bank_views": len(bank) if bank else None,
-                       "attacker_photos": len(attacker_images),
-                       "first_loss": log.losses[0] if log.losses else None,
-                       "last_loss": float(np.mean(log.losses[-20:])) if log.losses else None},
-            "seconds": round(time.monotonic() - start, 1), **per_k}
+        budget: dict = {"pretrained": True} if not log.steps else {
+            "train_seconds": round(log.seconds, 1), "steps": log.steps, "batch_size": config.decoder.batch_size,
+            "bank_views": len(bank) if bank else None, "attacker_photos": len(attacker_images),
+            "first_loss": log.losses[0], "last_loss": float(np.mean(log.losses[-20:]))}
+        run.results["attacks"]["decoder"] = {"budget": budget, "seconds": round(time.monotonic() - start, 1), **per_k}
 
     if "inversion" in config.attacks:
         start = time.monotonic()
@@ -144,7 +147,7 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
             recon = {key: invert(head, z, mu, std, input_size, config.inversion)
                      for key, z in observed[k].items()}
             per_k[f"k={k}"] = score(detector, prepared, recon, gallery)
-            images[k] = {key: resize(r, KEPT_SIDE, KEPT_SIDE) for key, r in recon.items()}
+            images[k] = {key: _keep(r) for key, r in recon.items()}
         run.images["inversion"] = images
         run.results["attacks"]["inversion"] = {
             "budget": {"steps": config.inversion.steps, "resolution": config.inversion.resolution,

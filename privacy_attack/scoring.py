@@ -12,7 +12,7 @@ from facesplit.detector import SplitDetector
 from privacy_attack.canvas import Canvas, image_to_input, resize, to_canvas
 from privacy_attack.datasets import Photo
 from privacy_attack.metrics import detector_finds_faces, face_similarities, find_faces, image_similarity
-from privacy_attack.reid import Query, embed_face, reidentification_rate
+from privacy_attack.reid import embed_face, reidentification_rate
 
 # Whole images are compared at this canvas side: the decoder's output size, and enough for layout, hair and
 # clothing (what the whole-image score is about; faces are scored separately at their own scale).
@@ -74,22 +74,24 @@ def reid_scores(queries: dict[str, np.ndarray], gallery: dict[str, tuple[str, np
       reconstructed from (the attacker holds the victim's picture and asks "is this them?");
     - ``other_photo``: the query's own photo is left out and only queries with another photo of the same
       person count (the attacker holds a different picture of the person: the realistic case)."""
-    same: list[Query] = [(q, gallery[key][0]) for key, q in queries.items() if key in gallery]
-    rate, chance = reidentification_rate(same, _grouped(gallery))
-    result = {"same_photo": {"rate": rate, "chance": chance, "queries": len(same)}}
-    hits, chances = [], []
-    for key, q in queries.items():
-        if key not in gallery:
-            continue
+    # with a handful of queries one lucky match moves the rate a lot: the hits are listed to be looked at
+    keys = [key for key in queries if key in gallery]
+    same = [reidentification_rate([(queries[key], gallery[key][0])], _grouped(gallery)) for key in keys]
+    result = {"same_photo": _protocol(keys, same)}
+    other_keys, other = [], []
+    for key in keys:
         others = _grouped(gallery, exclude=key)
-        identity = gallery[key][0]
-        if identity in others:
-            r, c = reidentification_rate([(q, identity)], others)
-            hits.append(r)
-            chances.append(c)
-    result["other_photo"] = {"rate": float(np.mean(hits)) if hits else 0.0,
-                             "chance": float(np.mean(chances)) if chances else 0.0, "queries": len(hits)}
+        if gallery[key][0] in others:
+            other_keys.append(key)
+            other.append(reidentification_rate([(queries[key], gallery[key][0])], others))
+    result["other_photo"] = _protocol(other_keys, other)
     return result
+
+
+def _protocol(keys: list[str], outcomes: list[tuple[float, float]]) -> dict:
+    return {"rate": float(np.mean([r for r, _ in outcomes])) if outcomes else 0.0,
+            "chance": float(np.mean([c for _, c in outcomes])) if outcomes else 0.0,
+            "queries": len(keys), "hits": [key for key, (r, _) in zip(keys, outcomes, strict=True) if r == 1.0]}
 
 
 def score(detector: SplitDetector, victims: list[Victim], reconstructions: dict[str, np.ndarray],
