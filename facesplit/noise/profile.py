@@ -113,5 +113,6 @@ class Obfuscator:
         if tuple(activation.shape[1:]) != self.profile.shape:
             raise ProfileError(f"activation shape {tuple(activation.shape[1:])} does not match the profile's "
                                f"{self.profile.shape}")
-        eps = self.stream.normal(tuple(activation.shape))
-        return torch.addcmul(activation + self.profile.mu, self.profile.sigma, eps)
+        noise = self.stream.normal(tuple(activation.shape))
+        # in place on the fresh buffer: no temporaries on the per-frame path
+        return noise.mul_(self.profile.sigma).add_(self.profile.mu).add_(activation)
