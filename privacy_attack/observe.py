@@ -35,7 +35,3 @@ def effective_sigma(profile: NoiseProfile | None, k: int = 1) -> torch.Tensor | 
         return None
     return profile.sigma / math.sqrt(k)
 
-
-def remove_mean(z: torch.Tensor, profile: NoiseProfile | None) -> torch.Tensor:
-    """z - mu: the attacker knows mu, so the offset hides nothing; what is left is activation + noise."""
-    return z if profile is None else z - profile.mu

@@ -12,7 +12,6 @@ import hashlib
 import math
 import os
 
-import numpy as np
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -27,7 +26,6 @@ class GaussianStream:
             key = os.urandom(32)
         else:
             key = hashlib.sha256(f"frosted-eval-seed:{seed_for_reproducible_evaluation}".encode()).digest()
-        self.reproducible = seed_for_reproducible_evaluation is not None
         self._keystream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
 
     def _uniform_pairs(self, pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,6 +45,3 @@ class GaussianStream:
         torch.mul(radius, torch.cos(angle), out=out[:pairs])
         torch.mul(radius, angle.sin_(), out=out[pairs:])
         return out[:count].view(shape)
-
-    def numpy_normal(self, shape: tuple[int, ...]) -> np.ndarray:
-        return self.normal(shape).numpy()
