@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED)/assets/faceboxes/FaceBoxesProd.pth),)
 export FROSTED_WEIGHTS ?= $(abspath $(SHARED)/assets/faceboxes/FaceBoxesProd.pth)
 endif
 
-.PHONY: install demo test lint bench profiles
+.PHONY: install system-deps demo test lint bench bench-live profiles proto
 
 # The shipped profiles' protocol: fit on MIT+CMU folds 1-5 by distillation (labels unused), so that
 # MIT+CMU folds 6-10 and dlib stay unseen for AP, and every unlabelled photo stays unseen for the attacks.
@@ -18,14 +18,27 @@ ALPHAS := 0.05 0.1 0.2 0.4 0.6 0.8 0.9 0.95
 FIT_ARGS := --coco $(SHARED)/data/faces/mitcmu/labels.json --use-folds 1-5 --task distill --tune-tail \
 	--epochs 10 --augmentations 3 $(if $(THREADS),--threads $(THREADS))
 
-install:
+# What the live-service tests start for real (TESTRIG.md): GStreamer's RTSP server (run under Debian's own
+# python3, the one with python3-gi) and Prometheus. Installed when we are root on apt; otherwise listed.
+SYSTEM_PACKAGES := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-tools \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gir1.2-gstreamer-1.0 prometheus
+
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES)
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || $(APT_INSTALL) || { apt-get update -qq && $(APT_INSTALL); }; \
+	else echo "not root on apt: the live-service tests need: $(SYSTEM_PACKAGES) (they skip without them)"; fi
+
+install: system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch pinned to the CPU build: an unpinned torch pulls several GB of CUDA libraries
 	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev]'
 
+# The live path in one command: a clip made from scikit-image's astronaut, edge agent -> gRPC (mTLS) -> tail.
 demo:
-	$(BIN)/frosted detect --sample astronaut --draw demo-output
+	$(BIN)/frosted demo
 
 lint:
 	$(BIN)/ruff check .
@@ -36,7 +49,15 @@ test: lint
 bench:
 	$(BIN)/python bench/bench_model.py
 
+bench-live:
+	$(BIN)/python bench/bench_live.py
+
 profiles:
 	for a in $(ALPHAS); do \
 		$(BIN)/frosted fit-noise --alpha $$a $(FIT_ARGS) --out facesplit/profiles/alpha-$$a.safetensors || exit 1; \
 	done
+
+# The wire contract's Python stubs, from proto/ only (checked in; tests/test_wire.py checks they match).
+proto:
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. \
+		proto/frosted_wire/v1/tail.proto

@@ -123,3 +123,8 @@ def head_fingerprint(model: FaceBoxes) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().float().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def clean_fingerprint(model: FaceBoxes) -> str:
+    """What clean activations (an agent run with ``--no-noise``) carry on the wire instead of a profile's."""
+    return "clean-" + head_fingerprint(model)[:26]

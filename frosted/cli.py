@@ -25,12 +25,15 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from frosted.commands import detect, evaluate, fit_noise, profiles, weights
+    from frosted.commands import demo, detect, edge, evaluate, fit_noise, profiles, tail, weights
 
+    cli.add_command(demo.demo)
     cli.add_command(detect.detect)
+    cli.add_command(edge.edge)
     cli.add_command(evaluate.evaluate)
     cli.add_command(fit_noise.fit_noise)
     cli.add_command(profiles.profiles)
+    cli.add_command(tail.tail)
     cli.add_command(weights.weights)
 
 

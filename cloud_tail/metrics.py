@@ -1,0 +1,24 @@
+"""The tail's Prometheus metrics, in their own registry (a demo process also holds the edge's)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+                    0.25, 0.5, 1.0, 2.5)
+
+QUEUE_SECONDS = Histogram("frosted_tail_queue_seconds", "Time a frame waited for its batch to start",
+                          buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+COMPUTE_SECONDS = Histogram("frosted_tail_compute_seconds", "Tail + post-processing time of one batch",
+                            buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+BATCH_SIZE = Histogram("frosted_tail_batch_size", "Frames per tail batch", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+                       registry=REGISTRY)
+FRAMES = Counter("frosted_tail_frames_total", "Activation frames received, by outcome", ["outcome"],
+                 registry=REGISTRY)
+for _outcome in ("accepted", "invalid", "unknown_profile"):
+    FRAMES.labels(_outcome)  # zero series from the start, for rates and alerts
+RECEIVED_BYTES = Counter("frosted_tail_received_bytes_total", "Activation payload bytes accepted",
+                         registry=REGISTRY)
+STREAMS = Gauge("frosted_tail_streams", "Detect streams open now", registry=REGISTRY)

@@ -1,0 +1,52 @@
+"""The tails one process serves: one per noise profile (with its noise-aware tail) and, optionally, clean."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from facesplit.detector import SplitDetector, with_tail
+from facesplit.faceboxes import activation_shape
+from facesplit.noise.profile import NoiseProfile
+from facesplit.noise.shipped import load_profile_for, resolve_profile
+from facesplit.postprocess import detections_from_outputs
+from facesplit.weights import clean_fingerprint
+
+
+@dataclass(frozen=True)
+class ServedTail:
+    fingerprint: str
+    name: str
+    alpha: float
+    noisy: bool
+    input_width: int
+    input_height: int
+    activation_shape: tuple[int, int, int]
+    detector: SplitDetector
+
+    def detect_batch(self, activations: np.ndarray) -> list[np.ndarray]:
+        """(B, C, H, W) float32 -> per item (N, 5) [x1, y1, x2, y2, score] in model-input pixels."""
+        loc, scores = self.detector.tail(torch.from_numpy(activations))
+        postprocess = self.detector.postprocess
+        return [detections_from_outputs(loc[i].numpy(), scores[i].numpy(), self.input_height, self.input_width,
+                                        postprocess) for i in range(activations.shape[0])]
+
+
+def served_tails(detector: SplitDetector, profiles: list[str], serve_clean: bool) -> dict[str, ServedTail]:
+    """fingerprint -> tail, for each profile (shipped name or path) and, if asked, for clean activations."""
+    size = detector.input_size
+    if size.native or size.width is None or size.height is None:
+        raise ValueError("the tail needs a fixed input size, not 'native'")
+    shape = activation_shape(size.height, size.width)
+    tails: dict[str, ServedTail] = {}
+    if serve_clean:
+        fingerprint = clean_fingerprint(detector.source)
+        tails[fingerprint] = ServedTail(fingerprint, "clean", 0.0, False, size.width, size.height, shape, detector)
+    for name in profiles:
+        profile: NoiseProfile = load_profile_for(detector, name)
+        tails[profile.fingerprint] = ServedTail(profile.fingerprint, resolve_profile(name).stem, profile.alpha, True,
+                                                size.width, size.height, shape,
+                                                with_tail(detector, profile.tail_state))
+    return tails

@@ -1,0 +1,117 @@
+"""The CloudTail gRPC service: one Detect stream per camera, answered in order, with a bounded window."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from cloud_tail import metrics
+from cloud_tail.batcher import Batcher, BatchResult
+from cloud_tail.models import ServedTail
+from cloud_tail.validate import FrameRejectedError, validate_frame
+from frosted_wire.codec import WIRE_DTYPES
+from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
+
+log = logging.getLogger("cloud_tail")
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    max_in_flight: int = 8  # frames of one stream being batched/computed at once; the rest wait in HTTP/2
+    max_message_bytes: int = 1 << 20
+
+
+class CloudTailService(tail_pb2_grpc.CloudTailServicer):
+    def __init__(self, tails: dict[str, ServedTail], batcher: Batcher, limits: StreamLimits) -> None:
+        self.tails = tails
+        self.batcher = batcher
+        self.limits = limits
+        self.draining = asyncio.Event()
+        self._answer_queues: set[asyncio.Queue] = set()
+        batcher.open_streams = lambda: len(self._answer_queues)
+
+    def drain(self) -> None:
+        """Stop reading new frames; each stream answers what it already read, then ends with UNAVAILABLE."""
+        self.draining.set()
+        for answers in self._answer_queues:
+            answers.put_nowait(None)  # after the frames already queued: those are still answered
+
+    async def GetInfo(  # noqa: N802 - the RPC's name, from proto/
+            self, request: tail_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> tail_pb2.TailInfo:
+        profiles = [tail_pb2.ServedProfile(fingerprint=t.fingerprint, name=t.name, alpha=t.alpha, noisy=t.noisy,
+                                           input_width=t.input_width, input_height=t.input_height,
+                                           activation_shape=list(t.activation_shape))
+                    for t in self.tails.values()]
+        return tail_pb2.TailInfo(profiles=profiles, accepted_dtypes=list(WIRE_DTYPES.values()),
+                                 max_message_bytes=self.limits.max_message_bytes,
+                                 max_batch_size=self.batcher.max_batch,
+                                 max_in_flight_per_stream=self.limits.max_in_flight)
+
+    async def Detect(  # noqa: N802 - the RPC's name, from proto/
+            self, requests: AsyncIterator[tail_pb2.ActivationFrame],
+            context: grpc.aio.ServicerContext) -> AsyncIterator[tail_pb2.Detections]:
+        # Reading runs ahead of answering by at most max_in_flight frames: a flooding client is held back by
+        # HTTP/2 flow control on its own stream, and every other stream keeps its share of the batcher.
+        window = asyncio.Semaphore(self.limits.max_in_flight)
+        answers: asyncio.Queue[tuple[int, asyncio.Task[BatchResult]] | FrameRejectedError | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for frame in requests:
+                    await window.acquire()
+                    if self.draining.is_set():
+                        break
+                    try:
+                        tail, activation = validate_frame(frame, self.tails)
+                    except FrameRejectedError as rejected:
+                        metrics.FRAMES.labels(rejected.outcome).inc()
+                        answers.put_nowait(rejected)
+                        return
+                    metrics.FRAMES.labels("accepted").inc()
+                    metrics.RECEIVED_BYTES.inc(len(frame.activation.data))
+                    task = asyncio.create_task(self.batcher.submit(tail, activation))
+                    answers.put_nowait((frame.sequence, task))
+            except DecodeError:
+                metrics.FRAMES.labels("invalid").inc()
+                answers.put_nowait(FrameRejectedError(grpc.StatusCode.INVALID_ARGUMENT,
+                                                 "not a valid ActivationFrame message", "invalid"))
+            finally:
+                answers.put_nowait(None)
+
+        if self.draining.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "tail is shutting down; reconnect")
+        metrics.STREAMS.inc()
+        self._answer_queues.add(answers)
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await answers.get()) is not None:
+                if isinstance(item, FrameRejectedError):
+                    await context.abort(item.code, item.message)
+                sequence, task = item
+                try:
+                    result = await task
+                except Exception:
+                    log.exception("tail computation failed")
+                    await context.abort(grpc.StatusCode.INTERNAL, "tail computation failed")
+                window.release()
+                yield _detections(sequence, result)
+            if self.draining.is_set():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "tail is shutting down; reconnect")
+            await reader  # surfaces a broken request stream
+        finally:
+            reader.cancel()
+            self._answer_queues.discard(answers)
+            metrics.STREAMS.dec()
+
+
+def _detections(sequence: int, result: BatchResult) -> tail_pb2.Detections:
+    boxes = [tail_pb2.Box(x1=float(b[0]), y1=float(b[1]), x2=float(b[2]), y2=float(b[3]), score=float(b[4]))
+             for b in result.boxes]
+    timings = tail_pb2.TailTimings(queue_seconds=result.queue_seconds, compute_seconds=result.compute_seconds,
+                                   batch_size=result.batch_size)
+    return tail_pb2.Detections(sequence=sequence, boxes=boxes, timings=timings)

@@ -1,0 +1,41 @@
+"""Every incoming frame is checked here before any byte of it reaches the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from cloud_tail.models import ServedTail
+from frosted_wire.codec import WireError, decode_tensor
+from frosted_wire.v1 import tail_pb2
+
+MAX_CAMERA_ID = 128
+
+
+@dataclass(frozen=True)
+class FrameRejectedError(Exception):
+    code: grpc.StatusCode
+    message: str
+    outcome: str  # the metrics label
+
+
+def validate_frame(frame: tail_pb2.ActivationFrame, tails: dict[str, ServedTail]) -> tuple[ServedTail, np.ndarray]:
+    """The tail that serves this frame and its activation as float32, or FrameRejectedError saying why."""
+    if not frame.camera_id or len(frame.camera_id) > MAX_CAMERA_ID:
+        raise FrameRejectedError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"camera_id must be 1..{MAX_CAMERA_ID} characters", "invalid")
+    tail = tails.get(frame.profile_fingerprint)
+    if tail is None:
+        served = ", ".join(f"{t.name}={t.fingerprint[:12]}" for t in tails.values())
+        raise FrameRejectedError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"profile fingerprint {frame.profile_fingerprint[:40]!r} is not served here "
+                            f"(served: {served})", "unknown_profile")
+    if not frame.HasField("activation"):
+        raise FrameRejectedError(grpc.StatusCode.INVALID_ARGUMENT, "frame has no activation", "invalid")
+    try:
+        activation = decode_tensor(frame.activation, tail.activation_shape)
+    except WireError as exc:
+        raise FrameRejectedError(grpc.StatusCode.INVALID_ARGUMENT, str(exc), "invalid") from None
+    return tail, activation

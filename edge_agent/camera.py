@@ -1,0 +1,120 @@
+"""One camera's pipeline: source -> keep-latest slot -> head + noise (compute thread) -> uplink -> sink."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict, deque
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_agent import metrics
+from edge_agent.backend import HeadBackend
+from edge_agent.sink import FrameResult, JsonLinesSink
+from edge_agent.sources import Backoff, Frame, FrameSource, LatestFrameSlot, feed
+from edge_agent.uplink import CameraStream
+from facesplit.preprocess import Letterbox
+from frosted_wire.v1 import tail_pb2
+
+SUMMARY_SAMPLES = 10_000  # per stage, for the end-of-run summary; Prometheus holds the long-run view
+
+
+@dataclass(frozen=True)
+class SentFrame:
+    frame: Frame
+    letterbox: Letterbox
+    stage_seconds: dict[str, float]
+
+
+class CameraPipeline:
+    def __init__(self, camera_id: str, source: FrameSource, backend: HeadBackend, stream: CameraStream,
+                 compute: Executor, sink: JsonLinesSink, source_backoff: Backoff | None = None,
+                 lane: asyncio.Lock | None = None) -> None:
+        self.camera_id = camera_id
+        self.source = source
+        self.backend = backend
+        self.stream = stream
+        self.compute = compute
+        self.lane = lane or asyncio.Lock()  # shared by an agent's cameras: one frame computes at a time, FIFO
+        self.sink = sink
+        self.source_backoff = source_backoff
+        self.slot = LatestFrameSlot()
+        self.sequence = 0
+        self.answered = 0
+        self.samples: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=SUMMARY_SAMPLES))
+        self._dropped_seen = 0
+        stream.on_answer = self._on_answer
+        stream.on_lost = self._on_lost
+        metrics.declare_camera(camera_id)
+
+    def _stage(self, stage: str, seconds: float) -> None:
+        metrics.STAGE_SECONDS.labels(self.camera_id, stage).observe(seconds)
+        self.samples[stage].append(seconds)
+
+    def _on_lost(self, count: int) -> None:
+        metrics.DROPPED.labels(self.camera_id, "uplink").inc(count)
+
+    def _count_keep_latest_drops(self) -> None:
+        dropped = self.slot.dropped - self._dropped_seen
+        if dropped:
+            metrics.DROPPED.labels(self.camera_id, "keep_latest").inc(dropped)
+            self._dropped_seen = self.slot.dropped
+
+    async def run(self) -> None:
+        """Until the source ends (a file) or the task is cancelled (live sources reconnect forever)."""
+        feeder = asyncio.create_task(feed(self.source, self.slot, backoff=self.source_backoff,
+                                          on_reconnect=metrics.RECONNECTS.labels(self.camera_id, "source").inc),
+                                     name=f"feed-{self.camera_id}")
+        streamer = asyncio.create_task(self.stream.run(), name=f"uplink-{self.camera_id}")
+        try:
+            await self._send_frames(feeder)
+            await self.stream.wait_until_idle()
+        finally:
+            streamer.cancel()
+            feeder.cancel()
+            await asyncio.gather(streamer, feeder, return_exceptions=True)
+        if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+            raise feeder.exception()  # type: ignore[misc]
+
+    async def _send_frames(self, feeder: asyncio.Task[None]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # Room on the uplink, a frame, then our turn on the compute lane, and only then take the newest
+            # frame: whatever arrived while we waited replaced older ones, so waiting never adds latency.
+            await self.stream.wait_for_room()
+            if not await self.slot.wait():  # the source ended (a file) or failed for good; run() says which
+                self._count_keep_latest_drops()
+                return
+            async with self.lane:
+                frame = self.slot.take()
+                self._count_keep_latest_drops()
+                if frame is None:
+                    continue
+                encoded = await loop.run_in_executor(self.compute, self.backend.encode, frame.image)
+            stages = {"decode": frame.decode_seconds, **encoded.stage_seconds}
+            message = tail_pb2.ActivationFrame(camera_id=self.camera_id, sequence=self.sequence,
+                                               capture_time_unix_ns=int(frame.capture_time * 1e9),
+                                               profile_fingerprint=self.backend.fingerprint,
+                                               activation=encoded.tensor)
+            self.sequence += 1
+            if await self.stream.send(message, SentFrame(frame, encoded.letterbox, stages)):
+                metrics.SENT_BYTES.labels(self.camera_id).inc(len(encoded.tensor.data))
+            else:
+                metrics.DROPPED.labels(self.camera_id, "uplink").inc()
+
+    def _on_answer(self, sent: SentFrame, answer: tail_pb2.Detections, round_trip: float) -> None:
+        boxes = np.array([[b.x1, b.y1, b.x2, b.y2, b.score] for b in answer.boxes], dtype=np.float32).reshape(-1, 5)
+        boxes = sent.letterbox.boxes_to_frame(boxes)
+        stages = {**sent.stage_seconds, "uplink_round_trip": round_trip,
+                  "tail_queue": answer.timings.queue_seconds, "tail_compute": answer.timings.compute_seconds,
+                  "end_to_end": time.time() - sent.frame.capture_time}
+        for stage, seconds in stages.items():
+            self._stage(stage, seconds)
+        metrics.FRAMES.labels(self.camera_id).inc()
+        metrics.TAIL_BATCH.labels(self.camera_id).observe(answer.timings.batch_size)
+        self.answered += 1
+        height, width = sent.frame.image.shape[:2]
+        self.sink.write(FrameResult(self.camera_id, answer.sequence, sent.frame.index, sent.frame.capture_time,
+                                    width, height, boxes, {k: v * 1000 for k, v in stages.items()}))

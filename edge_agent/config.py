@@ -1,0 +1,144 @@
+"""The agent's typed configuration: YAML file < environment (FROSTED_EDGE_*, nested with __) < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from facesplit.errors import FrostedError
+from facesplit.preprocess import InputSize
+
+
+class ConfigError(FrostedError):
+    """A configuration the agent cannot run with; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsConfig(_Strict):
+    ca: Path | None = None  # CA that signed the tail's certificate (default: the system's trust store)
+    cert: Path | None = None  # client certificate and key: mutual TLS
+    key: Path | None = None
+    server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together (mutual TLS needs both)")
+        for name in ("ca", "cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} file not found: {path}")
+        return self
+
+
+class TailConfig(_Strict):
+    address: str = Field(pattern=r"^[^\s:]+:\d{1,5}$", description="HOST:PORT of the cloud tail")
+    insecure: bool = False  # plaintext: only when asked for by name
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    # 2: the tail computes one frame while the next is on its way; more only queues frames at the tail
+    window: int = Field(2, ge=1, le=64, description="unanswered frames per camera")
+    deadline_seconds: float = Field(2.0, gt=0, description="a frame unanswered this long: reopen the stream")
+    dtype: Literal["float16", "int8"] = "float16"
+
+
+class CameraConfig(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str = Field(min_length=1)
+
+
+class NoiseConfig(_Strict):
+    profile: str = "alpha-0.2"  # a shipped profile's name or a path
+    disabled: bool = False  # --no-noise: clean activations leave the site
+
+
+class ModelConfig(_Strict):
+    weights: Path | None = None
+    input_size: str = "1024"
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("input_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        size = InputSize.parse(value)
+        if size.native:
+            raise ValueError("the live service needs a fixed input size, not 'native'")
+        return value
+
+
+class MetricsConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=0, le=65535)  # None: no /metrics endpoint
+
+
+class SourceTimeouts(_Strict):
+    open_seconds: float = Field(5.0, gt=0)
+    read_seconds: float = Field(3.0, gt=0)
+    reconnect_initial_seconds: float = Field(0.1, gt=0)
+    reconnect_max_seconds: float = Field(1.0, gt=0)
+
+
+class AgentConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FROSTED_EDGE_", env_nested_delimiter="__", extra="forbid")
+
+    tail: TailConfig
+    cameras: list[CameraConfig] = Field(min_length=1)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    sources: SourceTimeouts = Field(default_factory=SourceTimeouts)
+    output: str = "-"  # JSON lines of boxes: '-' for stdout, or a file path
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        ids = [c.id for c in cameras]
+        duplicated = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicated:
+            raise ValueError(f"camera ids must be unique; repeated: {', '.join(duplicated)}")
+        return cameras
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
+    """Flags (``overrides``, nested dicts) over the environment over the YAML file; one-line errors."""
+    settings_cls: type[AgentConfig] = AgentConfig
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            document = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"{path}: expected a mapping with 'tail' and 'cameras' at the top")
+
+        class FromFile(AgentConfig):
+            model_config = SettingsConfigDict(**{**AgentConfig.model_config, "yaml_file": path})
+
+        settings_cls = FromFile
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "config"
+        where = f"{path}: " if path is not None else ""
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{where}{field}: {first['msg']}{more}") from None

@@ -1,0 +1,45 @@
+"""Where boxes go: JSON lines, one per answered frame, in the frame's own pixel coordinates."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    camera: str
+    sequence: int
+    frame_index: int
+    capture_time: float  # unix seconds
+    width: int
+    height: int
+    boxes: np.ndarray  # (N, 5) [x1, y1, x2, y2, score] in frame pixels
+    latency_ms: dict[str, float]
+
+    def record(self) -> dict:
+        return {"camera": self.camera, "sequence": self.sequence, "frame_index": self.frame_index,
+                "capture_time": round(self.capture_time, 6), "width": self.width, "height": self.height,
+                "boxes": [[round(float(v), 2) for v in box[:4]] + [round(float(box[4]), 4)] for box in self.boxes],
+                "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()}}
+
+
+class JsonLinesSink:
+    """Writes each result as one line and flushes, so a pipe sees frames as they are answered."""
+
+    def __init__(self, target: str = "-") -> None:
+        self._owned = target != "-"
+        self._out: TextIO = open(Path(target), "a", encoding="utf-8") if self._owned else sys.stdout  # noqa: SIM115
+
+    def write(self, result: FrameResult) -> None:
+        self._out.write(json.dumps(result.record()) + "\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        if self._owned:
+            self._out.close()

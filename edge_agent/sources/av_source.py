@@ -1,0 +1,254 @@
+"""Frames through PyAV (FFmpeg): video files, RTSP cameras, HTTP streams and local capture devices.
+
+PyAV blocks, so each connection gets its own daemon thread that opens, demuxes, decodes and converts; the
+async generator only waits on a one-frame handoff. A daemon thread rather than ``asyncio.to_thread``: a
+thread stuck in FFmpeg on a frozen camera must not hold up the executor's shutdown at interpreter exit.
+
+Behaviours of FFmpeg's RTSP demuxer this module relies on (measured against gst-rtsp-server):
+- a server that dies (SIGKILL) ends ``demux`` with a plain EOF, no exception: on a live source EOF is a
+  disconnect, and the generator just ends so ``feed`` reconnects;
+- a server that freezes (SIGSTOP) trips PyAV's read timeout, but the H.264 parser then flushes the frame
+  it held back, which restarts the timer: the thread only gives up after about twice the read timeout. The
+  async side therefore keeps its own watchdog of ``read_timeout`` between frames and leaves the thread
+  (told to stop) to finish on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+
+from edge_agent.sources.base import Frame, SourceError, redact_url
+
+log = logging.getLogger("edge_agent.sources")
+
+# Live sources: stop probing the stream after its first packets instead of FFmpeg's default ~2 s of
+# frames (measured on RTSP: open 1.97 s -> 0.17 s, and no burst of 2 s old frames after it).
+# ``analyzeduration`` is explicit because 0 means "default" (5 s) to FFmpeg. Deliberately NOT
+# ``fflags=nobuffer``: it discards the packets read while probing, i.e. the first key frame on RTSP (the
+# decoder then waits a whole GOP) and, measured, half the frames of an HLS clip.
+LOW_LATENCY_OPTIONS = {"flags": "low_delay", "analyzeduration": "100000", "probesize": "32768"}
+
+# How long closing the generator waits for the decode thread before leaving it to exit on its own (it is
+# told to stop; a thread blocked in FFmpeg exits at the latest when its open/read timeout fires).
+_THREAD_JOIN_SECONDS = 1.0
+
+
+class _Handoff:
+    """One frame from the decode thread to the event loop, plus the end of the stream.
+
+    ``keep_latest``: a newer frame replaces one the consumer has not taken (live: the decoder never waits
+    for a slow consumer). Otherwise the thread waits until the consumer took the frame (files: every frame).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, keep_latest: bool) -> None:
+        self._loop = loop
+        self._keep_latest = keep_latest
+        self._lock = threading.Condition()
+        self._pending: Frame | None = None
+        self._ended = False
+        self._error: BaseException | None = None
+        self._wakeup = asyncio.Event()
+        self.stop = threading.Event()  # set by the consumer: the thread quits at its next check
+        self.replaced = 0
+
+    # -- decode thread side
+    def put(self, frame: Frame) -> bool:
+        """Hand over ``frame``; False once the consumer has gone (the thread should quit)."""
+        with self._lock:
+            while not self._keep_latest and self._pending is not None and not self.stop.is_set():
+                self._lock.wait(0.1)  # wake up now and then to notice ``stop``
+            if self.stop.is_set():
+                return False
+            if self._pending is not None:
+                self.replaced += 1
+            self._pending = frame
+        self._notify()
+        return True
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self._lock:
+            self._ended = True
+            self._error = error
+        self._notify()
+
+    def _notify(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    # -- event loop side
+    async def get(self) -> Frame | None:
+        """The next frame, None at the end of the stream; raises what the thread raised."""
+        while True:
+            with self._lock:
+                if self._pending is not None:
+                    frame, self._pending = self._pending, None
+                    self._lock.notify()
+                    return frame
+                if self._ended:
+                    if self._error is not None:
+                        raise self._error
+                    return None
+                # Cleared under the lock: a put() after this point schedules a fresh set().
+                self._wakeup.clear()
+            await self._wakeup.wait()
+
+
+class AvSource:
+    """A PyAV source: ``frames()`` is one connection (one ``av.open``) read by a dedicated thread."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        live: bool,
+        options: dict[str, str] | None = None,
+        format: str | None = None,  # the name av.open uses
+        open_timeout: float = 5.0,
+        read_timeout: float = 3.0,
+        realtime: bool = False,
+    ) -> None:
+        self._target = url  # may hold credentials: never log it
+        self.url = redact_url(url)
+        self.live = live
+        self.options = dict(options or {})
+        self.format = format
+        self.open_timeout = open_timeout
+        self.read_timeout = read_timeout
+        self.realtime = realtime
+        self._indices = itertools.count()  # shared by all connections: indices grow across reconnects
+
+    def __repr__(self) -> str:
+        return f"AvSource({self.url!r}, live={self.live})"
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        loop = asyncio.get_running_loop()
+        # Paced sources behave like cameras: drop rather than fall behind. Plain files keep every frame.
+        handoff = _Handoff(loop, keep_latest=self.live or self.realtime)
+        done = loop.create_future()
+
+        def mark_done() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def run() -> None:
+            try:
+                self._read(handoff)
+            except BaseException as exc:
+                handoff.finish(exc)
+            else:
+                handoff.finish()
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(mark_done)
+
+        thread = threading.Thread(target=run, name=f"av-source {self.url}", daemon=True)
+        thread.start()
+        try:
+            # Watchdog for live sources (see the module docstring): the first frame may take the whole open.
+            timeout: float | None = self.open_timeout + self.read_timeout if self.live else None
+            while True:
+                try:
+                    frame = await asyncio.wait_for(handoff.get(), timeout)
+                except TimeoutError:
+                    raise TimeoutError(f"no frame from {self.url} for {timeout:.1f} s") from None
+                if frame is None:
+                    return
+                yield frame
+                timeout = self.read_timeout if self.live else None
+        finally:
+            handoff.stop.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(done), _THREAD_JOIN_SECONDS)
+            if not done.done():
+                log.debug("decode thread for %s still blocked in FFmpeg; it exits at its timeout", self.url)
+
+    # -- the decode thread
+    def _read(self, handoff: _Handoff) -> None:
+        container = self._open()
+        try:
+            if not container.streams.video:
+                raise SourceError(f"no video stream in {self.url}")
+            stream = container.streams.video[0]
+            if not self.live:
+                # Frame threads add a few frames of latency: fine for files, not for cameras.
+                stream.thread_type = "AUTO"
+            self._decode(container, stream, handoff)
+        except av.error.FFmpegError as exc:
+            raise self._translate(exc) from None
+        finally:
+            container.close()
+
+    def _open(self) -> av.container.InputContainer:
+        try:
+            return av.open(
+                self._target,
+                mode="r",
+                format=self.format,
+                options=self.options,
+                timeout=(self.open_timeout, self.read_timeout),
+            )
+        except av.error.FFmpegError as exc:
+            raise self._translate(exc) from None
+
+    def _decode(self, container: Any, stream: Any, handoff: _Handoff) -> None:
+        pacer = _Pacer(stream) if self.realtime and not self.live else None
+        started = time.perf_counter()
+        for packet in container.demux(stream):
+            if handoff.stop.is_set():
+                return
+            if self.live:
+                # Live demux time is mostly waiting for the camera, not work: count from the packet on.
+                started = time.perf_counter()
+            for av_frame in packet.decode():
+                image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24"))
+                now = time.perf_counter()
+                if pacer is not None and not pacer.wait(av_frame, handoff.stop):
+                    return
+                frame = Frame(image, time.time(), now - started, next(self._indices))
+                if not handoff.put(frame):
+                    return
+                started = time.perf_counter()
+
+    def _translate(self, exc: av.error.FFmpegError) -> Exception:
+        """An FFmpeg error as an exception whose message names the source without credentials.
+
+        PyAV puts the full URL (user:password included) into its messages, so they are rebuilt from errno.
+        """
+        reason = exc.strerror or type(exc).__name__
+        if not self.live:
+            # A file that FFmpeg cannot read will not get better by retrying.
+            return SourceError(f"cannot read video file {self.url}: {reason}")
+        if isinstance(exc, av.error.ExitError):  # PyAV's interrupt callback: our open/read timeout fired
+            return TimeoutError(f"{self.url}: timed out ({reason})")
+        return ConnectionError(f"{self.url}: {reason}")
+
+
+class _Pacer:
+    """Releases file frames at their presentation times, like a camera would."""
+
+    def __init__(self, stream: Any) -> None:
+        rate = stream.average_rate or stream.guessed_rate
+        self._period = float(1 / rate) if rate else 1 / 25
+        self._first_pts: float | None = None
+        self._start = 0.0
+        self._count = 0
+
+    def wait(self, av_frame: Any, stop: threading.Event) -> bool:
+        """Sleep until ``av_frame`` is due; False when told to stop meanwhile."""
+        pts = av_frame.time if av_frame.time is not None else self._count * self._period
+        self._count += 1
+        if self._first_pts is None:
+            self._first_pts, self._start = pts, time.monotonic()
+        delay = self._start + (pts - self._first_pts) - time.monotonic()
+        return not (delay > 0 and stop.wait(delay))

@@ -1,0 +1,146 @@
+"""Frames over WebRTC from a WHEP endpoint (RFC 9725), received with aiortc.
+
+WHEP is plain HTTP around one SDP exchange: POST the offer (``application/sdp``), get ``201 Created`` with
+the answer and a ``Location`` for the session, DELETE that location to hang up.
+
+Loopback: aioice gathers host candidates from every interface *except* 127.0.0.1, and neither aioice nor
+aiortc has a setting to choose the addresses. For an endpoint on a loopback address (a camera bridge on the
+same box, the test rig) the candidates would then sit on the external interface, which may be firewalled
+or absent. ``loopback_only_ice`` swaps aioice's address lookup for one returning 127.0.0.1, but only for
+the code running inside it (a ContextVar, which aiortc's gathering tasks inherit), so other peer
+connections in the process keep the normal behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import ipaddress
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import aioice.ice
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from edge_agent.sources.base import Frame, redact_url
+
+log = logging.getLogger("edge_agent.sources")
+
+_LOOPBACK_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("edge_agent_loopback_ice", default=False)
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    if _LOOPBACK_ONLY.get():
+        return ["127.0.0.1"] if use_ipv4 else ["::1"]
+    return _original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+
+
+@contextlib.contextmanager
+def loopback_only_ice(enabled: bool = True) -> Iterator[None]:
+    """ICE gathering started inside this block offers only loopback host candidates.
+
+    Wrap the calls that gather (``setLocalDescription``, and ``setRemoteDescription`` on the answering
+    side). The hook is installed into aioice once and is a pass-through outside such a block.
+    """
+    if not enabled:
+        yield
+        return
+    aioice.ice.get_host_addresses = _get_host_addresses  # idempotent; see the module docstring
+    token = _LOOPBACK_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LOOPBACK_ONLY.reset(token)
+
+
+def is_loopback_host(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WhepSource:
+    """A WHEP endpoint (``http(s)://...``); ``frames()`` is one WebRTC session."""
+
+    live = True
+
+    def __init__(self, endpoint: str, *, open_timeout: float = 5.0, read_timeout: float = 3.0) -> None:
+        self.endpoint = endpoint  # the HTTP(S) URL that takes the offer; may hold credentials
+        self.url = redact_url(endpoint)
+        self.open_timeout = open_timeout
+        self.read_timeout = read_timeout
+        self._indices = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"WhepSource({self.url!r})"
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        # No STUN/TURN servers: aiortc's default asks a public STUN server, which the edge may not reach.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.open_timeout))
+        session_url: str | None = None
+        try:
+            transceiver = pc.addTransceiver("video", direction="recvonly")
+            with loopback_only_ice(is_loopback_host(self.endpoint)):
+                # aiortc gathers every candidate inside setLocalDescription, so the offer is complete
+                # (no trickle ICE needed, which WHEP servers need not support).
+                await pc.setLocalDescription(await pc.createOffer())
+            answer, session_url = await self._post_offer(http, pc.localDescription.sdp)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            track = transceiver.receiver.track
+
+            timeout = self.open_timeout + self.read_timeout  # the first frame waits for ICE + DTLS too
+            while True:
+                if pc.connectionState in ("failed", "closed"):
+                    raise ConnectionError(f"{self.url}: WebRTC connection {pc.connectionState}")
+                try:
+                    video_frame = await asyncio.wait_for(track.recv(), timeout)
+                except MediaStreamError:
+                    return  # the track ended: a disconnect
+                except TimeoutError:
+                    raise TimeoutError(f"no frame from {self.url} for {timeout:.1f} s") from None
+                # aiortc decodes in its own thread; what is left to time here is the conversion.
+                started = time.perf_counter()
+                image = np.ascontiguousarray(video_frame.to_ndarray(format="bgr24"))
+                yield Frame(image, time.time(), time.perf_counter() - started, next(self._indices))
+                timeout = self.read_timeout
+        finally:
+            # Shielded: a cancelled consumer must still hang up, or the camera keeps a session streaming.
+            await asyncio.shield(self._hang_up(http, pc, session_url))
+
+    async def _post_offer(self, http: aiohttp.ClientSession, offer: str) -> tuple[str, str | None]:
+        try:
+            async with http.post(self.endpoint, data=offer, headers={"Content-Type": "application/sdp"}) as reply:
+                body = await reply.text()
+                if reply.status not in (200, 201):
+                    raise ConnectionError(f"{self.url}: WHEP offer refused with HTTP {reply.status}")
+                location = reply.headers.get("Location")
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        # Location may be relative (it usually is): resolve it against the URL we posted to.
+        return body, urljoin(self.endpoint, location) if location else None
+
+    async def _hang_up(self, http: aiohttp.ClientSession, pc: RTCPeerConnection, session_url: str | None) -> None:
+        try:
+            if session_url is not None:
+                try:
+                    async with http.delete(session_url, timeout=aiohttp.ClientTimeout(total=2.0)) as reply:
+                        if reply.status >= 400:
+                            log.debug("WHEP DELETE %s answered HTTP %d", redact_url(session_url), reply.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    log.debug("WHEP DELETE %s failed: %s", redact_url(session_url), exc)
+        finally:
+            await pc.close()
+            await http.close()

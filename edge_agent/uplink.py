@@ -1,0 +1,205 @@
+"""The uplink to the cloud tail: one channel per agent, one Detect stream per camera.
+
+Each camera's stream carries at most ``window`` unanswered frames; a frame unanswered after ``deadline``
+means the tail is stuck, and the stream is torn down and reopened. Frames in flight on a broken stream are
+counted as lost, never resent: by the time a stream is back, a newer frame is worth more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edge_agent.sources import Backoff
+from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
+
+log = logging.getLogger("edge_agent.uplink")
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    ca: Path | None = None  # None: the system's trust store
+    cert: Path | None = None  # with key: mutual TLS
+    key: Path | None = None
+    server_name: str | None = None  # override the name checked against the tail's certificate
+
+
+def open_channel(address: str, tls: ClientTls | None, max_message_bytes: int = 1 << 20) -> grpc.aio.Channel:
+    """``tls=None`` is plaintext; callers decide whether that was asked for explicitly."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # gRPC's default reconnect backoff grows to 120 s; a camera feed wants the tail back within a second.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+    ]
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca.read_bytes() if tls.ca else None,
+        private_key=tls.key.read_bytes() if tls.key else None,
+        certificate_chain=tls.cert.read_bytes() if tls.cert else None)
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
+async def tail_info(channel: grpc.aio.Channel, timeout: float) -> tail_pb2.TailInfo:
+    return await tail_pb2_grpc.CloudTailStub(channel).GetInfo(tail_pb2.GetInfoRequest(), timeout=timeout)
+
+
+@dataclass
+class InFlight:
+    context: Any  # what the caller needs back with the answer
+    sent: float  # perf_counter at write
+
+
+AnswerHandler = Callable[[Any, tail_pb2.Detections, float], None]  # (context, detections, round trip seconds)
+
+
+class CameraStream:
+    """Keeps one camera's Detect stream open; ``await wait_for_room()`` then ``await send()``."""
+
+    def __init__(self, channel: grpc.aio.Channel, camera_id: str, on_answer: AnswerHandler | None = None, *,
+                 window: int = 4,
+                 deadline: float = 2.0, backoff: Backoff | None = None,
+                 on_lost: Callable[[int], None] | None = None, on_reconnect: Callable[[], None] | None = None
+                 ) -> None:
+        self.channel = channel
+        self.stub = tail_pb2_grpc.CloudTailStub(channel)
+        self.camera_id = camera_id
+        self.on_answer = on_answer
+        self.window = window
+        self.deadline = deadline
+        self.backoff = backoff or Backoff()
+        self.on_lost = on_lost
+        self.on_reconnect = on_reconnect
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._in_flight: dict[int, InFlight] = {}
+        self._changed = asyncio.Condition()
+        self.last_error: str | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def wait_for_room(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._call is not None and len(self._in_flight) < self.window)
+
+    async def wait_until_idle(self) -> None:
+        """Every sent frame answered (or lost): used when a file source ends."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._in_flight)
+
+    async def send(self, frame: tail_pb2.ActivationFrame, context: Any) -> bool:
+        """Write one frame; False if the stream broke (the frame is lost, the stream will reopen)."""
+        call = self._call
+        if call is None:
+            return False
+        self._in_flight[frame.sequence] = InFlight(context, time.perf_counter())
+        try:
+            # bounded: grpc.aio's write() can wait forever on a call cancelled before it started
+            await asyncio.wait_for(call.write(frame), self.deadline)
+            return True
+        except TimeoutError:
+            self.last_error = f"could not write a frame within {self.deadline:g} s"
+            call.cancel()
+            return False
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            return False  # grpc.aio raises CancelledError from write() on a call the watchdog cancelled
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            self.last_error = str(exc)
+            call.cancel()
+            return False
+
+    async def run(self) -> None:
+        """Open, serve, and reopen the stream until cancelled."""
+        while True:
+            # Open a stream only on a READY channel: a stream opened while the tail is down can stay stuck
+            # in grpc.aio's call setup after the tail returns.
+            try:
+                await asyncio.wait_for(self.channel.channel_ready(), self.deadline)
+            except TimeoutError:
+                self.last_error = f"tail not reachable within {self.deadline:g} s"
+                await asyncio.sleep(self.backoff.next_delay())
+                continue
+            call = self.stub.Detect()
+            watchdog = asyncio.create_task(self._watch(call))
+            answered = 0
+            try:
+                async with self._changed:
+                    self._call = call
+                    self._changed.notify_all()
+                while (answer := await call.read()) is not grpc.aio.EOF:
+                    answered += 1
+                    self._answer(answer)
+                    if answered == 1:
+                        self.backoff.reset()
+            except grpc.aio.AioRpcError as exc:
+                self.last_error = f"{exc.code().name}: {exc.details()}"
+                level = logging.ERROR if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT,
+                                                        grpc.StatusCode.FAILED_PRECONDITION) else logging.WARNING
+                log.log(level, "camera %s: uplink stream ended: %s", self.camera_id, self.last_error)
+            except asyncio.CancelledError:
+                if _being_cancelled():
+                    raise
+                # grpc.aio raises CancelledError from read() when the watchdog cancelled the call
+            finally:
+                watchdog.cancel()
+                call.cancel()
+                await self._reset()
+            if self.on_reconnect is not None:
+                self.on_reconnect()
+            await asyncio.sleep(self.backoff.next_delay())
+
+    def _answer(self, answer: tail_pb2.Detections) -> None:
+        sent = self._in_flight.pop(answer.sequence, None)
+        if sent is None:
+            return  # an answer to a frame already given up on
+        if self.on_answer is not None:
+            self.on_answer(sent.context, answer, time.perf_counter() - sent.sent)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _reset(self) -> None:
+        async with self._changed:
+            lost = len(self._in_flight)
+            self._in_flight.clear()
+            self._call = None
+            self._changed.notify_all()
+        if lost and self.on_lost is not None:
+            self.on_lost(lost)
+
+    async def _watch(self, call: grpc.aio.StreamStreamCall) -> None:
+        """Cancel a stream whose oldest unanswered frame is older than the deadline (a stuck tail)."""
+        while True:
+            await asyncio.sleep(min(0.25, self.deadline / 4))
+            if self._in_flight:
+                oldest = min(f.sent for f in self._in_flight.values())
+                if time.perf_counter() - oldest > self.deadline:
+                    self.last_error = f"no answer within {self.deadline:g} s"
+                    log.warning("camera %s: %s; reopening the stream", self.camera_id, self.last_error)
+                    call.cancel()
+                    return
+
+
+def _being_cancelled() -> bool:
+    """True when the running task itself is being cancelled, not merely a gRPC call it was using."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

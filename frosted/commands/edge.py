@@ -1,0 +1,95 @@
+"""`frosted edge`: the edge agent — cameras in, noisy activations up, boxes out as JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.backend import torch_backend
+from edge_agent.config import AgentConfig, load_agent_config
+from edge_agent.sink import JsonLinesSink
+from frosted.logs import setup_logging
+
+log = logging.getLogger("edge_agent")
+
+NO_NOISE_WARNING = ("WARNING: --no-noise: CLEAN activations will leave this site. Anyone who sees the uplink can "
+                    "reconstruct the frames. Use only for testing.")
+INSECURE_WARNING = ("WARNING: --insecure: activations travel to the tail in plaintext, unauthenticated. Use TLS "
+                    "(tail.tls in the config, or --tls-ca) outside a test bench.")
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """Only the flags the user gave, as the config's nested shape; unset flags leave config/env alone."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flags.items():
+        if value is None or value is False or value == ():
+            continue
+        *parents, leaf = dotted.split("__")
+        target = nested
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return nested
+
+
+def warnings_for(config: AgentConfig) -> list[str]:
+    return ([NO_NOISE_WARNING] if config.noise.disabled else []) + ([INSECURE_WARNING] if config.tail.insecure
+                                                                    else [])
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="cameras.yaml: tail, cameras, noise, model, metrics (see deploy/cameras.example.yaml).")
+@click.option("--source", default=None, help="One camera: an rtsp://, whep://, file or /dev/video URL.")
+@click.option("--camera-id", default=None, help="Name of the --source camera (default: camera-1).")
+@click.option("--tail", "tail_address", default=None, help="HOST:PORT of the cloud tail.")
+@click.option("--noise", "profile", default=None, metavar="PROFILE", help="Noise profile (shipped name or path).")
+@click.option("--no-noise", is_flag=True, help="Send CLEAN activations (testing only; warns loudly).")
+@click.option("--insecure", is_flag=True, help="Plaintext gRPC to the tail (testing only; warns loudly).")
+@click.option("--tls-ca", type=click.Path(path_type=Path), default=None, help="CA of the tail's certificate.")
+@click.option("--tls-cert", type=click.Path(path_type=Path), default=None, help="Client certificate (mutual TLS).")
+@click.option("--tls-key", type=click.Path(path_type=Path), default=None, help="Client key (mutual TLS).")
+@click.option("--dtype", type=click.Choice(["float16", "int8"]), default=None, help="Activation wire format.")
+@click.option("--window", type=int, default=None, help="Unanswered frames per camera.")
+@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option("--output", default=None, help="JSON lines of boxes: '-' (stdout, default) or a file.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="FaceBoxes checkpoint.")
+@click.option("--input-size", default=None, help="Model input, e.g. 1024 or 1024x576.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this long (default: until the sources end or Ctrl-C).")
+def edge(config_path: Path | None, source: str | None, camera_id: str | None, tail_address: str | None,
+         profile: str | None, no_noise: bool, insecure: bool, tls_ca: Path | None, tls_cert: Path | None,
+         tls_key: Path | None, dtype: str | None, window: int | None, metrics_port: int | None, output: str | None,
+         weights: Path | None, input_size: str | None, threads: int | None, seconds: float | None) -> None:
+    """Run the edge agent on the cameras of --config, or on one --source."""
+    setup_logging()
+    if config_path is None and (source is None or tail_address is None):
+        raise click.UsageError("give --config cameras.yaml, or --source URL and --tail HOST:PORT")
+    if camera_id is not None and source is None:
+        raise click.UsageError("--camera-id names the --source camera; give --source too")
+    cameras = [{"id": camera_id or "camera-1", "url": source}] if source is not None else None
+    overrides = _overrides(cameras=cameras, tail__address=tail_address, tail__insecure=insecure,
+                           tail__tls__ca=tls_ca, tail__tls__cert=tls_cert, tail__tls__key=tls_key,
+                           tail__dtype=dtype, tail__window=window, noise__profile=profile,
+                           noise__disabled=no_noise, metrics__port=metrics_port, output=output,
+                           model__weights=weights, model__input_size=input_size, model__threads=threads)
+    config = load_agent_config(config_path, overrides)
+    for warning in warnings_for(config):
+        click.secho(warning, fg="red", bold=True, err=True)
+    backend = torch_backend(config.model.weights, config.model.input_size, config.model.threads,
+                            None if config.noise.disabled else config.noise.profile, config.tail.dtype)
+    sink = JsonLinesSink(config.output)
+    agent = EdgeAgent(config, backend, sink)
+    try:
+        summary = asyncio.run(agent.run(seconds))
+    except KeyboardInterrupt:
+        summary = agent.summary()
+    finally:
+        sink.close()
+    click.echo(summary.table(), err=True)

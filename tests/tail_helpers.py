@@ -1,0 +1,74 @@
+"""Shared pieces for tests that talk to a real tail over loopback gRPC."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+import torch
+
+from cloud_tail.models import ServedTail, served_tails
+from cloud_tail.server import ServerTls, TailServer, TailServerConfig
+from cloud_tail.service import StreamLimits
+from facesplit.detector import SplitDetector
+from facesplit.images import sample_image
+from facesplit.noise.profile import Obfuscator
+from facesplit.noise.shipped import load_profile_for
+from facesplit.preprocess import preprocess
+from frosted_wire.codec import encode_tensor
+from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
+
+PROFILE = "alpha-0.2"
+
+
+def tails_for(detector: SplitDetector) -> dict[str, ServedTail]:
+    return served_tails(detector, [PROFILE], serve_clean=True)
+
+
+def noisy_activation(detector: SplitDetector) -> tuple[np.ndarray, str]:
+    """The astronaut's noisy activation (C, H, W) float32 and its profile fingerprint."""
+    profile = load_profile_for(detector, PROFILE)
+    x, _ = preprocess(sample_image("astronaut"), detector.input_size)
+    with torch.inference_mode():
+        activation = Obfuscator(profile)(detector.head(x))[0].contiguous().numpy()
+    return activation, profile.fingerprint
+
+
+def frame(activation: np.ndarray, fingerprint: str, sequence: int = 0, dtype: str = "float16",
+          camera: str = "cam") -> tail_pb2.ActivationFrame:
+    return tail_pb2.ActivationFrame(camera_id=camera, sequence=sequence, capture_time_unix_ns=1,
+                                    profile_fingerprint=fingerprint, activation=encode_tensor(activation, dtype))
+
+
+@contextlib.asynccontextmanager
+async def running_tail(tails: dict[str, ServedTail], *, max_batch: int = 8, max_delay: float = 0.004,
+                       limits: StreamLimits = StreamLimits(), tls: ServerTls | None = None
+                       ) -> AsyncIterator[TailServer]:
+    server = TailServer(tails, TailServerConfig(listen="127.0.0.1:0", max_batch=max_batch, max_delay=max_delay,
+                                                limits=limits, tls=tls, drain_seconds=2.0))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def stub_for(port: int, credentials: grpc.ChannelCredentials | None = None,
+                   ) -> AsyncIterator[tail_pb2_grpc.CloudTailStub]:
+    target = f"127.0.0.1:{port}"
+    options = [("grpc.max_send_message_length", 8 << 20), ("grpc.max_receive_message_length", 8 << 20)]
+    if credentials is None:
+        channel = grpc.aio.insecure_channel(target, options=options)
+    else:
+        channel = grpc.aio.secure_channel(target, credentials, options=options)
+    async with channel:
+        yield tail_pb2_grpc.CloudTailStub(channel)
+
+
+async def detect_all(stub: tail_pb2_grpc.CloudTailStub, frames: list[tail_pb2.ActivationFrame],
+                     timeout: float = 60) -> list[tail_pb2.Detections]:
+    call = stub.Detect(iter(frames), timeout=timeout)
+    return [answer async for answer in call]

@@ -1,0 +1,156 @@
+"""The edge agent end to end: a real clip through head + noise, real gRPC to a real tail, boxes back in the
+frame's pixels; the CLI verbs the way a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.backend import TorchHeadBackend
+from edge_agent.config import AgentConfig
+from edge_agent.sink import JsonLinesSink
+from facesplit.detector import SplitDetector
+from facesplit.noise.shipped import load_profile_for
+from facesplit.postprocess import PostprocessConfig
+from facesplit.weights import clean_fingerprint
+from frosted.demo import make_clip
+from tests.conftest import REPO, run_frosted
+from tests.rig.servers import free_port
+from tests.tail_helpers import PROFILE, running_tail, tails_for
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="module")
+def service_detector(faceboxes) -> SplitDetector:
+    return SplitDetector(faceboxes, postprocess=PostprocessConfig(score_threshold=0.5))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "astronaut.mp4", seconds=1.0, fps=15)
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def test_agent_boxes_match_the_clean_detector_on_each_frame(service_detector, clip, tmp_path):
+    out = tmp_path / "boxes.jsonl"
+    profile = load_profile_for(service_detector, PROFILE)
+    async with running_tail(tails_for(service_detector)) as server:
+        config = AgentConfig(tail={"address": f"127.0.0.1:{server.port}", "insecure": True},
+                             cameras=[{"id": "door", "url": str(clip)}], output=str(out))
+        backend = TorchHeadBackend(service_detector, profile, clean_fingerprint(service_detector.source))
+        sink = JsonLinesSink(str(out))
+        summary = await EdgeAgent(config, backend, sink).run()
+        sink.close()
+    records = read_lines(out)
+    frames = decoded_frames(clip)
+    assert len(records) == summary.answered["door"] >= len(frames) // 2  # keep-latest may drop a few
+    assert len(records) + summary.dropped["door"] == len(frames)
+    for record in records:
+        frame = frames[record["frame_index"]]
+        assert (record["width"], record["height"]) == (frame.shape[1], frame.shape[0])
+        expected = service_detector.detect(frame)
+        assert len(record["boxes"]) == len(expected) == 1
+        assert iou(np.array(record["boxes"][0]), expected[0]) > 0.7
+        assert record["latency_ms"]["end_to_end"] > record["latency_ms"]["head"] > 0
+    assert [r["sequence"] for r in records] == sorted(r["sequence"] for r in records)
+    assert set(summary.stages) >= {"decode", "head", "noise", "uplink_round_trip", "end_to_end"}
+
+
+def test_demo_runs_the_live_path_in_one_command():
+    result = run_frosted("demo", "--seconds", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) >= 8  # 15 frames at 15 fps; a few may be dropped by keep-latest on a slow machine
+    assert all(len(r["boxes"]) == 1 and r["width"] == 1280 for r in records)
+    assert "end_to_end" in result.stderr and "TLS" in result.stderr
+
+
+def _start_tail(port: int, *extra: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen([sys.executable, "-m", "frosted", "tail", "--listen", f"127.0.0.1:{port}", *extra],
+                               cwd=REPO, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.monotonic() + 60
+    assert process.stderr is not None
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if "tail listening" in line:
+            return process
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"tail did not start: {process.stderr.read()[-2000:]}")
+
+
+def test_edge_and_tail_verbs_over_loopback(clip, tmp_path):
+    port = free_port()
+    tail = _start_tail(port, "--insecure", "--noise", PROFILE)
+    try:
+        out = tmp_path / "boxes.jsonl"
+        result = run_frosted("edge", "--source", str(clip), "--camera-id", "lobby", "--tail", f"127.0.0.1:{port}",
+                             "--insecure", "--noise", PROFILE, "--output", str(out))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "WARNING: --insecure" in result.stderr
+        records = read_lines(out)
+        assert len(records) >= 8 and {r["camera"] for r in records} == {"lobby"}
+        assert all(len(r["boxes"]) == 1 for r in records)
+        # A profile the tail does not serve: refused up front, in one line.
+        wrong = run_frosted("edge", "--source", str(clip), "--tail", f"127.0.0.1:{port}", "--insecure",
+                            "--noise", "alpha-0.4")
+        assert wrong.returncode == 1
+        error_lines = [line for line in wrong.stderr.splitlines() if line.startswith("Error:")]
+        assert len(error_lines) == 1 and "does not serve this agent's profile" in error_lines[0]
+        # Clean activations only when asked for by name, and loudly.
+        clean = run_frosted("edge", "--source", str(clip), "--tail", f"127.0.0.1:{port}", "--insecure",
+                            "--no-noise", "--seconds", "2")
+        assert clean.returncode == 0, clean.stderr[-2000:]
+        assert "WARNING: --no-noise: CLEAN activations" in clean.stderr
+        assert len(clean.stdout.splitlines()) >= 1
+    finally:
+        tail.send_signal(signal.SIGTERM)
+        tail.wait(timeout=30)
+    assert tail.returncode == 0  # SIGTERM drains and exits cleanly
+
+
+@pytest.mark.parametrize("yaml_text, field", [
+    ("tail: {address: 'localhost:5000'}\ncameras: []\n", "cameras"),
+    ("tail: {address: 'no-port'}\ncameras: [{id: a, url: x.mp4}]\n", "tail.address"),
+    ("tail: {address: 'h:1', windo: 3}\ncameras: [{id: a, url: x.mp4}]\n", "tail.windo"),
+    ("tail: {address: 'h:1'}\ncameras: [{id: a, url: x.mp4}, {id: a, url: y.mp4}]\n", "cameras"),
+    ("tail: {address: 'h:1', tls: {cert: /nope.pem}}\ncameras: [{id: a, url: x.mp4}]\n", "tail.tls"),
+    ("tail: [unclosed\n", "not valid YAML"),
+])
+def test_a_bad_config_is_one_line_naming_the_field(tmp_path, yaml_text, field):
+    config = tmp_path / "cameras.yaml"
+    config.write_text(yaml_text)
+    result = run_frosted("edge", "--config", str(config))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and field in lines[0], result.stderr
+
+
+def test_tail_refuses_plaintext_unless_asked():
+    result = run_frosted("tail", "--listen", "127.0.0.1:0")
+    assert result.returncode == 2 and "--insecure" in result.stderr

@@ -1,0 +1,371 @@
+"""Frame sources against real servers: a gst-rtsp-server camera (killed, frozen, restarted), an aiortc WHEP
+camera, and video files written here. No mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aioice.ice
+import av
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from edge_agent.sources import Backoff, Frame, LatestFrameSlot, SourceError, feed, open_source
+from edge_agent.sources.av_source import AvSource
+from edge_agent.sources.whep import WhepSource, is_loopback_host, loopback_only_ice
+from tests.rig.servers import RigUnavailableError, RtspServer, check_gst_rtsp_server, free_port
+from tests.rig.whep_camera import start_whep_camera
+
+WIDTH, HEIGHT = 640, 480
+
+
+# -- fixtures
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> np.ndarray:
+    """The test picture at the cameras' resolution (the RTSP rig scales its PNG the same way)."""
+    rgb = cv2.resize(skimage.data.astronaut(), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture(scope="session")
+def astronaut_png(tmp_path_factory: pytest.TempPathFactory, astronaut_bgr: np.ndarray) -> Path:
+    path = tmp_path_factory.mktemp("rig") / "astronaut.png"
+    assert cv2.imwrite(str(path), astronaut_bgr)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gst_rtsp() -> None:
+    try:
+        check_gst_rtsp_server()
+    except RigUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def rtsp_server(gst_rtsp: None, astronaut_png: Path) -> Iterator[RtspServer]:
+    server = RtspServer(astronaut_png, WIDTH, HEIGHT, fps=15)
+    try:
+        yield server.start()
+    finally:
+        server.close()  # SIGKILL by PID (continuing it first if a test left it stopped)
+
+
+def write_clip(path: Path, count: int, fps: int = 12, size: tuple[int, int] = (320, 240)) -> list[int]:
+    """An H.264 (or MPEG-4 Part 2) clip whose frame i is a flat grey of level 20*i; returns the levels."""
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    levels = [20 + 15 * i for i in range(count)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for level in levels:
+            image = np.full((size[1], size[0], 3), level, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        container.mux(stream.encode())
+    return levels
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+async def frame_after(slot: LatestFrameSlot, after: float, timeout: float) -> Frame:
+    """The first frame in ``slot`` captured after wall time ``after``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await slot.get()
+            assert frame is not None, "slot closed"
+            if frame.capture_time > after:
+                return frame
+
+
+@contextlib.asynccontextmanager
+async def running(coro: object) -> object:
+    """Run ``coro`` as a task for the block; cancel it (and wait) on the way out, even on failure."""
+    task = asyncio.ensure_future(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def av_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("av-source")]
+
+
+# -- files
+
+
+@pytest.mark.asyncio
+async def test_file_source_reads_every_frame_then_ends(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    levels = write_clip(path, count=10)
+    source = open_source(str(path))
+    assert not source.live
+    async with contextlib.aclosing(source.frames()) as frames:
+        got = [frame async for frame in frames]
+    assert [f.index for f in got] == list(range(len(levels)))
+    for frame, level in zip(got, levels, strict=True):
+        assert frame.image.shape == (240, 320, 3) and frame.image.dtype == np.uint8
+        assert frame.image.flags.c_contiguous
+        assert abs(float(frame.image.mean()) - level) < 4
+        assert frame.decode_seconds >= 0
+
+    # Through feed: the end of a file closes the slot and feed returns (no reconnect).
+    slot = LatestFrameSlot()
+    reconnects: list[None] = []
+    await asyncio.wait_for(feed(open_source(f"file://{path}"), slot, on_reconnect=lambda: reconnects.append(None)), 10)
+    assert slot.closed and not reconnects
+    last = await slot.get()
+    assert last is not None and last.index == len(levels) - 1
+    assert await slot.get() is None
+
+
+@pytest.mark.asyncio
+async def test_realtime_file_is_paced_like_a_camera(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    write_clip(path, count=8, fps=20)  # 7 frame periods = 0.35 s
+    source = open_source(str(path), realtime_files=True)
+    started = time.monotonic()
+    async with contextlib.aclosing(source.frames()) as frames:
+        got = [frame async for frame in frames]
+    elapsed = time.monotonic() - started
+    assert len(got) == 8
+    assert 0.3 < elapsed < 2.0, elapsed
+
+
+def test_missing_file_is_a_source_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(SourceError, match="video file not found"):
+        open_source(str(missing))
+    with pytest.raises(SourceError, match="video file not found"):
+        open_source(f"file://{missing}")
+
+
+@pytest.mark.asyncio
+async def test_undecodable_file_is_a_source_error_that_feed_raises(tmp_path: Path) -> None:
+    path = tmp_path / "junk.mp4"
+    path.write_bytes(b"this is not a video" * 100)
+    slot = LatestFrameSlot()
+    errors: list[BaseException] = []
+    with pytest.raises(SourceError, match="cannot read video file"):
+        await asyncio.wait_for(feed(open_source(str(path)), slot, on_error=errors.append), 10)
+    assert slot.closed
+
+
+# -- RTSP
+
+
+@pytest.mark.asyncio
+async def test_rtsp_frames_resemble_the_camera_image(rtsp_server: RtspServer, astronaut_bgr: np.ndarray) -> None:
+    source = open_source(rtsp_server.url)
+    assert source.live
+    started = time.monotonic()
+    async with contextlib.aclosing(source.frames()) as frames:
+        first = await anext(frames)
+        first_latency = time.monotonic() - started
+        later = [await anext(frames) for _ in range(5)]
+    print(f"RTSP first frame after {first_latency:.2f} s")
+    for frame in [first, *later]:
+        assert frame.image.shape == (HEIGHT, WIDTH, 3)
+        assert mean_abs_diff(frame.image, astronaut_bgr) < 12
+    assert [f.index for f in later] == list(range(1, 6))
+    assert first_latency < 3.0
+    # Closing the generator stopped its decode thread.
+    await asyncio.sleep(0.2)
+    assert not av_threads()
+
+
+@pytest.mark.asyncio
+async def test_rtsp_errors_do_not_leak_credentials() -> None:
+    source = open_source(f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/cam", open_timeout=2)
+    assert "hunter2" not in source.url and "admin" not in source.url
+    with pytest.raises((ConnectionError, TimeoutError)) as caught:
+        async with contextlib.aclosing(source.frames()) as frames:
+            await anext(frames)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_rtsp_reconnects_within_2s_after_server_killed_and_restarted(rtsp_server: RtspServer) -> None:
+    slot = LatestFrameSlot()
+    reconnects: list[float] = []
+    async with running(feed(open_source(rtsp_server.url), slot, on_reconnect=lambda: reconnects.append(time.time()))):
+        before = await frame_after(slot, 0, timeout=5)
+
+        killed_at = time.time()
+        rtsp_server.kill()
+        # Stay down long enough for the backoff to reach its cap, the worst case for the return.
+        await asyncio.sleep(1.5)
+        assert reconnects and reconnects[0] - killed_at < 1.0, "feed did not notice the dead server"
+
+        await asyncio.to_thread(rtsp_server.restart)
+        ready_at = rtsp_server.ready_at
+        assert ready_at is not None
+        after = await frame_after(slot, ready_at, timeout=5)
+        back_after = after.capture_time - ready_at
+        print(f"RTSP back {back_after:.2f} s after READY ({len(reconnects)} reconnect attempts)")
+        assert back_after < 2.0
+        assert after.index > before.index
+
+
+@pytest.mark.asyncio
+async def test_rtsp_frozen_server_is_noticed_within_read_timeout(rtsp_server: RtspServer) -> None:
+    read_timeout = 1.0
+    slot = LatestFrameSlot()
+    noticed: list[float] = []
+    errors: list[BaseException] = []
+    source = open_source(rtsp_server.url, open_timeout=2.0, read_timeout=read_timeout)
+    async with running(feed(source, slot, on_reconnect=lambda: noticed.append(time.time()), on_error=errors.append)):
+        await frame_after(slot, 0, timeout=5)
+
+        stopped_at = time.time()
+        rtsp_server.stop_signal()
+        try:
+            async with asyncio.timeout(read_timeout + 2.0):
+                while not noticed:
+                    await asyncio.sleep(0.05)
+        finally:
+            rtsp_server.cont()
+        print(f"RTSP freeze noticed after {noticed[0] - stopped_at:.2f} s: {errors[0]!r}")
+        assert isinstance(errors[0], TimeoutError)
+
+        # Thawed, the camera is picked up again by a new connection.
+        thawed_at = time.time()
+        await frame_after(slot, thawed_at, timeout=8)
+
+
+# -- WHEP
+
+
+@pytest.mark.asyncio
+async def test_whep_frames_resemble_the_camera_image_and_session_is_deleted(astronaut_bgr: np.ndarray) -> None:
+    camera, url = await start_whep_camera(astronaut_bgr, fps=15)
+    try:
+        port = url.split(":")[2].split("/")[0]
+        source = open_source(f"whep://127.0.0.1:{port}/whep")
+        assert isinstance(source, WhepSource) and source.live
+        started = time.monotonic()
+        async with contextlib.aclosing(source.frames()) as frames:
+            first = await anext(frames)
+            first_latency = time.monotonic() - started
+            later = [await anext(frames) for _ in range(4)]
+            assert len(camera.sessions) == 1
+        print(f"WHEP first frame after {first_latency:.2f} s")
+        for frame in [first, *later]:
+            assert frame.image.shape == (HEIGHT, WIDTH, 3)
+            assert mean_abs_diff(frame.image, astronaut_bgr) < 12
+        assert [f.index for f in later] == list(range(1, 5))
+        # Closing the generator hung up: the camera saw the DELETE of the session it created.
+        assert len(camera.deleted) == 1 and not camera.sessions
+    finally:
+        await camera.stop()
+
+
+def test_loopback_ice_is_confined_to_its_block() -> None:
+    with loopback_only_ice():
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
+    # Outside the block aioice's own lookup answers again (it never offers 127.0.0.1).
+    assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+    with loopback_only_ice(enabled=False):
+        assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+    assert is_loopback_host("http://127.0.0.1:8080/whep") and is_loopback_host("http://localhost/whep")
+    assert is_loopback_host("http://[::1]:80/whep")
+    assert not is_loopback_host("http://192.0.2.7/whep") and not is_loopback_host("https://cam.example/whep")
+
+
+# -- keep-latest slot and backoff
+
+
+def make_frame(index: int) -> Frame:
+    return Frame(np.zeros((2, 2, 3), np.uint8), time.time(), 0.0, index)
+
+
+@pytest.mark.asyncio
+async def test_latest_frame_slot_keeps_only_the_newest() -> None:
+    slot = LatestFrameSlot()
+    for i in range(3):
+        slot.put(make_frame(i))
+    newest = await slot.get()
+    assert newest is not None and newest.index == 2
+    assert slot.dropped == 2
+
+    # get() waits for the next put.
+    waiter = asyncio.ensure_future(slot.get())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    slot.put(make_frame(3))
+    assert (await asyncio.wait_for(waiter, 1)).index == 3
+
+    # close(): a pending frame is still handed out, then None; a waiting get() wakes with None.
+    slot.put(make_frame(4))
+    slot.close()
+    assert slot.closed
+    assert (await slot.get()).index == 4
+    assert await slot.get() is None
+    slot.put(make_frame(5))  # ignored once closed
+    assert await slot.get() is None
+
+    other = LatestFrameSlot()
+    waiter = asyncio.ensure_future(other.get())
+    await asyncio.sleep(0.01)
+    other.close()
+    assert await asyncio.wait_for(waiter, 1) is None
+
+
+def test_backoff_grows_to_its_cap_and_resets() -> None:
+    backoff = Backoff()
+    delays = [backoff.next_delay() for _ in range(10)]
+    for attempt, delay in enumerate(delays):
+        expected = min(1.0, 0.1 * 2**attempt)
+        assert expected * 0.8 - 1e-9 <= delay <= min(1.0, expected * 1.2) + 1e-9, (attempt, delay)
+    # Never more than 1 s between attempts: a returning camera is retried within a second.
+    assert max(delays) <= 1.0
+    backoff.reset()
+    assert backoff.next_delay() <= 0.12
+    with pytest.raises(ValueError):
+        Backoff(initial=2.0, maximum=1.0)
+
+
+# -- URLs
+
+
+def test_unsupported_url_is_a_one_line_source_error_without_credentials() -> None:
+    with pytest.raises(SourceError) as caught:
+        open_source("ftp://operator:s3cret@cam.example/stream")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "s3cret" not in message and "operator" not in message
+    assert "cam.example" in message and "rtsp://" in message
+
+
+def test_url_schemes_pick_the_right_source(tmp_path: Path) -> None:
+    rtsp = open_source("rtsp://user:pw@10.0.0.5:554/stream")
+    assert isinstance(rtsp, AvSource) and rtsp.live and rtsp.options["rtsp_transport"] == "tcp"
+    assert rtsp.url == "rtsp://10.0.0.5:554/stream"
+    for url, endpoint in [
+        ("whep://127.0.0.1:8889/cam/whep", "http://127.0.0.1:8889/cam/whep"),
+        ("wheps://cam.example/whep", "https://cam.example/whep"),
+        ("whep+http://cam.example/whep", "http://cam.example/whep"),
+        ("whep+https://cam.example/whep", "https://cam.example/whep"),
+    ]:
+        source = open_source(url)
+        assert isinstance(source, WhepSource) and source.endpoint == endpoint
+    hls = open_source("https://cam.example/live.m3u8")
+    assert isinstance(hls, AvSource) and hls.live
+    with pytest.raises(SourceError, match="video device not found"):
+        open_source("/dev/video97")
+    with pytest.raises(SourceError, match="video device not found"):
+        open_source("v4l2:///dev/video97")

@@ -1,0 +1,235 @@
+"""The cloud tail over real gRPC on loopback: answers, validation, isolation between streams, TLS, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from cloud_tail.server import ServerTls
+from cloud_tail.service import StreamLimits
+from facesplit.detector import SplitDetector
+from facesplit.images import sample_image
+from facesplit.postprocess import PostprocessConfig
+from frosted_wire.certs import throwaway_certificates
+from frosted_wire.v1 import tail_pb2
+from tests.tail_helpers import detect_all, frame, noisy_activation, running_tail, stub_for, tails_for
+
+
+@pytest.fixture(scope="module")
+def service_detector(faceboxes) -> SplitDetector:
+    return SplitDetector(faceboxes, postprocess=PostprocessConfig(score_threshold=0.5))
+
+
+@pytest.fixture(scope="module")
+def tails(service_detector):
+    return tails_for(service_detector)
+
+
+@pytest.fixture(scope="module")
+def noisy(service_detector):
+    return noisy_activation(service_detector)
+
+
+async def test_get_info_health_and_reflection(tails):
+    async with running_tail(tails) as server, stub_for(server.port) as stub:
+        info = await stub.GetInfo(tail_pb2.GetInfoRequest(), timeout=10)
+        assert {p.fingerprint for p in info.profiles} == set(tails)
+        assert {p.name for p in info.profiles} == {"clean", "alpha-0.2"}
+        assert list(info.profiles[0].activation_shape) == [128, 32, 32]
+        assert set(info.accepted_dtypes) == {tail_pb2.FLOAT16, tail_pb2.INT8, tail_pb2.FLOAT32}
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        async with channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="frosted_wire.v1.CloudTail"), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            reflect = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+            names = {s.name async for r in reflect for s in r.list_services_response.service}
+            assert {"frosted_wire.v1.CloudTail", "grpc.health.v1.Health"} <= names
+
+
+async def test_noisy_frames_get_the_astronauts_face_in_order(tails, noisy, service_detector):
+    activation, fingerprint = noisy
+    async with running_tail(tails) as server, stub_for(server.port) as stub:
+        answers = await detect_all(stub, [frame(activation, fingerprint, seq) for seq in range(5)]
+                                   + [frame(activation, fingerprint, 5, dtype="int8")])
+    assert [a.sequence for a in answers] == list(range(6))
+    # The same activation through the tail in-process: the wire (fp16/int8) must not move the face.
+    local = tails[fingerprint].detect_batch(activation[None])[0]
+    assert len(local) == 1
+    for answer in answers:
+        assert len(answer.boxes) == 1
+        box = answer.boxes[0]
+        assert np.allclose([box.x1, box.y1, box.x2, box.y2], local[0, :4], atol=3.0)
+        assert box.score > 0.5
+        assert answer.timings.batch_size >= 1 and answer.timings.compute_seconds > 0
+    # astronaut is 512x512, letterboxed by 2x into the 1024 input: her face sits near (330-470, 140-330)
+    assert 300 < (answers[0].boxes[0].x1 + answers[0].boxes[0].x2) / 2 < 500
+
+
+def _corrupt(activation: np.ndarray, fingerprint: str) -> dict[str, tuple[tail_pb2.ActivationFrame, grpc.StatusCode]]:
+    good = frame(activation, fingerprint)
+    cases = {}
+
+    def variant(name: str, code: grpc.StatusCode, edit) -> None:
+        message = tail_pb2.ActivationFrame()
+        message.CopyFrom(good)
+        edit(message)
+        cases[name] = (message, code)
+
+    invalid, unknown = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION
+    variant("unknown dtype", invalid, lambda m: setattr(m.activation, "dtype", 99))
+    variant("unspecified dtype", invalid, lambda m: setattr(m.activation, "dtype", 0))
+    variant("wrong shape", invalid, lambda m: m.activation.shape.__setitem__(0, 64))
+    variant("short data", invalid, lambda m: setattr(m.activation, "data", m.activation.data[:-2]))
+    nan = activation.copy()
+    nan[3, 4, 5] = np.nan
+    variant("NaN", invalid, lambda m: m.activation.CopyFrom(frame(nan, fingerprint).activation))
+    inf = activation.copy()
+    inf[0, 0, 0] = np.inf
+    variant("Inf", invalid, lambda m: m.activation.CopyFrom(frame(inf, fingerprint).activation))
+    variant("int8 without scale", invalid, lambda m: m.activation.CopyFrom(
+        tail_pb2.Tensor(dtype=tail_pb2.INT8, shape=[128, 32, 32], data=bytes(128 * 32 * 32))))
+    variant("no activation", invalid, lambda m: m.ClearField("activation"))
+    variant("no camera id", invalid, lambda m: setattr(m, "camera_id", ""))
+    variant("unknown fingerprint", unknown, lambda m: setattr(m, "profile_fingerprint", "f" * 32))
+    return cases
+
+
+async def test_malformed_frames_get_their_status_and_other_streams_keep_going(tails, noisy):
+    activation, fingerprint = noisy
+    async with running_tail(tails) as server, stub_for(server.port) as stub:
+        good_call = stub.Detect(timeout=120)
+        for name, (message, code) in _corrupt(activation, fingerprint).items():
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await detect_all(stub, [frame(activation, fingerprint, 0), message])
+            assert failure.value.code() == code, name
+            # the long-lived good stream is still answered after each bad one
+            await good_call.write(frame(activation, fingerprint, 1))
+            answer = await good_call.read()
+            assert len(answer.boxes) == 1, name
+        oversized = frame(np.zeros((128, 32, 32), np.float32), fingerprint, dtype="float32")
+        oversized.activation.data = bytes(2 << 20)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await detect_all(stub, [oversized])
+        assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await good_call.write(frame(activation, fingerprint, 2))
+        assert (await good_call.read()).sequence == 2
+        await good_call.done_writing()
+
+
+async def test_a_flooding_stream_does_not_starve_another(tails, noisy):
+    activation, fingerprint = noisy
+    message = frame(activation, fingerprint)
+    async with running_tail(tails, limits=StreamLimits(max_in_flight=4)) as server, stub_for(server.port) as stub:
+        flood = stub.Detect(timeout=120)
+
+        async def write_forever() -> int:
+            sent = 0
+            while True:  # never reads its answers: HTTP/2 flow control must hold it back
+                await flood.write(message)
+                sent += 1
+
+        flooder = asyncio.create_task(write_forever())
+        await asyncio.sleep(1.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answers = await detect_all(stub, [frame(activation, fingerprint, s) for s in range(3)], timeout=30)
+        elapsed = loop.time() - started
+        flooder.cancel()
+        flood.cancel()
+        assert [a.sequence for a in answers] == [0, 1, 2]
+        assert elapsed < 10, f"a well-behaved stream waited {elapsed:.1f} s behind a flood"
+
+
+async def test_fuzz_thousands_of_random_messages_then_still_healthy(tails, noisy):
+    activation, fingerprint = noisy
+    rng = random.Random(1234)
+    async with running_tail(tails) as server:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        async with channel:
+            # Raw bytes, not valid protobuf, straight onto the Detect method.
+            raw = channel.stream_stream("/frosted_wire.v1.CloudTail/Detect", request_serializer=None,
+                                        response_deserializer=None)
+            codes = set()
+            for i in range(2000):
+                length = rng.choice([0, 1, 7, 100, 4096, 300_000])
+                payload = rng.randbytes(length)
+                if i % 2:  # half of them: structurally valid protobuf with random field values
+                    payload = tail_pb2.ActivationFrame(
+                        camera_id=rng.choice(["", "c", "x" * 300]), sequence=rng.getrandbits(64),
+                        profile_fingerprint=rng.choice([fingerprint, "", "nope"]),
+                        activation=tail_pb2.Tensor(dtype=rng.randrange(-3, 6),
+                                                   shape=[rng.randrange(0, 200) for _ in range(rng.randrange(4))],
+                                                   data=rng.randbytes(rng.choice([0, 10, 262144])),
+                                                   scale=rng.choice([0.0, -1.0, float("nan"), 0.1])),
+                    ).SerializeToString()
+                try:
+                    async for _ in raw(iter([payload]), timeout=10):
+                        pass
+                    codes.add(grpc.StatusCode.OK)
+                except grpc.aio.AioRpcError as exc:
+                    codes.add(exc.code())
+            assert grpc.StatusCode.INTERNAL not in codes and grpc.StatusCode.UNKNOWN not in codes, codes
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+        async with stub_for(server.port) as stub:
+            answers = await detect_all(stub, [frame(activation, fingerprint, 7)])
+            assert answers[0].sequence == 7 and len(answers[0].boxes) == 1
+
+
+async def test_batching_across_streams(tails, noisy):
+    activation, fingerprint = noisy
+    async with running_tail(tails, max_batch=8, max_delay=0.02) as server, stub_for(server.port) as stub:
+        results = await asyncio.gather(*(detect_all(stub, [frame(activation, fingerprint, s, camera=f"c{c}")
+                                                           for s in range(4)]) for c in range(4)))
+    sizes = [a.timings.batch_size for answers in results for a in answers]
+    assert max(sizes) > 1, sizes
+    assert all(len(a.boxes) == 1 for answers in results for a in answers)
+
+
+async def test_mutual_tls_refuses_a_client_without_a_certificate(tails, noisy, tmp_path):
+    activation, fingerprint = noisy
+    certs = throwaway_certificates(tmp_path / "tls")
+    other = throwaway_certificates(tmp_path / "other", ca_name="someone else's CA")
+    tls = ServerTls(certs.server_cert, certs.server_key, client_ca=certs.ca)
+    async with running_tail(tails, tls=tls) as server:
+        trusted = grpc.ssl_channel_credentials(certs.ca.read_bytes(), certs.client_key.read_bytes(),
+                                               certs.client_cert.read_bytes())
+        async with stub_for(server.port, trusted) as stub:
+            answers = await detect_all(stub, [frame(activation, fingerprint)])
+            assert len(answers[0].boxes) == 1
+        for credentials in (grpc.ssl_channel_credentials(certs.ca.read_bytes()),  # no client certificate
+                            grpc.ssl_channel_credentials(certs.ca.read_bytes(), other.client_key.read_bytes(),
+                                                         other.client_cert.read_bytes())):  # untrusted issuer
+            async with stub_for(server.port, credentials) as stub:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.GetInfo(tail_pb2.GetInfoRequest(), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_shutdown_drains_in_flight_frames(tails, noisy):
+    activation, fingerprint = noisy
+    async with running_tail(tails, max_batch=1) as server, stub_for(server.port) as stub:
+        call = stub.Detect(timeout=60)
+        for s in range(4):
+            await call.write(frame(activation, fingerprint, s))
+        await asyncio.sleep(0.05)  # let the tail read them
+        stopping = asyncio.create_task(server.stop())
+        received = []
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            while (answer := await call.read()) is not grpc.aio.EOF:
+                received.append(answer.sequence)
+        await stopping
+    assert received == [0, 1, 2, 3]
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_astronaut_sample_is_available():
+    assert sample_image("astronaut").shape == (512, 512, 3)

@@ -1,0 +1,62 @@
+"""The wire contract: stubs regenerate byte for byte from proto/, the codec round-trips, no pixel fields."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+
+from frosted_wire.codec import WireError, decode_tensor, encode_tensor
+from frosted_wire.v1 import tail_pb2
+
+REPO = Path(__file__).resolve().parents[1]
+GENERATED = ("tail_pb2.py", "tail_pb2.pyi", "tail_pb2_grpc.py")
+
+
+def test_checked_in_stubs_match_the_proto(tmp_path):
+    pytest.importorskip("grpc_tools")
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(REPO / "proto"), f"--python_out={tmp_path}",
+                    f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}",
+                    str(REPO / "proto/frosted_wire/v1/tail.proto")], check=True, cwd=REPO)
+    for name in GENERATED:
+        fresh = (tmp_path / "frosted_wire/v1" / name).read_text()
+        assert fresh == (REPO / "frosted_wire/v1" / name).read_text(), f"{name} is stale: run `make proto`"
+
+
+def test_no_message_can_carry_pixels():
+    """The only bytes field on the wire is an activation tensor's data; the tail checks its shape."""
+    byte_fields = [f"{message.name}.{field.name}" for message in tail_pb2.DESCRIPTOR.message_types_by_name.values()
+                   for field in message.fields if field.type == FieldDescriptor.TYPE_BYTES]
+    assert byte_fields == ["Tensor.data"]
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 0.0), ("float16", 2e-3), ("int8", 0.02)])
+def test_codec_round_trip(dtype, tolerance):
+    activation = np.random.default_rng(0).normal(0, 1, (128, 32, 32)).astype(np.float32)
+    message = encode_tensor(activation, dtype)
+    decoded = decode_tensor(tail_pb2.Tensor.FromString(message.SerializeToString()), (128, 32, 32))
+    assert decoded.dtype == np.float32
+    peak = np.abs(activation).max()
+    assert np.abs(decoded - activation).max() <= tolerance * max(1.0, peak)
+
+
+def test_int8_is_a_quarter_of_float32_and_half_of_float16():
+    activation = np.ones((128, 32, 32), np.float32)
+    sizes = {d: len(encode_tensor(activation, d).data) for d in ("float32", "float16", "int8")}
+    assert sizes == {"float32": 524288, "float16": 262144, "int8": 131072}
+
+
+def test_decode_refuses_what_it_does_not_expect():
+    activation = np.zeros((128, 32, 32), np.float32)
+    with pytest.raises(WireError, match="shape"):
+        decode_tensor(encode_tensor(activation), (64, 32, 32))
+    broken = encode_tensor(activation)
+    broken.data = broken.data[:-1]
+    with pytest.raises(WireError, match="bytes"):
+        decode_tensor(broken, (128, 32, 32))
+    with pytest.raises(WireError, match="unknown wire dtype"):
+        encode_tensor(activation, "bfloat16")
