@@ -245,6 +245,10 @@ async def test_rtsp_frozen_server_is_noticed_within_read_timeout(rtsp_server: Rt
         # Thawed, the camera is picked up again by a new connection.
         thawed_at = time.time()
         await frame_after(slot, thawed_at, timeout=8)
+    # Decode threads left blocked by the freeze have all ended by now or soon (their FFmpeg timeouts fire).
+    async with asyncio.timeout(6):
+        while av_threads():
+            await asyncio.sleep(0.1)
 
 
 # -- WHEP
@@ -272,6 +276,34 @@ async def test_whep_frames_resemble_the_camera_image_and_session_is_deleted(astr
         assert len(camera.deleted) == 1 and not camera.sessions
     finally:
         await camera.stop()
+
+
+@pytest.mark.asyncio
+async def test_whep_reconnects_when_the_camera_restarts(astronaut_bgr: np.ndarray) -> None:
+    camera, url = await start_whep_camera(astronaut_bgr, fps=15)
+    restarted = None
+    slot = LatestFrameSlot()
+    reconnects: list[float] = []
+    source = open_source(url.replace("http://", "whep://"), read_timeout=1.0)
+    try:
+        async with running(feed(source, slot, on_reconnect=lambda: reconnects.append(time.time()))):
+            before = await frame_after(slot, 0, timeout=5)
+            stopped_at = time.time()
+            await camera.stop()  # closes its peer connections: our track ends
+            async with asyncio.timeout(2.0):
+                while not reconnects:
+                    await asyncio.sleep(0.02)
+            print(f"WHEP camera loss noticed after {reconnects[0] - stopped_at:.2f} s")
+
+            await asyncio.sleep(0.5)
+            restarted, _ = await start_whep_camera(astronaut_bgr, port=camera.port, fps=15)
+            after = await frame_after(slot, time.time(), timeout=5)
+            assert after.index > before.index
+        assert restarted.deleted, "feed's cancellation did not hang up"
+    finally:
+        await camera.stop()
+        if restarted is not None:
+            await restarted.stop()
 
 
 def test_loopback_ice_is_confined_to_its_block() -> None:

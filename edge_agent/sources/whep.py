@@ -128,7 +128,8 @@ class WhepSource:
                     raise ConnectionError(f"{self.url}: WHEP offer refused with HTTP {reply.status}")
                 location = reply.headers.get("Location")
         except aiohttp.ClientError as exc:
-            raise ConnectionError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+            reason = str(exc).replace(self.endpoint, self.url)  # aiohttp may quote the URL, credentials too
+            raise ConnectionError(f"{self.url}: {type(exc).__name__}: {reason}") from None
         # Location may be relative (it usually is): resolve it against the URL we posted to.
         return body, urljoin(self.endpoint, location) if location else None
 

@@ -108,11 +108,25 @@ class Obfuscator:
     def __init__(self, profile: NoiseProfile, stream: GaussianStream | None = None) -> None:
         self.profile = profile
         self.stream = stream or GaussianStream()
+        # mu and sigma also laid out channels_last, like the optimized head's output: element-wise ops on
+        # tensors of different layouts run several times slower than on matching ones
+        self._channels_last = (_as_channels_last(profile.mu), _as_channels_last(profile.sigma))
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         if tuple(activation.shape[1:]) != self.profile.shape:
             raise ProfileError(f"activation shape {tuple(activation.shape[1:])} does not match the profile's "
                                f"{self.profile.shape}")
-        noise = self.stream.normal(tuple(activation.shape))
+        n, c, h, w = activation.shape
+        noise = self.stream.normal((n, c, h, w))
+        mu, sigma = self.profile.mu, self.profile.sigma
+        if not activation.is_contiguous() and activation.is_contiguous(memory_format=torch.channels_last):
+            # the draws are i.i.d., so reading the fresh buffer in (N, H, W, C) order is the same distribution
+            noise = noise.view(n, h, w, c).permute(0, 3, 1, 2)
+            mu, sigma = self._channels_last
         # in place on the fresh buffer: no temporaries on the per-frame path
-        return noise.mul_(self.profile.sigma).add_(self.profile.mu).add_(activation)
+        return noise.mul_(sigma).add_(mu).add_(activation)
+
+
+def _as_channels_last(tensor: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) -> the same values stored (H, W, C), viewed as (C, H, W)."""
+    return tensor.permute(1, 2, 0).contiguous().permute(2, 0, 1)

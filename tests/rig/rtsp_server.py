@@ -23,6 +23,11 @@ from gi.repository import GLib, Gst, GstRtspServer, GstVideo  # noqa: E402
 
 
 def launch_line(args: argparse.Namespace) -> str:
+    if args.video:
+        # An H.264 MP4 relayed without re-encoding (the camera's encoder is not the machine under test); the
+        # RTSP sink's clock paces it in real time. It ends with the file.
+        return (f'( filesrc location="{args.video}" ! qtdemux ! h264parse '
+                f"! rtph264pay name=pay0 pt=96 config-interval=1 )")
     if args.image:
         # imagefreeze repeats the decoded still at the caps' frame rate; is-live paces it like a sensor.
         source = f'filesrc location="{args.image}" ! pngdec ! imagefreeze is-live=true'
@@ -36,7 +41,7 @@ def launch_line(args: argparse.Namespace) -> str:
     )
 
 
-class KeyFrameOnPlay:
+def key_frame_on_play(_server: object, client: GstRtspServer.RTSPClient) -> None:
     """Send each new viewer a key frame right away, as many IP cameras do.
 
     Without it a client joining the shared stream decodes nothing until the next scheduled key frame (up to
@@ -44,21 +49,13 @@ class KeyFrameOnPlay:
     building the SDP before anyone plays.
     """
 
-    def __init__(self) -> None:
-        self.media: list[GstRtspServer.RTSPMedia] = []
+    def play_requested(_client: object, context: GstRtspServer.RTSPContext) -> None:
+        encoder = context.media.get_element().get_by_name("enc") if context.media else None
+        if encoder is not None:
+            event = GstVideo.video_event_new_upstream_force_key_unit(Gst.CLOCK_TIME_NONE, True, 0)
+            encoder.get_static_pad("src").send_event(event)
 
-    def media_configured(self, _factory: object, media: GstRtspServer.RTSPMedia) -> None:
-        self.media.append(media)
-
-    def client_connected(self, _server: object, client: GstRtspServer.RTSPClient) -> None:
-        client.connect("play-request", self.play_requested)
-
-    def play_requested(self, _client: object, _context: object) -> None:
-        for media in self.media:
-            encoder = media.get_element().get_by_name("enc")
-            if encoder is not None:
-                event = GstVideo.video_event_new_upstream_force_key_unit(Gst.CLOCK_TIME_NONE, True, 0)
-                encoder.get_static_pad("src").send_event(event)
+    client.connect("play-request", play_requested)
 
 
 def main() -> int:
@@ -66,6 +63,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mount", default="/cam")
     parser.add_argument("--image", help="PNG still to serve")
+    parser.add_argument("--video", help="H.264 MP4 to relay as is (no encoder in the loop)")
     parser.add_argument("--pattern", default="ball", help="videotestsrc pattern when no --image is given")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
@@ -80,9 +78,7 @@ def main() -> int:
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch_line(args))
     factory.set_shared(True)
-    key_frames = KeyFrameOnPlay()
-    factory.connect("media-configure", key_frames.media_configured)
-    server.connect("client-connected", key_frames.client_connected)
+    server.connect("client-connected", key_frame_on_play)
     server.get_mount_points().add_factory(args.mount, factory)
     if server.attach(None) == 0:
         print(f"could not listen on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)

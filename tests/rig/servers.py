@@ -58,8 +58,10 @@ class RtspServer:
         fps: int = 15,
         port: int | None = None,
         mount: str = "/cam",
+        video_path: str | Path | None = None,
     ) -> None:
         self.image_path = Path(image_path) if image_path is not None else None
+        self.video_path = Path(video_path) if video_path is not None else None  # relayed without re-encoding
         self.width, self.height, self.fps = width, height, fps
         self.port = port or free_port()
         self.mount = mount
@@ -75,7 +77,10 @@ class RtspServer:
             raise RuntimeError(f"RTSP server already running (pid {self.process.pid})")
         command = [SYSTEM_PYTHON, str(RTSP_SERVER_SCRIPT), "--port", str(self.port), "--mount", self.mount,
                    "--width", str(self.width), "--height", str(self.height), "--fps", str(self.fps)]
-        command += ["--image", str(self.image_path)] if self.image_path else ["--pattern", "ball"]
+        if self.video_path is not None:
+            command += ["--video", str(self.video_path)]
+        else:
+            command += ["--image", str(self.image_path)] if self.image_path else ["--pattern", "ball"]
         # stderr to a file: a pipe nobody drains would block a chatty server once it fills.
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
