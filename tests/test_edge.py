@@ -116,6 +116,19 @@ def test_edge_and_tail_verbs_over_loopback(clip, tmp_path):
         records = read_lines(out)
         assert len(records) >= 8 and {r["camera"] for r in records} == {"lobby"}
         assert all(len(r["boxes"]) == 1 for r in records)
+        # Two cameras from a config file, the output path from the environment (YAML < env < flags).
+        config = tmp_path / "cameras.yaml"
+        config.write_text(f"tail: {{address: '127.0.0.1:{port}', insecure: true}}\n"
+                          f"noise: {{profile: {PROFILE}}}\n"
+                          f"cameras:\n  - {{id: east, url: '{clip}'}}\n  - {{id: west, url: 'file://{clip}'}}\n"
+                          "output: ignored.jsonl\n")
+        both = tmp_path / "both.jsonl"
+        result = run_frosted("edge", "--config", str(config), env={"FROSTED_EDGE_OUTPUT": str(both)})
+        assert result.returncode == 0, result.stderr[-2000:]
+        records = read_lines(both)
+        assert {r["camera"] for r in records} == {"east", "west"}
+        assert all(len(r["boxes"]) == 1 for r in records)
+        assert not (REPO / "ignored.jsonl").exists()
         # A profile the tail does not serve: refused up front, in one line.
         wrong = run_frosted("edge", "--source", str(clip), "--tail", f"127.0.0.1:{port}", "--insecure",
                             "--noise", "alpha-0.4")
@@ -154,3 +167,16 @@ def test_a_bad_config_is_one_line_naming_the_field(tmp_path, yaml_text, field):
 def test_tail_refuses_plaintext_unless_asked():
     result = run_frosted("tail", "--listen", "127.0.0.1:0")
     assert result.returncode == 2 and "--insecure" in result.stderr
+
+
+def test_config_precedence_yaml_then_environment_then_flags(tmp_path, monkeypatch):
+    from edge_agent.config import load_agent_config
+
+    config = tmp_path / "cameras.yaml"
+    config.write_text("tail: {address: 'tail.example:443', window: 3, dtype: int8}\n"
+                      "cameras: [{id: door, url: 'rtsp://cam/1'}]\n")
+    assert load_agent_config(config, {}).tail.window == 3
+    monkeypatch.setenv("FROSTED_EDGE_TAIL__WINDOW", "5")
+    loaded = load_agent_config(config, {})
+    assert (loaded.tail.window, loaded.tail.dtype) == (5, "int8")
+    assert load_agent_config(config, {"tail": {"window": 7}}).tail.window == 7
