@@ -6,7 +6,8 @@ the strongest attack recovers from the noisy activations (face-crop SSIM, re-ide
 Protocol (the shipped profiles' fit, see the Makefile's `profiles`): fitted on MIT+CMU folds 1-5 by
 distillation. AP@0.3 is pooled over MIT+CMU folds 6-10 (clean included) and AP@0.5 over dlib, both unseen by
 fitting. Victims are the unlabelled photos (unseen by fitting; re-identification on those with identities);
-the attacker trains its decoder on MIT+CMU photos, knows the weights, mu and sigma. "rotating" is the
+the attacker trains its decoder on MIT+CMU photos and scikit-image's colour photos, knows the weights, mu and
+sigma (`privacy_attack.measure`, the same measurement as `frosted attack`). "rotating" is the
 k-frame-averaging defence (`facesplit.noise.rotating`, half the variance secret, rotated every 30 frames):
 averaging 30 frames of one rotation leaves sigma * sqrt(0.5 + 0.5 / 30), which is what the attack then faces.
 Writes privacy_table.md / .json and privacy_tradeoff.png under --out.
@@ -31,11 +32,11 @@ from facesplit.evaluation.detections import detect_images
 from facesplit.evaluation.sets import coco_set
 from facesplit.noise.profile import NoiseProfile, Obfuscator
 from facesplit.noise.sampler import GaussianStream
-from facesplit.noise.shipped import load_profile_for, shipped_profiles
-from privacy_attack.datasets import read_coco_photos, read_unlabelled
+from facesplit.noise.shipped import shipped_profiles
 from privacy_attack.decoder import DecoderConfig
 from privacy_attack.inversion import InversionConfig
-from privacy_attack.report import AttackConfig, attack_profile
+from privacy_attack.measure import load_attacker, load_profiles, load_victims, measure
+from privacy_attack.report import AttackConfig, strongest
 
 TR4928_FDDB_AP = {None: 0.9337, 0.05: 0.903, 0.1: 0.902, 0.2: 0.908, 0.4: 0.907, 0.6: 0.885, 0.8: 0.884,
                   0.9: 0.846, 0.95: 0.846}
@@ -59,15 +60,6 @@ def rotated(profile: NoiseProfile, k: int) -> NoiseProfile:
     return replace(profile, sigma=profile.sigma * scale, tail_state=None)
 
 
-def strongest(attacks: dict, k: int) -> dict:
-    """Per k, the attack with the higher re-identification (then face SSIM): the one that counts."""
-    rows = [(name, found[f"k={k}"]) for name, found in attacks.items() if f"k={k}" in found]
-    name, best = max(rows, key=lambda r: (r[1]["reid"]["other_photo"]["rate"], r[1]["reid"]["same_photo"]["rate"],
-                                          r[1]["face_ssim"] or 0.0))
-    return {"attack": name, "face_ssim": best["face_ssim"], "reid_other_photo": best["reid"]["other_photo"],
-            "reid_same_photo": best["reid"]["same_photo"], "detector_finds_face": best["detector_finds_face"]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--alphas", default="all", help="comma-separated shipped alphas, or 'all'")
@@ -84,26 +76,27 @@ def main() -> None:
     names = list(shipped_profiles())
     if args.alphas != "all":
         names = [f"alpha-{a}" for a in args.alphas.split(",")]
-    victims = read_unlabelled(shared / "data/faces/unlabelled", shared / "data/faces/unlabelled/identity_pairs.csv")
-    if args.victims == "labelled":
-        victims = [photo for photo in victims if photo.labelled]
-    attacker = read_coco_photos(shared / "data/faces/mitcmu/labels.json", shared / "data/faces/mitcmu/images")
+    profiles = load_profiles(detector, names)  # the no-noise baseline first
+    victims, gallery = load_victims(shared, args.victims)
+    attacker = load_attacker(shared)
     config = AttackConfig(k_values=(1, 30), decoder=DecoderConfig(train_seconds=args.decoder_seconds),
                           inversion=InversionConfig(steps=args.inversion_steps))
+    attacked = measure(detector, profiles, victims, attacker, config, gallery, keep_images=0)
+    rotating = {name: rotated(profile, ROTATION_FRAMES) for name, profile in profiles.items() if profile is not None}
+    defended = measure(detector, rotating, victims, attacker, replace(config, k_values=(1,)), gallery,
+                       keep_images=0) if rotating else {}
     rows = []
-    for name in [None, *names]:
-        profile = None if name is None else load_profile_for(detector, name)
+    for name, profile in profiles.items():
         noisy_detector = detector if profile is None else with_tail(detector, profile.tail_state)
-        row: dict = {"profile": name or "clean", "alpha": None if profile is None else profile.alpha,
+        row: dict = {"profile": "clean" if profile is None else name,
+                     "alpha": None if profile is None else profile.alpha,
                      "mean_sigma": None if profile is None else float(profile.sigma.mean()),
                      **accuracy(noisy_detector, profile, shared)}
-        attacks = attack_profile(profile, victims, attacker, detector, config)["attacks"]
+        attacks = attacked[name].results["attacks"]
         row["k1"] = strongest(attacks, 1)
         row["k30"] = strongest(attacks, 30) if profile is not None else row["k1"]
         if profile is not None:
-            defended = attack_profile(rotated(profile, ROTATION_FRAMES), victims, attacker, detector,
-                                      replace(config, k_values=(1,)))["attacks"]
-            row["k30_rotating"] = strongest(defended, 1)
+            row["k30_rotating"] = strongest(defended[name].results["attacks"], 1)
         row["tr4928_fddb_ap"] = TR4928_FDDB_AP.get(row["alpha"])
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)

@@ -104,7 +104,8 @@ class EdgeAgent:
                                                              timeouts.reconnect_max_seconds), lane))
             runs = asyncio.gather(*(p.run() for p in self.pipelines))
             with contextlib.suppress(TimeoutError):  # --seconds elapsed: a normal end
-                await asyncio.wait_for(runs, seconds) if seconds is not None else await runs
+                async with asyncio.timeout(seconds):
+                    await runs
         finally:
             await channel.close()
             compute.shutdown(wait=True)

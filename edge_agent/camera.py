@@ -69,16 +69,17 @@ class CameraPipeline:
                                      name=f"feed-{self.camera_id}")
         streamer = asyncio.create_task(self.stream.run(), name=f"uplink-{self.camera_id}")
         try:
-            await self._send_frames(feeder)
+            await self._send_frames()
             await self.stream.wait_until_idle()
         finally:
             streamer.cancel()
             feeder.cancel()
             await asyncio.gather(streamer, feeder, return_exceptions=True)
-        if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
-            raise feeder.exception()  # type: ignore[misc]
+        error = feeder.exception() if feeder.done() and not feeder.cancelled() else None
+        if error is not None:
+            raise error  # e.g. SourceError: a file that cannot be decoded
 
-    async def _send_frames(self, feeder: asyncio.Task[None]) -> None:
+    async def _send_frames(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             # Room on the uplink, a frame, then our turn on the compute lane, and only then take the newest

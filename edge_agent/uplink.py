@@ -108,9 +108,16 @@ class CameraStream:
         if call is None:
             return False
         self._in_flight[frame.sequence] = InFlight(context, time.perf_counter())
+        written = await self._write(call, frame)
+        if not written:
+            self._in_flight.pop(frame.sequence, None)  # the caller counts it lost, not the stream's reset
+        return written
+
+    async def _write(self, call: grpc.aio.StreamStreamCall, frame: tail_pb2.ActivationFrame) -> bool:
         try:
             # bounded: grpc.aio's write() can wait forever on a call cancelled before it started
-            await asyncio.wait_for(call.write(frame), self.deadline)
+            async with asyncio.timeout(self.deadline):
+                await call.write(frame)
             return True
         except TimeoutError:
             self.last_error = f"could not write a frame within {self.deadline:g} s"
@@ -131,7 +138,8 @@ class CameraStream:
             # Open a stream only on a READY channel: a stream opened while the tail is down can stay stuck
             # in grpc.aio's call setup after the tail returns.
             try:
-                await asyncio.wait_for(self.channel.channel_ready(), self.deadline)
+                async with asyncio.timeout(self.deadline):
+                    await self.channel.channel_ready()
             except TimeoutError:
                 self.last_error = f"tail not reachable within {self.deadline:g} s"
                 await asyncio.sleep(self.backoff.next_delay())

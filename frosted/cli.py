@@ -25,8 +25,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from frosted.commands import demo, detect, edge, evaluate, fit_noise, profiles, tail, weights
+    from frosted.commands import attack, demo, detect, edge, evaluate, fit_noise, profiles, tail, weights
 
+    cli.add_command(attack.attack)
     cli.add_command(demo.demo)
     cli.add_command(detect.detect)
     cli.add_command(edge.edge)

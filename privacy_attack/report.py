@@ -8,10 +8,12 @@ tie-breaker that still moves when nobody is re-identified.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from facesplit.detector import SplitDetector, load_detector
 from facesplit.noise.profile import NoiseProfile
@@ -59,21 +61,28 @@ def _keep(image: np.ndarray) -> np.ndarray:
     return resize(image, KEPT_SIDE, max(1, round(KEPT_SIDE * image.shape[0] / image.shape[1])))
 
 
+def _leak(scores: dict) -> tuple[float, float, float]:
+    """How much one attack's scores leak, for ranking: re-identification first, face SSIM on a tie."""
+    reid = scores["reid"]
+    return (reid["other_photo"]["rate"], reid["same_photo"]["rate"], scores["face_ssim"] or 0.0)
+
+
 def mark_stronger(results: dict) -> dict:
     """Add ``stronger`` (per k: which attack leaked more) when ``results`` holds both attacks."""
     found = results["attacks"]
     if set(ATTACKS) <= set(found):
-        results["stronger"] = {key: _stronger(found["decoder"][key], found["inversion"][key], ATTACKS)
+        results["stronger"] = {key: strongest(found, int(key[2:]))["attack"]
                                for key in found["decoder"] if key.startswith("k=") and key in found["inversion"]}
     return results
 
 
-def _stronger(a: dict, b: dict, names: tuple[str, str]) -> str:
-    def key(r: dict) -> tuple[float, float, float]:
-        reid = r["reid"]
-        return (reid["other_photo"]["rate"], reid["same_photo"]["rate"], r["face_ssim"] or 0.0)
-
-    return names[0] if key(a) >= key(b) else names[1]
+def strongest(attacks: dict, k: int) -> dict:
+    """Among ``results["attacks"]``, the one that leaked most at ``k`` (the first listed on a tie): the one
+    that counts, summarised."""
+    rows = [(name, found[f"k={k}"]) for name, found in attacks.items() if f"k={k}" in found]
+    name, best = max(rows, key=lambda row: _leak(row[1]))
+    return {"attack": name, "face_ssim": best["face_ssim"], "reid_other_photo": best["reid"]["other_photo"],
+            "reid_same_photo": best["reid"]["same_photo"], "detector_finds_face": best["detector_finds_face"]}
 
 
 def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_images: list[Photo],
@@ -144,8 +153,9 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
         mu = None if profile is None else profile.mu
         for k in k_values:
             std = effective_sigma(profile, k)
-            recon = {key: invert(head, z, mu, std, input_size, config.inversion)
-                     for key, z in observed[k].items()}
+            victims_bar = tqdm(observed[k].items(), desc=f"inversion k={k}", unit="img", leave=False,
+                               disable=not config.inversion.progress)
+            recon = {key: invert(head, z, mu, std, input_size, config.inversion) for key, z in victims_bar}
             per_k[f"k={k}"] = score(detector, prepared, recon, gallery)
             images[k] = {key: _keep(r) for key, r in recon.items()}
         run.images["inversion"] = images
@@ -166,23 +176,33 @@ def attack_profile(profile: NoiseProfile | None, victims: list[Photo], attacker_
     return run_attacks(profile, victims, attacker_images, detector, config, bank, decoder, gallery_photos).results
 
 
-def write_grid(path: Path, clean: AttackRun, noisy: AttackRun, attack: str = "decoder",
+def grid_columns(clean: AttackRun, noisy: AttackRun | Mapping[str, AttackRun],
+                 attack: str = "decoder") -> list[tuple[str, dict[str, np.ndarray]]]:
+    """The grid's columns, (title, photo key -> image): original | reconstruction without noise | for each
+    noisy run (one, titled "profile", or several by name), ``attack``'s reconstruction at its smallest and
+    largest k."""
+    named = {"profile": noisy} if isinstance(noisy, AttackRun) else dict(noisy)
+    columns = [("original", clean.originals), ("no noise", clean.images[attack][min(clean.images[attack])])]
+    for name, run in named.items():
+        by_k = run.images[attack]
+        for k in sorted({min(by_k), max(by_k)}):
+            columns.append((f"{name}, k={k}", by_k[k]))
+    return columns
+
+
+def write_grid(path: Path, clean: AttackRun, noisy: AttackRun | Mapping[str, AttackRun], attack: str = "decoder",
                keys: list[str] | None = None, max_rows: int = 6) -> Path:
-    """A PNG grid, one victim per row: original | reconstruction without noise | with the profile at the
-    smallest k | with the profile at the largest k (``attack``'s reconstructions)."""
+    """A PNG grid, one victim per row, the columns of `grid_columns` (``attack``'s reconstructions): each
+    cell 240 pixels square, so the image is 240 x columns wide and 240 x rows high."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    clean_images = clean.images[attack][min(clean.images[attack])]
-    noisy_by_k = noisy.images[attack]
-    k_lo, k_hi = min(noisy_by_k), max(noisy_by_k)
-    keys = (keys or [k for k in noisy.originals if k in clean_images])[:max_rows]
-    columns = [("original", noisy.originals), ("no noise", clean_images),
-               (f"profile, k={k_lo}", noisy_by_k[k_lo]), (f"profile, k={k_hi}", noisy_by_k[k_hi])]
-    if k_lo == k_hi:
-        columns.pop()
+    columns = grid_columns(clean, noisy, attack)
+    keys = (keys or [k for k in clean.originals if all(k in images for _, images in columns)])[:max_rows]
+    if not keys:
+        raise ValueError(f"no victim has every column of the {attack} grid")
     fig, axes = plt.subplots(len(keys), len(columns), figsize=(2.4 * len(columns), 2.4 * len(keys)),
                              squeeze=False)
     for row, key in enumerate(keys):
@@ -201,4 +221,3 @@ def write_grid(path: Path, clean: AttackRun, noisy: AttackRun, attack: str = "de
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-

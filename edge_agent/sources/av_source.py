@@ -159,7 +159,8 @@ class AvSource:
             timeout: float | None = self.open_timeout + self.read_timeout if self.live else None
             while True:
                 try:
-                    frame = await asyncio.wait_for(handoff.get(), timeout)
+                    async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancel
+                        frame = await handoff.get()
                 except TimeoutError:
                     raise TimeoutError(f"no frame from {self.url} for {timeout:.1f} s") from None
                 if frame is None:
@@ -169,7 +170,8 @@ class AvSource:
         finally:
             handoff.stop.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(done), _THREAD_JOIN_SECONDS)
+                async with asyncio.timeout(_THREAD_JOIN_SECONDS):
+                    await asyncio.shield(done)
             if not done.done():
                 log.debug("decode thread for %s still blocked in FFmpeg; it exits at its timeout", self.url)
 

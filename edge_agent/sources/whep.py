@@ -106,7 +106,8 @@ class WhepSource:
                 if pc.connectionState in ("failed", "closed"):
                     raise ConnectionError(f"{self.url}: WebRTC connection {pc.connectionState}")
                 try:
-                    video_frame = await asyncio.wait_for(track.recv(), timeout)
+                    async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancel
+                        video_frame = await track.recv()
                 except MediaStreamError:
                     return  # the track ended: a disconnect
                 except TimeoutError:

@@ -1,0 +1,139 @@
+"""`frosted attack` as a user runs it: a shipped profile, a small profile with both attacks, bad input.
+
+Budgets are tiny (two victims, two inversion steps, a one-second decoder): these check the verb's wiring,
+outputs and errors, not what the attacks recover (tests/test_attack.py checks the attacks themselves).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from facesplit.faceboxes import FaceBoxes
+from facesplit.noise.profile import NoiseProfile
+from facesplit.weights import head_fingerprint
+from privacy_attack.reid import RECOGNISER_FILE, ReidUnavailableError, model_file
+from tests.conftest import run_frosted
+
+CELL = 240  # write_grid draws each cell 2.4 inches square at 100 dpi
+ROW = re.compile(r"^(\S+)\s+(\d+)\s+(decoder|inversion)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+"
+                 r"(\d+)% \((\d+)%\)\s+(\d+)% \((\d+)%\)\s+(\d+)%\s*(\*?)$", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def face_recogniser() -> None:
+    """Re-identification needs dlib and its models (the ``attack`` extra); skip those tests without them."""
+    pytest.importorskip("dlib", reason="the attack extra is not installed: pip install -e '.[attack]'")
+    try:
+        model_file(RECOGNISER_FILE)
+    except ReidUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+def attack(weights_path: Path, shared_dir: Path, out: Path, *args: str) -> dict:
+    """Run the verb on the first two labelled victims, one thread; return attack.json and the stdout."""
+    result = run_frosted("attack", *args, "--victims", "labelled", "--limit", "2", "--inversion-steps", "2",
+                         "--threads", "1", "--weights", str(weights_path), "--shared", str(shared_dir),
+                         "--out", str(out), env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "inversion k=" in result.stderr and "inversion k=" not in result.stdout  # progress on stderr
+    report = json.loads((out / "attack.json").read_text())
+    report["stdout"] = result.stdout
+    return report
+
+
+def rows(stdout: str) -> dict[tuple[str, int, str], bool]:
+    """(profile, k, attack) -> marked stronger, for every line of the printed table."""
+    return {(m[0], int(m[1]), m[2]): m[12] == "*" for m in ROW.findall(stdout)}
+
+
+def check_grid(out: Path, report: dict, attack: str, columns: list[str]) -> None:
+    grid = report["grids"][attack]
+    assert grid["file"] == f"grid-{attack}.png" and grid["columns"] == columns
+    with Image.open(out / grid["file"]) as image:
+        assert image.format == "PNG"
+        assert image.size == (CELL * len(columns), CELL * len(grid["rows"]))
+    assert grid["rows"] == ["img1.jpg", "img10.jpg"]  # the first two labelled victims, by name
+
+
+def test_inversion_against_a_shipped_profile(weights_path: Path, shared_dir: Path, face_recogniser: None,
+                                             tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = attack(weights_path, shared_dir, out, "--noise", "alpha-0.2", "--attack", "inversion",
+                    "--k", "8", "--k", "1")
+    assert report["settings"]["k_values"] == [1, 8] and report["settings"]["input_size"] == "1024x1024"
+    profiles = report["profiles"]
+    assert list(profiles) == ["none", "alpha-0.2"]  # the no-noise baseline always runs
+    assert profiles["none"]["k_values"] == [1] and profiles["alpha-0.2"]["k_values"] == [1, 8]
+    assert profiles["none"]["profile"] is None and profiles["alpha-0.2"]["profile"]["alpha"] == 0.2
+    for name, ks in (("none", [1]), ("alpha-0.2", [1, 8])):
+        assert list(profiles[name]["attacks"]) == ["inversion"] and "stronger" not in profiles[name]
+        for k in ks:
+            entry = profiles[name]["attacks"]["inversion"][f"k={k}"]
+            assert entry["images"] == 2 and entry["faces"] == 2 and 0 <= entry["face_ssim"] <= 1
+            # re-identification searches every labelled photo, not only the two attacked
+            assert entry["reid"]["same_photo"]["queries"] == 2
+    assert profiles["none"]["gallery"] == {"photos": 18, "identities": 9}
+    check_grid(out, report, "inversion", ["original", "no noise", "alpha-0.2, k=1", "alpha-0.2, k=8"])
+    assert rows(report["stdout"]) == {("none", 1, "inversion"): False, ("alpha-0.2", 1, "inversion"): False,
+                                      ("alpha-0.2", 8, "inversion"): False}
+    assert "re-identification gallery: 18 photos of 9 people" in report["stdout"]
+
+
+def test_both_attacks_on_a_small_profile_file(weights_path: Path, shared_dir: Path, faceboxes: FaceBoxes,
+                                              face_recogniser: None, tmp_path: Path) -> None:
+    # a 512x512 input (a quarter of the compute) needs a profile fitted for it: an isotropic one will do
+    shape = (128, 512 // 32, 512 // 32)
+    profile_file = tmp_path / "iso.safetensors"
+    NoiseProfile(mu=torch.zeros(shape), sigma=torch.full(shape, 0.5), alpha=0.0, input_size=(512, 512),
+                 head_fingerprint=head_fingerprint(faceboxes)).save(profile_file)
+    out = tmp_path / "out"
+    report = attack(weights_path, shared_dir, out, "--noise", "clean", "--noise", str(profile_file),
+                    "--input-size", "512", "--decoder-seconds", "1", "--k", "1", "--k", "4")
+    profiles = report["profiles"]
+    assert list(profiles) == ["none", str(profile_file)]  # 'clean' is the baseline, not a second run
+    noisy = profiles[str(profile_file)]
+    assert list(noisy["attacks"]) == ["decoder", "inversion"] and set(noisy["stronger"]) == {"k=1", "k=4"}
+    assert noisy["attacks"]["decoder"]["budget"]["attacker_photos"] > 100  # MIT+CMU and the colour photos
+    for attack_name in ("decoder", "inversion"):
+        check_grid(out, report, attack_name, ["original", "no noise", f"{profile_file}, k=1", f"{profile_file}, k=4"])
+    table = rows(report["stdout"])
+    assert len(table) == 2 + 4
+    for (name, k, attack_name), marked in table.items():
+        assert marked == (report["profiles"]["none" if name == "none" else str(profile_file)]
+                          ["stronger"][f"k={k}"] == attack_name)
+
+
+def test_unknown_profile_is_one_line(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:
+    result = run_frosted("attack", "--noise", "no-such-profile", "--weights", str(weights_path),
+                         "--shared", str(shared_dir), "--out", str(tmp_path / "out"), "--threads", "1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: no-such-profile: no such profile file, and not a shipped profile")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_dlib_says_to_install_the_attack_extra(weights_path: Path, shared_dir: Path,
+                                                       tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow"  # a dlib that fails to import, ahead of any installed one
+    shadow.mkdir()
+    (shadow / "dlib.py").write_text("raise ImportError('No module named dlib')\n")
+    result = run_frosted("attack", "--noise", "alpha-0.2", "--weights", str(weights_path),
+                         "--shared", str(shared_dir), "--out", str(tmp_path / "out"), "--threads", "1",
+                         env={"PYTHONPATH": str(shadow)})
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: re-identification needs dlib and its face models: install the "
+                                    "attack extra (pip install -e '.[attack]')")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_shared_data_is_one_line(weights_path: Path, tmp_path: Path) -> None:
+    result = run_frosted("attack", "--weights", str(weights_path), "--shared", str(tmp_path), "--threads", "1")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Error: {tmp_path / 'data/faces/unlabelled'}: not found; point --shared")
+    assert len(result.stderr.strip().splitlines()) == 1
