@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the agent and of the tail")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the agent and of the tail")
     parser.add_argument("--tail-seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "bench/results")

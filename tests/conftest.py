@@ -45,6 +45,29 @@ def detector(faceboxes: FaceBoxes) -> SplitDetector:
     return SplitDetector(faceboxes)
 
 
+@pytest.fixture(scope="session")
+def face_recogniser() -> None:
+    """Re-identification needs dlib and its models (the ``attack`` extra); skip those tests without them."""
+    from privacy_attack.reid import RECOGNISER_FILE, ReidUnavailableError, model_file
+
+    pytest.importorskip("dlib", reason="the attack extra is not installed: pip install -e '.[attack]'")
+    try:
+        model_file(RECOGNISER_FILE)
+    except ReidUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def gst_rtsp() -> None:
+    """The RTSP tests need GStreamer's RTSP server under Debian's python3 (make system-deps); skip without."""
+    from tests.rig.servers import RigUnavailableError, check_gst_rtsp_server
+
+    try:
+        check_gst_rtsp_server()
+    except RigUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
 def run_frosted(*args: str, env: dict[str, str] | None = None,
                 timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI the way a user does, in a fresh process."""

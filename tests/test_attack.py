@@ -26,7 +26,7 @@ from privacy_attack.decoder import DecoderConfig, build_bank, train_decoder
 from privacy_attack.inversion import InversionConfig, invert
 from privacy_attack.metrics import detector_finds_faces, face_similarities, similarity
 from privacy_attack.observe import effective_sigma, observe
-from privacy_attack.reid import RECOGNISER_FILE, ReidUnavailableError, embed_face, model_file, reidentification_rate
+from privacy_attack.reid import embed_face, reidentification_rate
 from privacy_attack.report import AttackConfig, run_attacks, write_grid
 from privacy_attack.scoring import Victim, build_gallery, prepare_victims, reid_scores
 
@@ -39,16 +39,6 @@ def isotropic(model: FaceBoxes, sigma: float, side: int = 1024) -> NoiseProfile:
 
 # Where a test only needs an attack to work, it runs at a 512x512 model input: a quarter of the compute.
 SMALL = 512
-
-
-@pytest.fixture(scope="module")
-def face_recogniser() -> None:
-    """Re-identification needs dlib and its models (the ``attack`` extra); skip those tests without them."""
-    pytest.importorskip("dlib", reason="the attack extra is not installed: pip install -e '.[attack]'")
-    try:
-        model_file(RECOGNISER_FILE)
-    except ReidUnavailableError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

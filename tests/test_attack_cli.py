@@ -10,29 +10,17 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 import torch
 from PIL import Image
 
 from facesplit.faceboxes import FaceBoxes
 from facesplit.noise.profile import NoiseProfile
 from facesplit.weights import head_fingerprint
-from privacy_attack.reid import RECOGNISER_FILE, ReidUnavailableError, model_file
 from tests.conftest import run_frosted
 
 CELL = 240  # write_grid draws each cell 2.4 inches square at 100 dpi
 ROW = re.compile(r"^(\S+)\s+(\d+)\s+(decoder|inversion)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+"
                  r"(\d+)% \((\d+)%\)\s+(\d+)% \((\d+)%\)\s+(\d+)%\s*(\*?)$", re.MULTILINE)
-
-
-@pytest.fixture(scope="module")
-def face_recogniser() -> None:
-    """Re-identification needs dlib and its models (the ``attack`` extra); skip those tests without them."""
-    pytest.importorskip("dlib", reason="the attack extra is not installed: pip install -e '.[attack]'")
-    try:
-        model_file(RECOGNISER_FILE)
-    except ReidUnavailableError as exc:
-        pytest.skip(str(exc))
 
 
 def attack(weights_path: Path, shared_dir: Path, out: Path, *args: str) -> dict:

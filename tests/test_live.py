@@ -26,7 +26,7 @@ from facesplit.noise.shipped import load_profile_for
 from facesplit.postprocess import PostprocessConfig
 from facesplit.weights import clean_fingerprint
 from tests.conftest import REPO
-from tests.rig.servers import RigUnavailableError, RtspServer, check_gst_rtsp_server, free_port
+from tests.rig.servers import RtspServer, free_port
 from tests.rig.whep_camera import start_whep_camera
 from tests.tail_helpers import PROFILE, running_tail, tails_for
 
@@ -41,14 +41,6 @@ def astronaut_png(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("camera") / "astronaut.png"
     cv2.imwrite(str(path), sample_image("astronaut"))
     return path
-
-
-@pytest.fixture(scope="module")
-def gst_rtsp() -> None:
-    try:
-        check_gst_rtsp_server()
-    except RigUnavailableError as exc:
-        pytest.skip(str(exc))
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -20,7 +20,7 @@ import skimage.data
 from edge_agent.sources import Backoff, Frame, LatestFrameSlot, SourceError, feed, open_source
 from edge_agent.sources.av_source import AvSource
 from edge_agent.sources.whep import WhepSource, is_loopback_host, loopback_only_ice
-from tests.rig.servers import RigUnavailableError, RtspServer, check_gst_rtsp_server, free_port
+from tests.rig.servers import RtspServer, free_port
 from tests.rig.whep_camera import start_whep_camera
 
 WIDTH, HEIGHT = 640, 480
@@ -41,14 +41,6 @@ def astronaut_png(tmp_path_factory: pytest.TempPathFactory, astronaut_bgr: np.nd
     path = tmp_path_factory.mktemp("rig") / "astronaut.png"
     assert cv2.imwrite(str(path), astronaut_bgr)
     return path
-
-
-@pytest.fixture(scope="session")
-def gst_rtsp() -> None:
-    try:
-        check_gst_rtsp_server()
-    except RigUnavailableError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture

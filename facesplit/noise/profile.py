@@ -123,7 +123,7 @@ class Obfuscator:
             # the draws are i.i.d., so reading the fresh buffer in (N, H, W, C) order is the same distribution
             noise = noise.view(n, h, w, c).permute(0, 3, 1, 2)
             mu, sigma = self._channels_last
-        # in place on the fresh buffer: no temporaries on the per-frame path
+        # on the fresh buffer: no temporaries on the per-frame path
         return noise.mul_(sigma).add_(mu).add_(activation)
 
 

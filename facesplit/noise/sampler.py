@@ -15,7 +15,8 @@ import os
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-_MANTISSA = 1 << 24  # uniform floats from the top 24 bits: exact in float32
+_MANTISSA_MASK = (1 << 23) - 1  # float32 mantissa bits
+_ONE_BITS = 0x3F800000  # the bits of 1.0f
 
 
 class GaussianStream:
@@ -31,8 +32,10 @@ class GaussianStream:
     def _uniform_pairs(self, pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
         raw = self._keystream.update(bytes(8 * pairs))  # encrypting zeros yields the keystream itself
         bits = torch.frombuffer(bytearray(raw), dtype=torch.int32)
-        # top 24 bits -> (k + 0.5) / 2^24, strictly inside (0, 1) so log() is finite
-        uniform = (bits >> 8).bitwise_and_(_MANTISSA - 1).float().add_(0.5).mul_(1.0 / _MANTISSA)
+        # 23 random bits as the mantissa of a float in [1, 2) (exponent bits of 1.0 OR-ed in), then 2 - x:
+        # uniform on (0, 1], so log() is finite; three integer/float ops instead of a conversion and scaling
+        uniform = bits.bitwise_right_shift_(9).bitwise_and_(_MANTISSA_MASK).bitwise_or_(_ONE_BITS)
+        uniform = uniform.view(torch.float32).neg_().add_(2.0)
         return uniform[:pairs], uniform[pairs:]
 
     def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
@@ -42,6 +45,6 @@ class GaussianStream:
         radius = u1.log_().mul_(-2.0).sqrt_()
         angle = u2.mul_(2 * math.pi)
         out = torch.empty(2 * pairs)
-        torch.mul(radius, torch.cos(angle), out=out[:pairs])
-        torch.mul(radius, angle.sin_(), out=out[pairs:])
+        torch.cos(angle, out=out[:pairs]).mul_(radius)
+        torch.sin(angle, out=out[pairs:]).mul_(radius)
         return out[:count].view(shape)
