@@ -8,6 +8,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import grpc
 import numpy as np
 from prometheus_client import start_http_server
 
@@ -64,10 +65,10 @@ class EdgeAgent:
         self.sink = sink
         self.pipelines: list[CameraPipeline] = []
 
-    async def check_tail(self, channel: object) -> None:
+    async def check_tail(self, channel: grpc.aio.Channel) -> None:
         """Fail fast on a tail that answers but cannot serve us; a tail that is down is waited for."""
         try:
-            info = await tail_info(channel, timeout=self.config.tail.deadline_seconds)  # type: ignore[arg-type]
+            info = await tail_info(channel, timeout=self.config.tail.deadline_seconds)
         except Exception as exc:
             log.warning("tail %s not reachable yet (%s); streams will connect when it is",
                         self.config.tail.address, str(exc).splitlines()[0][:200])

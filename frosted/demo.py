@@ -3,7 +3,6 @@ gRPC with mutual TLS on loopback. The two services only meet on the wire; this m
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -54,12 +53,6 @@ def make_clip(path: Path, seconds: float, fps: int = 15, size: tuple[int, int] =
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def run_demo(detector: SplitDetector, profile_name: str | None, seconds: float, output: str = "-",
                    workdir: Path | None = None) -> RunSummary:
     """Tail + agent over mutual TLS on 127.0.0.1; returns the agent's per-stage latency summary."""
@@ -69,9 +62,9 @@ async def run_demo(detector: SplitDetector, profile_name: str | None, seconds: f
         certs = throwaway_certificates(folder / "tls")
         profile = load_profile_for(detector, profile_name) if profile_name else None
         tails = served_tails(detector, [profile_name] if profile_name else [], serve_clean=profile is None)
-        port = _free_port()
-        server = TailServer(tails, TailServerConfig(listen=f"127.0.0.1:{port}",
+        server = TailServer(tails, TailServerConfig(listen="127.0.0.1:0",  # the OS picks a free port
                                                     tls=ServerTls(certs.server_cert, certs.server_key, certs.ca)))
+        port = server.port
         await server.start()
         try:
             config = AgentConfig(

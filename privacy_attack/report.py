@@ -168,14 +168,6 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
     return run
 
 
-def attack_profile(profile: NoiseProfile | None, victims: list[Photo], attacker_images: list[Photo],
-                   detector: SplitDetector | None = None, config: AttackConfig = AttackConfig(),
-                   bank: TrainingBank | None = None, decoder: ActivationDecoder | None = None,
-                   gallery_photos: list[Photo] | None = None) -> dict:
-    """Run both attacks for every k in ``config.k_values``; JSON-able results (see `run_attacks`)."""
-    return run_attacks(profile, victims, attacker_images, detector, config, bank, decoder, gallery_photos).results
-
-
 def grid_columns(clean: AttackRun, noisy: AttackRun | Mapping[str, AttackRun],
                  attack: str = "decoder") -> list[tuple[str, dict[str, np.ndarray]]]:
     """The grid's columns, (title, photo key -> image): original | reconstruction without noise | for each

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,6 @@ from edge_agent.backend import torch_backend
 from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.sink import JsonLinesSink
 from frosted.logs import setup_logging
-
-log = logging.getLogger("edge_agent")
 
 NO_NOISE_WARNING = ("WARNING: --no-noise: CLEAN activations will leave this site. Anyone who sees the uplink can "
                     "reconstruct the frames. Use only for testing.")
