@@ -10,7 +10,8 @@ the attacker trains its decoder on MIT+CMU photos and scikit-image's colour phot
 sigma (`privacy_attack.measure`, the same measurement as `frosted attack`). "rotating" is the
 k-frame-averaging defence (`facesplit.noise.rotating`, half the variance secret, rotated every 30 frames):
 averaging 30 frames of one rotation leaves sigma * sqrt(0.5 + 0.5 / 30), which is what the attack then faces.
-Writes privacy_table.md / .json and privacy_tradeoff.png under --out.
+Writes privacy_table.md / .json, privacy_tradeoff.png (AP and privacy across alpha) and
+privacy_ap_vs_attack.png (AP against what the attack recovers, as `frosted attack` plots it) under --out.
 """
 
 from __future__ import annotations
@@ -26,32 +27,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facesplit.detector import SplitDetector, load_detector, with_tail
-from facesplit.evaluation.ap import precision_recall
-from facesplit.evaluation.detections import detect_images
-from facesplit.evaluation.sets import coco_set
-from facesplit.noise.profile import NoiseProfile, Obfuscator
-from facesplit.noise.sampler import GaussianStream
+from facesplit.detector import load_detector
+from facesplit.noise.profile import NoiseProfile
 from facesplit.noise.shipped import shipped_profiles
 from privacy_attack.decoder import DecoderConfig
 from privacy_attack.inversion import InversionConfig
 from privacy_attack.measure import load_attacker, load_profiles, load_victims, measure
 from privacy_attack.report import AttackConfig, strongest
+from privacy_attack.tradeoff import accuracy, held_out_sets, plot_tradeoff
 
 TR4928_FDDB_AP = {None: 0.9337, 0.05: 0.903, 0.1: 0.902, 0.2: 0.908, 0.4: 0.907, 0.6: 0.885, 0.8: 0.884,
                   0.9: 0.846, 0.95: 0.846}
 SECRET_FRACTION, ROTATION_FRAMES = 0.5, 30
-
-
-def accuracy(detector: SplitDetector, profile: NoiseProfile | None, shared: Path) -> dict:
-    faces = shared / "data/faces"
-    mitcmu = coco_set(faces / "mitcmu/labels.json", faces / "mitcmu/images", folds=10)
-    held_out = [image for fold in mitcmu.folds[5:] for image in fold]
-    dlib = coco_set(faces / "dlib/labels.json", faces / "dlib/images").images
-    obfuscate = None if profile is None else Obfuscator(profile, GaussianStream(seed_for_reproducible_evaluation=0))
-    found = detect_images(detector, held_out + dlib, obfuscate, desc="AP")
-    return {"mitcmu_heldout_ap30": precision_recall([(found[i.key], i.boxes) for i in held_out], 0.3).ap,
-            "dlib_ap50": precision_recall([(found[i.key], i.boxes) for i in dlib], 0.5).ap}
 
 
 def rotated(profile: NoiseProfile, k: int) -> NoiseProfile:
@@ -85,13 +72,15 @@ def main() -> None:
     rotating = {name: rotated(profile, ROTATION_FRAMES) for name, profile in profiles.items() if profile is not None}
     defended = measure(detector, rotating, victims, attacker, replace(config, k_values=(1,)), gallery,
                        keep_images=0) if rotating else {}
+    sets = held_out_sets(shared, profiles)  # MIT+CMU folds 6-10 (the shipped profiles saw 1-5) and dlib
     rows = []
     for name, profile in profiles.items():
-        noisy_detector = detector if profile is None else with_tail(detector, profile.tail_state)
+        found = accuracy(detector, profile, sets)
         row: dict = {"profile": "clean" if profile is None else name,
                      "alpha": None if profile is None else profile.alpha,
                      "mean_sigma": None if profile is None else float(profile.sigma.mean()),
-                     **accuracy(noisy_detector, profile, shared)}
+                     "mitcmu_heldout_ap30": found["mitcmu"]["ap"], "dlib_ap50": found["dlib"]["ap"],
+                     "accuracy": found}
         attacks = attacked[name].results["attacks"]
         row["k1"] = strongest(attacks, 1)
         row["k30"] = strongest(attacks, 30) if profile is not None else row["k1"]
@@ -106,6 +95,8 @@ def main() -> None:
     table = markdown(rows)
     (out / "privacy_table.md").write_text(table)
     plot(rows, out / "privacy_tradeoff.png")
+    plot_tradeoff([{"name": r["profile"], "alpha": r["alpha"], "accuracy": r["accuracy"],
+                    "strongest": {1: r["k1"], 30: r["k30"]}} for r in rows], out / "privacy_ap_vs_attack.png")
     print(table)
 
 

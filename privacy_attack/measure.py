@@ -22,7 +22,8 @@ from facesplit.noise.shipped import load_profile_for
 from privacy_attack.datasets import Photo, attacker_photos, read_unlabelled
 from privacy_attack.decoder import build_bank
 from privacy_attack.reid import ReidUnavailableError, default_encoder
-from privacy_attack.report import AttackConfig, AttackRun, grid_columns, run_attacks, write_grid
+from privacy_attack.report import AttackConfig, AttackRun, grid_columns, run_attacks, strongest, write_grid
+from privacy_attack.tradeoff import accuracy, held_out_sets, plot_tradeoff
 
 NO_NOISE = "none"  # the baseline's name; "clean" is accepted for it too
 NO_NOISE_ALIASES = (NO_NOISE, "clean")
@@ -111,10 +112,23 @@ def measure(detector: SplitDetector, profiles: dict[str, NoiseProfile | None], v
     return runs
 
 
-def write_report(out: Path, runs: dict[str, AttackRun], **extra: object) -> dict:
-    """``out/attack.json`` (``extra``, e.g. the settings, then every profile's results by name and the
-    grids' layout) and, per attack, ``out/grid-<attack>.png``: original | no noise | each profile at its
-    smallest and largest k. Returns what attack.json holds."""
+def measure_accuracy(detector: SplitDetector, profiles: dict[str, NoiseProfile | None], shared: Path,
+                     limit: int | None = None) -> dict[str, dict]:
+    """AP of each profile (with its noise-aware tail) on the face sets' photos that none of them was fitted
+    on (the first ``limit`` of each set, with a limit), by name (`privacy_attack.tradeoff.accuracy`)."""
+    sets = held_out_sets(shared, profiles, limit)
+    if not sets:
+        raise AttackDataError(f"{shared / 'data' / 'faces'}: no labelled face set (mitcmu, dlib) to measure AP on")
+    return {name: accuracy(detector, profile, sets)
+            for name, profile in tqdm(profiles.items(), desc="accuracy", unit="profile", leave=False)}
+
+
+def write_report(out: Path, runs: dict[str, AttackRun], accuracies: dict[str, dict] | None = None,
+                 **extra: object) -> dict:
+    """``out/attack.json`` (``extra``, e.g. the settings, then every profile's results by name, with its AP
+    when ``accuracies`` are given, and the grids' layout), per attack ``out/grid-<attack>.png``: original |
+    no noise | each profile at its smallest and largest k, and with accuracies ``out/tradeoff.png``: AP
+    against the strongest attack's face SSIM and re-identification. Returns what attack.json holds."""
     out.mkdir(parents=True, exist_ok=True)
     clean, noisy = runs[NO_NOISE], {name: run for name, run in runs.items() if name != NO_NOISE}
     grids = {}
@@ -122,7 +136,16 @@ def write_report(out: Path, runs: dict[str, AttackRun], **extra: object) -> dict
         path = write_grid(out / f"grid-{attack}.png", clean, noisy, attack, max_rows=GRID_ROWS)
         grids[attack] = {"file": path.name, "columns": [title for title, _ in grid_columns(clean, noisy, attack)],
                          "rows": list(clean.originals)[:GRID_ROWS]}
-    report = {**extra, "profiles": {name: run.results for name, run in runs.items()}, "grids": grids}
+    profiles = {name: run.results for name, run in runs.items()}
+    report = {**extra, "profiles": profiles, "grids": grids}
+    if accuracies:
+        for name, found in accuracies.items():
+            profiles[name]["accuracy"] = found
+        points = [{"name": name, "alpha": results["profile"]["alpha"] if results["profile"] else None,
+                   "accuracy": results["accuracy"],
+                   "strongest": {k: strongest(results["attacks"], k) for k in results["k_values"]}}
+                  for name, results in profiles.items() if "accuracy" in results]
+        report["tradeoff"] = plot_tradeoff(points, out / "tradeoff.png").name
     (out / "attack.json").write_text(json.dumps(report, indent=1))
     return report
 
@@ -173,5 +196,11 @@ def table(report: dict) -> str:
               "reconstruction.",
               "* the stronger attack at that profile and k: more re-identified (other, then same), then higher "
               "face SSIM."]
+    measured = {name: results["accuracy"] for name, results in profiles.items() if "accuracy" in results}
+    if measured:
+        lines += ["", "AP on photos no profile was fitted on (noise-aware tail where the profile has one):"]
+        lines += [f"{name:<{width}} " + ", ".join(f"{set_name} AP@{found['iou']:g} {found['ap']:.3f} "
+                                                  f"({found['images']} photos)" for set_name, found in sets.items())
+                  for name, sets in measured.items()]
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from facesplit.faceboxes import FaceBoxes
 from facesplit.noise.profile import NoiseProfile
+from facesplit.noise.shipped import resolve_profile
 from facesplit.weights import head_fingerprint
 from tests.conftest import run_frosted
 
@@ -26,8 +27,8 @@ ROW = re.compile(r"^(\S+)\s+(\d+)\s+(decoder|inversion)\s+([0-9.]+)\s+([0-9.]+)\
 def attack(weights_path: Path, shared_dir: Path, out: Path, *args: str) -> dict:
     """Run the verb on the first two labelled victims, one thread; return attack.json and the stdout."""
     result = run_frosted("attack", *args, "--victims", "labelled", "--limit", "2", "--inversion-steps", "2",
-                         "--threads", "1", "--weights", str(weights_path), "--shared", str(shared_dir),
-                         "--out", str(out), env={"OMP_NUM_THREADS": "1"})
+                         "--ap-limit", "3", "--threads", "1", "--weights", str(weights_path),
+                         "--shared", str(shared_dir), "--out", str(out), env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert "inversion k=" in result.stderr and "inversion k=" not in result.stdout  # progress on stderr
     report = json.loads((out / "attack.json").read_text())
@@ -71,6 +72,16 @@ def test_inversion_against_a_shipped_profile(weights_path: Path, shared_dir: Pat
     assert rows(report["stdout"]) == {("none", 1, "inversion"): False, ("alpha-0.2", 1, "inversion"): False,
                                       ("alpha-0.2", 8, "inversion"): False}
     assert "re-identification gallery: 18 photos of 9 people" in report["stdout"]
+    # AP on photos the profile was not fitted on: the shipped profiles saw MIT+CMU folds 1-5
+    seen = set(NoiseProfile.load(resolve_profile("alpha-0.2")).fitted_on["seen"])
+    assert any(key.startswith("mitcmu/") for key in seen)
+    for name in ("none", "alpha-0.2"):
+        found = profiles[name]["accuracy"]
+        assert found["mitcmu"]["images"] == 3 and found["mitcmu"]["iou"] == 0.3 and found["dlib"]["images"] == 3
+        assert min(found["mitcmu"]["folds"]) > 5 and 0 <= found["mitcmu"]["ap"] <= 1
+        assert f"{name:<9} mitcmu AP@0.3 {found['mitcmu']['ap']:.3f} (3 photos)" in report["stdout"]
+    with Image.open(out / report["tradeoff"]) as image:
+        assert report["tradeoff"] == "tradeoff.png" and image.format == "PNG"
 
 
 def test_both_attacks_on_a_small_profile_file(weights_path: Path, shared_dir: Path, faceboxes: FaceBoxes,

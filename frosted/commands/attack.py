@@ -41,26 +41,29 @@ def _seed(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
                    "re-identification is scored on those either way).")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Attack only the first N victims (quick runs); re-identification still searches all of them.")
+@click.option("--ap-limit", type=click.IntRange(1), default=None,
+              help="Measure AP on only the first N held-out photos of each face set (quick runs; default all).")
 @click.option("--shared", type=click.Path(file_okay=False, path_type=Path), envvar="FROSTED_SHARED",
               default="../shared", show_default=True, show_envvar=True,
               help="Shared data folder with data/faces/unlabelled (victims) and data/faces/mitcmu (the attacker's "
                    "photos).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("attack-out"),
               show_default=True,
-              help="Folder for attack.json and grid-<attack>.png (original | no noise | each profile at the "
-                   "smallest and largest k).")
+              help="Folder for attack.json, grid-<attack>.png (original | no noise | each profile at the "
+                   "smallest and largest k) and tradeoff.png (AP against face SSIM and re-identification).")
 @click.option("--seed", default="0", callback=_seed, show_default=True, metavar="INTEGER|random",
               help="Seed of the victims' noise (the product's AES stream with a fixed key): reproducible, and "
                    "every attack sees the same draws; 'random' for fresh noise from the OS's CSPRNG.")
 @model_options()
 def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decoder_seconds: float,
-           inversion_steps: int, victims: str, limit: int | None, shared: Path, out: Path, seed: int | None,
-           weights: Path | None, input_size: InputSize, threads: int | None) -> None:
+           inversion_steps: int, victims: str, limit: int | None, ap_limit: int | None, shared: Path, out: Path,
+           seed: int | None, weights: Path | None, input_size: InputSize, threads: int | None) -> None:
     """Attack noisy activations (and clean ones) of held-out victims: SSIM/PSNR, dlib re-identification,
     and whether the detector still finds the face, in the reconstructions of each attack.
 
     The attacker knows the architecture, the weights and each profile's mu and sigma, and owns public
-    face photos disjoint from the victims. Prints a table and writes attack.json and the grids to --out.
+    face photos disjoint from the victims. Prints a table and writes attack.json, the grids and a plot
+    of each profile's AP (on face-set photos none of them was fitted on) against what the attack recovers.
     """
     # imported here: scikit-image's metrics alone add most of a second to every other verb's start
     from privacy_attack.decoder import DecoderConfig
@@ -70,6 +73,7 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
         load_profiles,
         load_victims,
         measure,
+        measure_accuracy,
         require_reid,
         table,
         write_report,
@@ -89,12 +93,16 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
                           inversion=InversionConfig(steps=inversion_steps, progress=True), noise_seed=seed)
     attacker = load_attacker(shared) if "decoder" in attacks else []
     runs = measure(detector, profiles, victim_photos, attacker, config, gallery)
+    accuracies = measure_accuracy(detector, profiles, shared, ap_limit)
     weights_file = resolve_weights(weights)
     settings = {"noise": list(profiles), "k_values": list(config.k_values), "attacks": list(attacks),
                 "decoder_seconds": decoder_seconds, "inversion_steps": inversion_steps, "victims": victims,
-                "limit": limit, "noise_seed": seed, "input_size": str(input_size), "shared": str(shared),
+                "limit": limit, "ap_limit": ap_limit, "noise_seed": seed, "input_size": str(input_size),
+                "shared": str(shared),
                 "weights": str(weights_file), "weights_sha256": sha256_of(weights_file)}
-    report = write_report(out, runs, settings=settings, wall_time_s=round(time.perf_counter() - started, 1))
+    report = write_report(out, runs, accuracies, settings=settings,
+                          wall_time_s=round(time.perf_counter() - started, 1))
     click.echo(table(report))
-    click.echo(f"Wrote {out / 'attack.json'} and {', '.join(str(out / g['file']) for g in report['grids'].values())}"
-               f" (wall time {report['wall_time_s']} s)")
+    pictures = [out / g["file"] for g in report["grids"].values()] + [out / report["tradeoff"]]
+    click.echo(f"Wrote {out / 'attack.json'} and {', '.join(map(str, pictures))} "
+               f"(wall time {report['wall_time_s']} s)")
