@@ -14,7 +14,12 @@ endif
 
 # The shipped profiles' protocol: fit on MIT+CMU folds 1-5 by distillation (labels unused), so that
 # MIT+CMU folds 6-10 and dlib stay unseen for AP, and every unlabelled photo stays unseen for the attacks.
+# The alpha grid is per channel (TR-4928's form, comparable with its table); rank$(RANK)-alpha-$(RANK_ALPHA) adds
+# the noise along the activation's RANK principal channel directions only and drops the rest (its fine detail):
+# less AP, less for the inversion attack (bench/results/privacy_table.md). bench_model.py's BASIS_RANK = RANK.
 ALPHAS := 0.05 0.1 0.2 0.4 0.6 0.8 0.9 0.95
+RANK := 48
+RANK_ALPHA := 0.2
 FIT_ARGS := --coco $(SHARED)/data/faces/mitcmu/labels.json --use-folds 1-5 --task distill --tune-tail \
 	--epochs 10 --augmentations 3 $(if $(THREADS),--threads $(THREADS))
 
@@ -56,6 +61,8 @@ profiles:
 	for a in $(ALPHAS); do \
 		$(BIN)/frosted fit-noise --alpha $$a $(FIT_ARGS) --out facesplit/profiles/alpha-$$a.safetensors || exit 1; \
 	done
+	$(BIN)/frosted fit-noise --alpha $(RANK_ALPHA) --rank $(RANK) $(FIT_ARGS) \
+		--out facesplit/profiles/rank$(RANK)-alpha-$(RANK_ALPHA).safetensors
 
 # The wire contract's Python stubs, from proto/ only (checked in; tests/test_wire.py checks they match).
 proto:

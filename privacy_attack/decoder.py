@@ -118,13 +118,15 @@ def build_bank(head: nn.Module, photos: list[Photo], input_size: tuple[int, int]
 def noisy_batch(clean: torch.Tensor, profile: NoiseProfile | None, k_values: tuple[int, ...],
                 generator: torch.Generator) -> torch.Tensor:
     """What the attacker feeds the decoder: clean + sigma / sqrt(k) * eps (mu already removed, as at
-    attack time). torch's generator, not the product's AES stream: the noise only needs the right
-    distribution here, and the attacker has no use for the stream's secrecy."""
+    attack time; with a basis, the clean activation's kept part, noise along the basis). torch's
+    generator, not the product's AES stream: the noise only needs the right distribution here, and the
+    attacker has no use for the stream's secrecy."""
     if profile is None:
         return clean
     ks = torch.tensor(k_values, dtype=torch.float32)[torch.randint(len(k_values), (len(clean),), generator=generator)]
-    eps = torch.randn(clean.shape, generator=generator)
-    return clean + eps * profile.sigma.unsqueeze(0) / ks.sqrt().view(-1, 1, 1, 1)
+    coordinates = profile.coordinates(clean.float())
+    eps = torch.randn(coordinates.shape, generator=generator)
+    return profile.expand(coordinates + eps * profile.sigma.unsqueeze(0) / ks.sqrt().view(-1, 1, 1, 1))
 
 
 def sharpness_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -171,7 +173,7 @@ def train_decoder(bank: TrainingBank, profile: NoiseProfile | None, config: Deco
 def decode(decoder: ActivationDecoder, z: torch.Tensor, profile: NoiseProfile | None,
            input_size: tuple[int, int] = (1024, 1024)) -> np.ndarray:
     """One observed activation (1, C, h, w) -> the reconstructed canvas (H, W, 3) uint8 BGR at the input size."""
-    centred = z if profile is None else z - profile.mu
+    centred = z if profile is None else profile.centred(z)
     pixels = decoder(centred.float())[0].permute(1, 2, 0).numpy()
     image = np.clip(np.round(pixels * 255.0), 0, 255).astype(np.uint8)
     return resize(image, *input_size)

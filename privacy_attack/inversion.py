@@ -4,6 +4,8 @@ Given z (one frame or a k-frame average), the profile's mu and the noise std s o
 
     mean(((head(x) + mu - z) / s)^2) + tv_weight * TV(x)
 
+(for a profile with a basis V, on the coordinates: mean(((V^T head(x) + mu - V^T z) / s)^2)).
+
 over images x with Adam. The first term is the Gaussian negative log-likelihood of z (the exact noise model
 the edge uses, up to constants), so the data term is weighted correctly at every noise level; the total
 variation term is the prior that picks a natural-looking image among the many with similar activations.
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from facesplit.noise.profile import NoiseProfile
 from facesplit.preprocess import BGR_MEAN
 
 
@@ -48,16 +51,18 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
-def invert(head: nn.Module, z: torch.Tensor, mu: torch.Tensor | None = None,
+def invert(head: nn.Module, z: torch.Tensor, profile: NoiseProfile | None = None,
            noise_std: torch.Tensor | None = None, input_size: tuple[int, int] = (1024, 1024),
            config: InversionConfig = InversionConfig()) -> np.ndarray:
     """The reconstructed model-input canvas, (H, W, 3) uint8 BGR, for one observed activation ``z``
-    (1, C, h, w). ``mu`` and ``noise_std`` (C, h, w) are the profile's mean and the std of ``z``'s noise
-    (sigma / sqrt(k) for a k-frame average); None or all-zero ``noise_std`` means no noise (MSE)."""
+    (1, C, h, w). ``profile`` gives mu (and the basis, if any); ``noise_std`` (mu's shape) is the std of
+    ``z``'s noise (sigma / sqrt(k) for a k-frame average). No profile, or None or all-zero ``noise_std``,
+    means no noise (MSE)."""
     width, height = input_size
     scale = config.resolution / max(width, height)
     low = (max(1, round(height * scale)), max(1, round(width * scale)))
-    target = (z - mu if mu is not None else z).detach().float()
+    target = (z if profile is None else profile.coordinates(z.float()) - profile.mu).detach().float()
+    along = nn.Identity() if profile is None else profile.coordinates
     noisy = noise_std is not None and bool((noise_std > 0).all())
     weight = (1.0 / noise_std.float()).unsqueeze(0) if noisy else None  # no noise: plain MSE
 
@@ -71,7 +76,7 @@ def invert(head: nn.Module, z: torch.Tensor, mu: torch.Tensor | None = None,
     mean = torch.from_numpy(BGR_MEAN).view(1, 3, 1, 1)
     for _ in tqdm(range(config.steps), desc="inversion", disable=not config.progress, leave=False):
         x = F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False) * 255.0 - mean
-        residual = head(x.contiguous(memory_format=torch.channels_last)) - target
+        residual = along(head(x.contiguous(memory_format=torch.channels_last))) - target
         if weight is not None:
             residual = residual * weight
         loss = residual.pow(2).mean() + config.tv_weight * total_variation(pixels)

@@ -142,6 +142,7 @@ def write_report(out: Path, runs: dict[str, AttackRun], accuracies: dict[str, di
         for name, found in accuracies.items():
             profiles[name]["accuracy"] = found
         points = [{"name": name, "alpha": results["profile"]["alpha"] if results["profile"] else None,
+                   "rank": results["profile"]["rank"] if results["profile"] else None,
                    "accuracy": results["accuracy"],
                    "strongest": {k: strongest(results["attacks"], k) for k in results["k_values"]}}
                   for name, results in profiles.items() if "accuracy" in results]

@@ -112,7 +112,8 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
     run = AttackRun(results={
         "profile": None if profile is None else {
             "fingerprint": profile.fingerprint, "alpha": profile.alpha,
-            "sigma_mean": float(profile.sigma.mean()), "mu_abs_mean": float(profile.mu.abs().mean())},
+            "sigma_mean": float(profile.sigma.mean()), "mu_abs_mean": float(profile.mu.abs().mean()),
+            "rank": profile.rank},
         "victims": len(prepared), "faces": int(sum(len(v.faces) for v in prepared)),
         "gallery": {"photos": len(gallery), "identities": len({i for i, _ in gallery.values()})},
         "k_values": list(k_values),
@@ -150,12 +151,11 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
     if "inversion" in config.attacks:
         start = time.monotonic()
         per_k, images = {}, {}
-        mu = None if profile is None else profile.mu
         for k in k_values:
             std = effective_sigma(profile, k)
             victims_bar = tqdm(observed[k].items(), desc=f"inversion k={k}", unit="img", leave=False,
                                disable=not config.inversion.progress)
-            recon = {key: invert(head, z, mu, std, input_size, config.inversion) for key, z in victims_bar}
+            recon = {key: invert(head, z, profile, std, input_size, config.inversion) for key, z in victims_bar}
             per_k[f"k={k}"] = score(detector, prepared, recon, gallery)
             images[k] = {key: _keep(r) for key, r in recon.items()}
         run.images["inversion"] = images

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 
 from facesplit.detector import SplitDetector
 from privacy_attack.canvas import Canvas, image_to_input, resize, to_canvas
@@ -89,9 +90,13 @@ def reid_scores(queries: dict[str, np.ndarray], gallery: dict[str, tuple[str, np
 
 
 def _protocol(keys: list[str], outcomes: list[tuple[float, float]]) -> dict:
+    hits = [key for key, (r, _) in zip(keys, outcomes, strict=True) if r == 1.0]
+    # a handful of queries: the rate's 95 % (Wilson) interval says how far apart two rates must be to differ
+    interval = binomtest(len(hits), len(keys)).proportion_ci(method="wilson") if keys else None
     return {"rate": float(np.mean([r for r, _ in outcomes])) if outcomes else 0.0,
             "chance": float(np.mean([c for _, c in outcomes])) if outcomes else 0.0,
-            "queries": len(keys), "hits": [key for key, (r, _) in zip(keys, outcomes, strict=True) if r == 1.0]}
+            "queries": len(keys), "hits": hits,
+            "ci95": [float(interval.low), float(interval.high)] if interval else None}
 
 
 def score(detector: SplitDetector, victims: list[Victim], reconstructions: dict[str, np.ndarray],

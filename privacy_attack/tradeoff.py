@@ -70,8 +70,9 @@ def accuracy(detector: SplitDetector, profile: NoiseProfile | None, sets: Mappin
 
 def plot_tradeoff(points: list[dict], path: Path, ap_set: str = "mitcmu") -> Path:
     """AP (y) against the strongest attack's face SSIM and re-identification rate (x), one point per profile
-    at each k, labelled with its alpha. ``points``: {name, alpha (None: no noise), accuracy (as `accuracy`
-    returns), strongest: {k: `report.strongest`'s summary}}."""
+    at each k, labelled with its name. ``points``: {name, alpha (None: no noise), rank (optional; profiles
+    with a basis are drawn apart from the per-channel line), accuracy (as `accuracy` returns), strongest:
+    {k: `report.strongest`'s summary}}."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -84,12 +85,16 @@ def plot_tradeoff(points: list[dict], path: Path, ap_set: str = "mitcmu") -> Pat
                               (axes[1], "reid", "re-identification rate, another photo (strongest attack)")):
         for k in k_values:
             shown = [p for p in points if k in p["strongest"] and ap_set in p["accuracy"]]
-            xs = [_privacy(p["strongest"][k], metric) for p in shown]
-            ys = [p["accuracy"][ap_set]["ap"] for p in shown]
-            ax.plot(xs, ys, markers[k] + "-", lw=0.8, label=f"k = {k}")
-            for x, y, p in zip(xs, ys, shown, strict=True):
-                ax.annotate("clean" if p["alpha"] is None else f"{p['alpha']:g}", (x, y), fontsize=7,
-                            textcoords="offset points", xytext=(4, 3))
+            for in_basis in (False, True):
+                group = [p for p in shown if bool(p.get("rank")) == in_basis]
+                xs = [_privacy(p["strongest"][k], metric) for p in group]
+                ys = [p["accuracy"][ap_set]["ap"] for p in group]
+                if in_basis:
+                    ax.plot(xs, ys, "*", ms=10, label=f"k = {k}, with a basis (--rank)")
+                else:
+                    ax.plot(xs, ys, markers[k] + "-", lw=0.8, label=f"k = {k}")
+                for x, y, p in zip(xs, ys, group, strict=True):
+                    ax.annotate(_label(p), (x, y), fontsize=7, textcoords="offset points", xytext=(4, 3))
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     # the bar a profile is held to: AP within 1.5 points of clean, face SSIM <= 0.30, re-id <= 2x chance
@@ -104,13 +109,20 @@ def plot_tradeoff(points: list[dict], path: Path, ap_set: str = "mitcmu") -> Pat
     axes[0].set_ylabel(f"AP, {ap_set} (held out)")
     axes[0].legend(fontsize=8)
     axes[1].legend(fontsize=8)
-    fig.suptitle("Accuracy against what the attacker recovers (lower x is more private); labels: alpha",
+    fig.suptitle("Accuracy against what the attacker recovers (lower x is more private)",
                  fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _label(point: dict) -> str:
+    """clean, the alpha of a grid profile ("alpha-0.2" -> 0.2), or the file's stem."""
+    if point["alpha"] is None:
+        return "clean"
+    return Path(point["name"]).stem.removeprefix("alpha-")
 
 
 def _privacy(summary: dict, metric: str) -> float:

@@ -134,6 +134,32 @@ def test_decoder_loss_decreases_on_noisy_activations(detector: SplitDetector, fa
     assert np.mean(log.losses[-5:]) < 0.8 * np.mean(log.losses[:5]), log.losses
 
 
+def test_attacks_see_a_basis_profile_as_the_edge_applies_it(faceboxes: FaceBoxes) -> None:
+    from privacy_attack.decoder import noisy_batch
+
+    flat = isotropic(faceboxes, 1.0, SMALL)
+    rotation, _ = torch.linalg.qr(torch.randn(128, 128, generator=torch.Generator().manual_seed(0)))
+    # all 128 directions, sigma 1: the same Gaussian as `flat`, only written in another basis
+    rotated = NoiseProfile(mu=flat.mu, sigma=flat.sigma, alpha=0.0, input_size=flat.input_size,
+                           head_fingerprint=flat.head_fingerprint, basis=rotation)
+    x = torch.rand(1, 3, SMALL, SMALL) * 255 - 128
+    with torch.no_grad():
+        activation = faceboxes.head(x)
+    config = InversionConfig(steps=5, resolution=32)
+    plain = invert(faceboxes.head, activation, flat, flat.sigma, (SMALL, SMALL), config)
+    in_basis = invert(faceboxes.head, activation, rotated, rotated.sigma, (SMALL, SMALL), config)
+    # the likelihood is rotation invariant: the inversion takes the same steps in either basis
+    assert np.abs(plain.astype(int) - in_basis.astype(int)).max() <= 2
+    # a rank-8 profile: the decoder trains on the kept part of the activation plus noise along the basis
+    narrow = NoiseProfile(mu=torch.zeros(8, 16, 16), sigma=torch.full((8, 16, 16), 0.5), alpha=0.0,
+                          input_size=(SMALL, SMALL), head_fingerprint=flat.head_fingerprint,
+                          basis=rotation[:, :8].contiguous())
+    batch = noisy_batch(activation.repeat(400, 1, 1, 1), narrow, (4,), torch.Generator().manual_seed(1))
+    assert torch.allclose(narrow.expand(narrow.coordinates(batch)), batch, atol=1e-4)
+    noise = narrow.coordinates(batch) - narrow.coordinates(activation)
+    assert noise.std().item() == pytest.approx(0.5 / math.sqrt(4), rel=0.03)
+
+
 def test_averaging_k_frames_shrinks_the_noise_by_sqrt_k(faceboxes: FaceBoxes) -> None:
     profile = isotropic(faceboxes, 1.0)
     activation = torch.rand(1, 128, 32, 32)

@@ -95,6 +95,27 @@ def test_fit_save_load_apply_round_trips_exactly(tmp_path: Path, faceboxes: Face
         assert torch.equal(applied, Obfuscator(loaded, GaussianStream(seed_for_reproducible_evaluation=3))(activation))
 
 
+def test_fit_with_a_rank_keeps_the_principal_directions(tmp_path: Path, faceboxes: FaceBoxes,
+                                                        shared_dir: Path) -> None:
+    photos = sorted((shared_dir / "data/faces/unlabelled").glob("*.jpg"))[:2]
+    config = FitConfig(alpha=0.5, epochs=1, augmentations=1, batch_size=2, rank=16)
+    data = build_training_set(faceboxes, [FitImage(f"unlabelled/{p.name}", p, None) for p in photos], config)
+    fitted = fit_profile(faceboxes, data, config)
+    assert fitted.rank == 16 and fitted.mu.shape == (16, 32, 32) and fitted.shape == (128, 32, 32)
+    assert torch.allclose(fitted.basis.T @ fitted.basis, torch.eye(16), atol=1e-4)
+    # the first directions carry most of the variance: more than a random 16 of 128 channels would
+    assert 16 / 128 < fitted.fitted_on["energy_kept"] <= 1 and fitted.fitted_on["rank"] == 16
+    clean = data.activations.float()
+    kept = fitted.expand(fitted.coordinates(clean))
+    lost = ((clean - kept) ** 2).sum() / (clean**2).sum()
+    assert lost.item() == pytest.approx(1 - fitted.fitted_on["energy_kept"], abs=1e-3)
+    path = tmp_path / "rank.safetensors"
+    fitted.save(path)
+    loaded = NoiseProfile.load(path, head_fingerprint(faceboxes), (1024, 1024))
+    sent = Obfuscator(loaded)(clean[:1])
+    assert sent.shape == (1, 128, 32, 32) and torch.allclose(loaded.expand(loaded.coordinates(sent)), sent, atol=1e-4)
+
+
 def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_path: Path, shared_dir: Path) -> None:
     dlib = shared_dir / "data/faces/dlib"
     profile = tmp_path / "p.safetensors"
@@ -111,6 +132,52 @@ def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_p
     bad = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--noise", str(profile),
                       "--input-size", "1024x576", "--weights", str(weights_path))
     assert bad.returncode == 1 and "1024x1024" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    too_many = run_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "r.safetensors"), "--rank", "200",
+                           "--coco", str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path))
+    assert too_many.returncode == 2 and "--rank" in too_many.stderr and "only 128 channels" in too_many.stderr
+    assert not (tmp_path / "r.safetensors").exists()
+
+
+def random_basis(channels: int, rank: int, seed: int = 0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(channels, channels, generator=torch.Generator().manual_seed(seed)))
+    return q[:, :rank].contiguous()
+
+
+def test_a_profile_with_a_basis_keeps_only_its_directions_and_noises_them() -> None:
+    basis = random_basis(6, 2)
+    g = torch.Generator().manual_seed(1)
+    profile = NoiseProfile(mu=torch.randn(2, 3, 4, generator=g), sigma=torch.rand(2, 3, 4, generator=g) + 0.2,
+                           alpha=0.5, input_size=(128, 96), head_fingerprint="x" * 64, basis=basis)
+    assert profile.shape == (6, 3, 4) and profile.rank == 2
+    activation = torch.rand(1, 6, 3, 4).contiguous(memory_format=torch.channels_last)
+    draws = torch.cat([Obfuscator(profile)(activation) for _ in range(4000)])
+    assert draws.shape == (4000, 6, 3, 4)
+    # nothing outside the basis' span is sent: z = V c exactly
+    along = torch.einsum("cr,nchw->nrhw", basis, draws)
+    assert torch.allclose(torch.einsum("cr,nrhw->nchw", basis, along), draws, atol=1e-5)
+    # the coordinates are the activation's plus mu plus sigma-scaled Gaussian noise
+    expected = torch.einsum("cr,nchw->nrhw", basis, activation)[0] + profile.mu
+    assert torch.allclose(along.mean(0), expected, atol=4 * profile.sigma.max().item() / np.sqrt(4000))
+    assert torch.allclose(along.std(0) / profile.sigma, torch.ones(2, 3, 4), atol=0.08)
+    # an attacker who knows mu gets back the activation's kept part plus zero-mean noise
+    centred = profile.centred(draws).mean(0)
+    kept = profile.expand(profile.coordinates(activation))[0]
+    assert torch.allclose(centred, kept, atol=4 * profile.sigma.max().item() / np.sqrt(4000))
+
+
+def test_a_basis_round_trips_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    profile = NoiseProfile(mu=torch.zeros(3, 2, 2), sigma=torch.full((3, 2, 2), 0.5), alpha=0.1, input_size=(64, 64),
+                           head_fingerprint="x" * 64, basis=random_basis(8, 3))
+    path = tmp_path / "b.safetensors"
+    profile.save(path)  # fp16 tensors, but the basis stays float32 (fp16 would break orthonormality)
+    loaded = NoiseProfile.load(path)
+    assert torch.equal(loaded.basis, profile.basis) and loaded.fingerprint == profile.fingerprint
+    with pytest.raises(ProfileError, match="orthonormal"):
+        NoiseProfile(mu=torch.zeros(3, 2, 2), sigma=torch.ones(3, 2, 2), alpha=0.1, input_size=(64, 64),
+                     head_fingerprint="x" * 64, basis=torch.ones(8, 3))
+    with pytest.raises(ProfileError, match=r"the basis must be \(C, R\) with R = 3"):
+        NoiseProfile(mu=torch.zeros(3, 2, 2), sigma=torch.ones(3, 2, 2), alpha=0.1, input_size=(64, 64),
+                     head_fingerprint="x" * 64, basis=random_basis(8, 4))
 
 
 def test_detector_with_noise_still_finds_faces(detector: SplitDetector, faceboxes: FaceBoxes) -> None:
@@ -139,6 +206,15 @@ def test_rotating_secret_keeps_per_frame_noise_but_resists_averaging() -> None:
     # the next rotation draws a new secret: two rotations' averages are independent
     second = frames[30:].mean(0) / profile.sigma
     assert abs(np.corrcoef(averaged.flatten(), second.flatten())[0, 1]) < 0.1
+    # with a basis the same holds along it, and nothing leaves its span
+    basis = random_basis(12, 8)
+    in_basis = NoiseProfile(mu=profile.mu, sigma=profile.sigma, alpha=0.5, input_size=(512, 512),
+                            head_fingerprint="x" * 64, basis=basis)
+    rotating = RotatingObfuscator(in_basis, secret_fraction=0.5, rotation_frames=30)
+    frames = torch.cat([rotating(torch.zeros(1, 12, 16, 16)) for _ in range(30)])
+    assert torch.allclose(in_basis.expand(in_basis.coordinates(frames)), frames, atol=1e-5)
+    averaged = (in_basis.coordinates(frames) - in_basis.mu).mean(0) / in_basis.sigma
+    assert averaged.var().item() == pytest.approx(0.5 + 0.5 / 30, rel=0.1)
 
 
 def test_shipped_profiles_are_listed_and_fit_the_shipped_weights(weights_path: Path, faceboxes: FaceBoxes) -> None:
@@ -149,16 +225,16 @@ def test_shipped_profiles_are_listed_and_fit_the_shipped_weights(weights_path: P
     result = run_frosted("profiles", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    alphas = [row["alpha"] for row in rows]
-    assert sorted(alphas) == [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95]
+    grid = [row for row in rows if row["rank"] is None]  # TR-4928's alpha grid, noise on every channel
+    assert sorted(row["alpha"] for row in grid) == [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95]
+    assert [(row["name"], row["alpha"], row["rank"]) for row in rows if row["rank"]] == [("rank48-alpha-0.2", 0.2, 48)]
     for row in rows:
         assert row["input_size"] == "1024x1024" and Path(row["path"]).stat().st_size < 2_000_000
         profile = NoiseProfile.load(Path(row["path"]), head_fingerprint(faceboxes), (1024, 1024))
-        assert profile.alpha == row["alpha"] and profile.tail_state is not None
+        assert profile.alpha == row["alpha"] and profile.tail_state is not None and profile.rank == row["rank"]
     # more privacy weight, more noise
-    sigmas = [NoiseProfile.load(p).sigma.mean().item() for p in shipped_profiles().values()]
-    by_alpha = [s for _, s in sorted(zip(alphas, sigmas, strict=True))]
-    assert by_alpha == sorted(by_alpha)
+    sigmas = {row["alpha"]: NoiseProfile.load(shipped_profiles()[row["name"]]).sigma.mean().item() for row in grid}
+    assert [sigmas[a] for a in sorted(sigmas)] == sorted(sigmas.values())
 
 
 def test_eval_with_a_shipped_profile_by_name(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:

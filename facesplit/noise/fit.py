@@ -4,6 +4,8 @@ cached, then mu and sigma (and optionally a noise-aware tail) are trained on
     loss = (1 - alpha) * task - alpha * mean(log sigma),      sigma = s_min + (s_max - s_min) * sigmoid(rho)
 
 where task is MultiBox against labels or distillation from the clean model's outputs (no labels needed).
+With a rank R, the noise lives in a basis: the R principal components of the cached clean activations'
+channels (`principal_basis`), and the activation's other directions are dropped (see `NoiseProfile`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from facesplit.faceboxes import FaceBoxes
 from facesplit.images import read_image_bgr
 from facesplit.noise.augment import augment
 from facesplit.noise.losses import detection_loss, multibox_targets
-from facesplit.noise.profile import NoiseProfile
+from facesplit.noise.profile import NoiseProfile, coordinates, expand
 from facesplit.preprocess import InputSize, preprocess
 from facesplit.priors import priors_for
 from facesplit.weights import head_fingerprint
@@ -64,6 +66,7 @@ class FitConfig:
     tuned_tail_modules: tuple[str, ...] = ("inception1", "inception2", "inception3", "conv3_1", "conv4_1",
                                            "loc", "conf")
     tail_learning_rate: float = 1e-4
+    rank: int | None = None  # keep this many principal directions of channel space (None: every channel)
     seed: int = 0
 
 
@@ -107,6 +110,24 @@ def build_training_set(model: FaceBoxes, images: Sequence[FitImage], config: Fit
                        [image.seen_as for image in images])
 
 
+def principal_basis(activations: torch.Tensor, rank: int) -> tuple[torch.Tensor, float]:
+    """The ``rank`` principal directions of the channels of (S, C, H, W) activations, pooled over samples
+    and positions: (C, rank) orthonormal columns, most energy first (each column's sign fixed so its
+    largest entry is positive: the same data gives the same basis), and the share of the activations'
+    energy (mean square) they keep. Not centred: the projection keeps V V^T a, mean included, and the
+    activations (ReLU outputs) have a large mean."""
+    channels = activations.shape[1]
+    if not 1 <= rank <= channels:
+        raise ValueError(f"rank must be between 1 and the activation's {channels} channels, got {rank}")
+    samples = activations.float().permute(0, 2, 3, 1).reshape(-1, channels).double()
+    variances, vectors = torch.linalg.eigh(samples.T @ samples / len(samples))
+    order = variances.argsort(descending=True)
+    variances, vectors = variances[order].clamp(min=0), vectors[:, order]
+    basis = vectors[:, :rank]
+    signs = torch.sign(basis.gather(0, basis.abs().argmax(dim=0, keepdim=True)))
+    return (basis * signs).float().contiguous(), float(variances[:rank].sum() / variances.sum())
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
@@ -116,7 +137,8 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
     """Train mu, rho (and the tail, if asked) on the cached activations; returns the fitted profile."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # training noise: reproducible, never shipped
-    shape = tuple(data.activations.shape[1:])
+    basis, energy_kept = principal_basis(data.activations, config.rank) if config.rank else (None, 1.0)
+    shape = (config.rank or data.activations.shape[1], *data.activations.shape[2:])
     span = config.sigma_max - config.sigma_min
     mu = torch.zeros(shape, requires_grad=True)
     rho = torch.full(shape, _logit((config.sigma_init - config.sigma_min) / span), requires_grad=True)
@@ -141,10 +163,10 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
             totals = np.zeros(3)
             for start in range(0, count, config.batch_size):
                 index = order[start:start + config.batch_size]
-                clean = data.activations[index].float()
+                clean = coordinates(basis, data.activations[index].float())
                 sigma = config.sigma_min + span * torch.sigmoid(rho)
                 eps = torch.randn(clean.shape, generator=generator)
-                noisy = (clean + mu + sigma * eps).contiguous(memory_format=torch.channels_last)
+                noisy = expand(basis, clean + mu + sigma * eps).contiguous(memory_format=torch.channels_last)
                 loc, logits = tail.logits(noisy)
                 task = detection_loss(loc, logits, data.target_prob[index].float(), data.target_loc[index])
                 privacy = -torch.log(sigma).mean()
@@ -164,9 +186,10 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
         **(fitted_on or {}), "task": config.task, "epochs": config.epochs, "samples": count,
         "augmentations": config.augmentations, "seen": data.seen, "history": history,
         "fit_seconds": round(time.perf_counter() - started, 1), "seed": config.seed,
-        "sigma_bounds": [config.sigma_min, config.sigma_max], "noise_aware_tail": config.tune_tail}
+        "sigma_bounds": [config.sigma_min, config.sigma_max], "noise_aware_tail": config.tune_tail,
+        "rank": config.rank, "energy_kept": round(energy_kept, 4)}
     return NoiseProfile(mu=mu.detach(), sigma=sigma, alpha=config.alpha, input_size=(width, height),
                         head_fingerprint=head_fingerprint(model), fitted_on=summary,
                         tail_state={k: v.detach().contiguous() for k, v in tail.state_dict().items()
                                     if k.split(".")[0] in config.tuned_tail_modules}
-                        if tuned else None)
+                        if tuned else None, basis=basis)

@@ -1,11 +1,22 @@
 """NoiseProfile: learned per-element noise over the head's activation, and its file format.
 
 Applying a profile to an activation ``a`` gives ``z = a + mu + sigma * eps`` with ``eps ~ N(0, I)`` drawn
-fresh for every frame. A profile is fitted for one set of head weights and one input size; it travels
-with the tail it was fitted with (optionally a noise-aware tail, stored in the same file).
+fresh for every frame. A profile may instead live in a *basis*: R orthonormal directions ``V`` (C, R) of the
+activation's channel space (the principal components of clean activations). Then only the activation's
+coordinates along them are kept, and the noise is added there:
 
-File: one safetensors file. Tensors ``mu``, ``sigma`` (C, H, W) and, for a noise-aware tail, ``tail.*``;
-metadata (strings) ``format``, ``alpha``, ``input_size``, ``head_fingerprint``, ``fitted_on`` (JSON).
+    z = V (V^T a + mu + sigma * eps)         mu, sigma: (R, H, W)
+
+The dropped directions carry the activation's fine detail (a few percent of its variance), which the tail
+barely needs and an attacker reconstructs faces from. ``z`` still has the activation's (C, H, W) shape, so the
+wire and the tail are the same for every profile; it holds no more than the R coordinates.
+
+A profile is fitted for one set of head weights and one input size; it travels with the tail it was fitted
+with (optionally a noise-aware tail, stored in the same file).
+
+File: one safetensors file. Tensors ``mu``, ``sigma`` and, when it has one, ``basis`` (C, R, always
+float32), and for a noise-aware tail ``tail.*``; metadata (strings) ``format``, ``alpha``, ``input_size``,
+``head_fingerprint``, ``fitted_on`` (JSON).
 """
 
 from __future__ import annotations
@@ -23,10 +34,22 @@ from facesplit.errors import FrostedError
 from facesplit.noise.sampler import GaussianStream
 
 FORMAT = "frosted-noise-profile/1"
+FORMAT_WITH_BASIS = "frosted-noise-profile/2"  # a /1 reader must refuse a profile with a basis, not misapply it
 
 
 class ProfileError(FrostedError):
     """A profile file that is unreadable, malformed, or fitted for another model or input size."""
+
+
+def coordinates(basis: torch.Tensor | None, activation: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, R, H, W), the activation's coordinates along the (C, R) basis' columns; the
+    activation itself without a basis."""
+    return activation if basis is None else torch.einsum("cr,nchw->nrhw", basis, activation)
+
+
+def expand(basis: torch.Tensor | None, along_basis: torch.Tensor) -> torch.Tensor:
+    """(N, R, H, W) coordinates -> (N, C, H, W): the inverse of `coordinates` on the basis' directions."""
+    return along_basis if basis is None else torch.einsum("cr,nrhw->nchw", basis, along_basis)
 
 
 @dataclass
@@ -38,17 +61,47 @@ class NoiseProfile:
     head_fingerprint: str  # `facesplit.weights.head_fingerprint` of the head it was fitted on
     fitted_on: dict = field(default_factory=dict)  # what data, which images, which task loss, epochs
     tail_state: dict[str, torch.Tensor] | None = None  # noise-aware tail weights, if one was fitted
+    basis: torch.Tensor | None = None  # (C, R) orthonormal columns: mu and sigma are (R, H, W); None: per channel
 
     def __post_init__(self) -> None:
         if self.mu.shape != self.sigma.shape or self.mu.dim() != 3:
-            raise ProfileError(f"mu and sigma must be the same (C, H, W) shape, got {tuple(self.mu.shape)} "
+            raise ProfileError(f"mu and sigma must be the same 3-d shape, got {tuple(self.mu.shape)} "
                                f"and {tuple(self.sigma.shape)}")
         if not bool((self.sigma > 0).all()) or not bool(torch.isfinite(self.mu).all()):
             raise ProfileError("sigma must be positive and mu finite everywhere")
+        if self.basis is not None:
+            if self.basis.dim() != 2 or self.basis.shape[1] != self.mu.shape[0] \
+                    or self.basis.shape[1] > self.basis.shape[0]:
+                raise ProfileError(f"the basis must be (C, R) with R = {self.mu.shape[0]} (mu's first dimension) "
+                                   f"and R <= C, got {tuple(self.basis.shape)}")
+            gram = self.basis.T.float() @ self.basis.float()
+            if not torch.allclose(gram, torch.eye(gram.shape[0]), atol=1e-3):
+                raise ProfileError("the basis' columns must be orthonormal")
+            self.basis = self.basis.float().contiguous()
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.mu.shape)  # type: ignore[return-value]
+        """The activation's (C, H, W): what the profile applies to, and the shape of what it sends."""
+        channels = self.mu.shape[0] if self.basis is None else self.basis.shape[0]
+        return (channels, *self.mu.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def rank(self) -> int | None:
+        """R, the directions of channel space kept (None: every channel, no basis)."""
+        return None if self.basis is None else int(self.basis.shape[1])
+
+    def coordinates(self, activation: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the coordinates the noise is added to (see `coordinates`)."""
+        return coordinates(self.basis, activation)
+
+    def expand(self, along_basis: torch.Tensor) -> torch.Tensor:
+        """Coordinates back to the activation's space (see `expand`)."""
+        return expand(self.basis, along_basis)
+
+    def centred(self, z: torch.Tensor) -> torch.Tensor:
+        """What anyone who knows mu computes from an observed ``z``: its kept part minus mu, in activation
+        space (the clean activation's kept part plus zero-mean noise)."""
+        return self.expand(self.coordinates(z) - self.mu)
 
     @property
     def fingerprint(self) -> str:
@@ -61,6 +114,8 @@ class NoiseProfile:
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"mu": self.mu, "sigma": self.sigma}
+        if self.basis is not None:
+            tensors["basis"] = self.basis
         tensors.update({f"tail.{k}": v for k, v in (self.tail_state or {}).items()})
         return tensors
 
@@ -68,8 +123,10 @@ class NoiseProfile:
         """Write the profile; fp16 by default (ships small; sigma is clamped to stay positive)."""
         tensors = {k: v.detach().float().contiguous() for k, v in self._tensors().items()}
         if dtype == torch.float16:
-            tensors = {k: (v.clamp(min=6e-5) if k == "sigma" else v).half() for k, v in tensors.items()}
-        metadata = {"format": FORMAT, "alpha": repr(self.alpha),
+            # the basis stays float32: fp16 would break its orthonormality (and it is small, C x R)
+            tensors = {k: v if k == "basis" else (v.clamp(min=6e-5) if k == "sigma" else v).half()
+                       for k, v in tensors.items()}
+        metadata = {"format": FORMAT if self.basis is None else FORMAT_WITH_BASIS, "alpha": repr(self.alpha),
                     "input_size": f"{self.input_size[0]}x{self.input_size[1]}",
                     "head_fingerprint": self.head_fingerprint, "fitted_on": json.dumps(self.fitted_on)}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,13 +143,17 @@ class NoiseProfile:
                 metadata = json.loads(f.read(header_len)).get("__metadata__") or {}
         except (OSError, SafetensorError, ValueError) as exc:
             raise ProfileError(f"{path}: not a readable noise profile ({exc})") from None
-        if metadata.get("format") != FORMAT or "mu" not in tensors or "sigma" not in tensors:
+        if metadata.get("format") not in (FORMAT, FORMAT_WITH_BASIS) or "mu" not in tensors or "sigma" not in tensors:
             raise ProfileError(f"{path}: not a noise profile (expected format {FORMAT!r} with mu and sigma)")
         width, height = (int(v) for v in metadata["input_size"].split("x"))
-        profile = cls(mu=tensors["mu"].float(), sigma=tensors["sigma"].float(), alpha=float(metadata["alpha"]),
-                      input_size=(width, height), head_fingerprint=metadata["head_fingerprint"],
-                      fitted_on=json.loads(metadata.get("fitted_on") or "{}"),
-                      tail_state={k[5:]: v.float() for k, v in tensors.items() if k.startswith("tail.")} or None)
+        try:
+            profile = cls(mu=tensors["mu"].float(), sigma=tensors["sigma"].float(), alpha=float(metadata["alpha"]),
+                          input_size=(width, height), head_fingerprint=metadata["head_fingerprint"],
+                          fitted_on=json.loads(metadata.get("fitted_on") or "{}"),
+                          tail_state={k[5:]: v.float() for k, v in tensors.items() if k.startswith("tail.")} or None,
+                          basis=tensors["basis"].float() if "basis" in tensors else None)
+        except ProfileError as exc:
+            raise ProfileError(f"{path}: {exc}") from None
         if head_fingerprint is not None and profile.head_fingerprint != head_fingerprint:
             raise ProfileError(f"{path}: fitted for head weights {profile.head_fingerprint[:12]}..., but the "
                                f"loaded weights are {head_fingerprint[:12]}...; refit or use matching weights")
@@ -103,7 +164,8 @@ class NoiseProfile:
 
 
 class Obfuscator:
-    """Applies a profile to activations: z = a + mu + sigma * eps, eps fresh from a `GaussianStream`."""
+    """Applies a profile to activations: z = a + mu + sigma * eps (or, with a basis,
+    z = V (V^T a + mu + sigma * eps)), eps fresh from a `GaussianStream`."""
 
     def __init__(self, profile: NoiseProfile, stream: GaussianStream | None = None) -> None:
         self.profile = profile
@@ -111,11 +173,15 @@ class Obfuscator:
         # mu and sigma also laid out channels_last, like the optimized head's output: element-wise ops on
         # tensors of different layouts run several times slower than on matching ones
         self._channels_last = (_as_channels_last(profile.mu), _as_channels_last(profile.sigma))
+        # with a basis, the work is two (H*W, C) x (C, R) products, on (H, W, R) copies of mu and sigma
+        self._hwr = (profile.mu.permute(1, 2, 0).contiguous(), profile.sigma.permute(1, 2, 0).contiguous())
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         if tuple(activation.shape[1:]) != self.profile.shape:
             raise ProfileError(f"activation shape {tuple(activation.shape[1:])} does not match the profile's "
                                f"{self.profile.shape}")
+        if self.profile.basis is not None:
+            return self._in_basis(activation, self.profile.basis)
         n, c, h, w = activation.shape
         noise = self.stream.normal((n, c, h, w))
         mu, sigma = self.profile.mu, self.profile.sigma
@@ -125,6 +191,14 @@ class Obfuscator:
             mu, sigma = self._channels_last
         # on the fresh buffer: no temporaries on the per-frame path
         return noise.mul_(sigma).add_(mu).add_(activation)
+
+    def _in_basis(self, activation: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = activation.shape
+        mu, sigma = self._hwr
+        # (N, H, W, C) order: a free view of a channels_last activation, and the result comes back channels_last
+        coordinates = torch.matmul(activation.permute(0, 2, 3, 1), basis)
+        noisy = self.stream.normal((n, h, w, basis.shape[1])).mul_(sigma).add_(mu).add_(coordinates)
+        return torch.matmul(noisy, basis.T).permute(0, 3, 1, 2)
 
 
 def _as_channels_last(tensor: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ of the same total variance as the profile's:
 
     z_t = a + mu + sigma * (sqrt(1 - f) * eps_t + sqrt(f) * xi_r),     r = t // rotation_frames
 
+(for a profile with a basis, in its coordinates: z_t = V (V^T a + mu + ...)).
+
 eps_t is fresh every frame; xi_r is a secret component drawn fresh (from the same CSPRNG) at each rotation
 and never reused. A single frame's noise has exactly the profile's distribution, so the tail's accuracy is
 unchanged; but averaging within one rotation cancels only the fresh part: the residual variance stays at
@@ -42,11 +44,13 @@ class RotatingObfuscator:
         if tuple(activation.shape[1:]) != self.profile.shape:
             raise ProfileError(f"activation shape {tuple(activation.shape[1:])} does not match the profile's "
                                f"{self.profile.shape}")
-        out = torch.empty_like(activation)
+        coordinates = self.profile.coordinates(activation)  # the activation itself for a per-channel profile
+        out = torch.empty_like(coordinates)
+        shape = tuple(self.profile.mu.shape)
         for i in range(activation.shape[0]):
             if self.frames % self.rotation_frames == 0:
-                self.secret = self.stream.normal(self.profile.shape).mul_(self.secret_scale)  # fresh, once
-            fresh = self.stream.normal(self.profile.shape)
-            out[i] = torch.addcmul(activation[i] + self.profile.mu + self.secret, self.fresh_scale, fresh)
+                self.secret = self.stream.normal(shape).mul_(self.secret_scale)  # fresh, once
+            fresh = self.stream.normal(shape)
+            out[i] = torch.addcmul(coordinates[i] + self.profile.mu + self.secret, self.fresh_scale, fresh)
             self.frames += 1
-        return out
+        return self.profile.expand(out)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from facesplit.faceboxes import activation_shape
 from facesplit.noise.fit import FitConfig, build_training_set, fit_profile
 from facesplit.noise.fit_data import frames_from, labelled_from_coco
 from facesplit.preprocess import InputSize
@@ -44,13 +45,17 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--augmentations", type=click.IntRange(0), default=4, show_default=True,
               help="Augmented copies (scale, crop, flip, colour) of each image, cached with it.")
 @click.option("--tune-tail", is_flag=True, help="Also fine-tune a noise-aware tail, saved in the profile.")
+@click.option("--rank", type=click.IntRange(1), default=None,
+              help="Keep only this many principal directions of the activation's channels (of the frames fitted "
+                   "on) and add the noise along them; the fine detail in the rest, which faces are "
+                   "reconstructed from, is dropped. Default: every channel.")
 @click.option("--max-frames", type=click.IntRange(1), default=300, show_default=True,
               help="At most this many frames from each folder or video.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fit (augmentation, training noise).")
 @model_options()
 def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_labels: Path | None,
               images_dir: Path | None, folds: int, use_folds: list[int], task: str, epochs: int, batch_size: int,
-              augmentations: int, tune_tail: bool, max_frames: int, seed: int, weights: Path | None,
+              augmentations: int, tune_tail: bool, rank: int | None, max_frames: int, seed: int, weights: Path | None,
               input_size: InputSize, threads: int | None) -> None:
     """Fit a noise profile: the frozen head's activations plus learned noise that the tail tolerates."""
     images = [image for source in frame_sources for image in frames_from(source, max_frames)]
@@ -65,7 +70,11 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     tune_cpu_runtime(threads)
     model = load_faceboxes(weights)
     config = FitConfig(alpha=alpha, task=task, input_size=input_size, epochs=epochs,  # type: ignore[arg-type]
-                       batch_size=batch_size, augmentations=augmentations, tune_tail=tune_tail, seed=seed)
+                       batch_size=batch_size, augmentations=augmentations, tune_tail=tune_tail, rank=rank,
+                       seed=seed)
+    channels = activation_shape(32, 32)[0]  # the same for every input size
+    if rank is not None and rank > channels:
+        raise click.BadParameter(f"{rank}: the activation has only {channels} channels", param_hint="--rank")
     data = build_training_set(model, images, config)
     sources = [str(s) for s in frame_sources] + ([f"{coco_labels} folds {use_folds}"] if coco_labels else [])
     profile = fit_profile(model, data, config, fitted_on={"sources": sources, "images": len(images)})
@@ -73,4 +82,6 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     history = profile.fitted_on["history"][-1]
     click.echo(f"Wrote {out}: alpha {alpha}, {len(images)} images x {augmentations + 1} views, "
                f"{profile.fitted_on['fit_seconds']} s, final task loss {history['task']:.4f}, "
-               f"mean sigma {history['mean_sigma']:.4f}, fingerprint {profile.fingerprint}")
+               f"mean sigma {history['mean_sigma']:.4f}, "
+               + (f"rank {rank} ({profile.fitted_on['energy_kept']:.1%} of the activation's energy), " if rank else "")
+               + f"fingerprint {profile.fingerprint}")

@@ -17,8 +17,10 @@ def profiles(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
+    width = max((len(row["name"]) for row in rows), default=0)
     for row in rows:
-        click.echo(f"{row['name']:<14} alpha={row['alpha']:<5} input={row['input_size']:<10} "
+        basis = f"rank {row['rank']}" if row["rank"] else "per channel"
+        click.echo(f"{row['name']:<{width}} alpha={row['alpha']:<5} {basis:<11} input={row['input_size']:<10} "
                    f"mean sigma={row['mean_sigma']:<7} {row['path']}")
     if not rows:
         click.echo("no shipped profiles", err=True)
