@@ -177,8 +177,9 @@ def grid_columns(clean: AttackRun, noisy: AttackRun | Mapping[str, AttackRun],
     columns = [("original", clean.originals), ("no noise", clean.images[attack][min(clean.images[attack])])]
     for name, run in named.items():
         by_k = run.images[attack]
+        short = Path(name).name  # a profile file's name, not its whole path: titles are narrow
         for k in sorted({min(by_k), max(by_k)}):
-            columns.append((f"{name}, k={k}", by_k[k]))
+            columns.append((f"{short}, k={k}", by_k[k]))
     return columns
 
 

@@ -119,10 +119,10 @@ def plot_tradeoff(points: list[dict], path: Path, ap_set: str = "mitcmu") -> Pat
 
 
 def _label(point: dict) -> str:
-    """clean, the alpha of a grid profile ("alpha-0.2" -> 0.2), or the file's stem."""
+    """clean, the alpha of a grid profile ("alpha-0.2" -> 0.2), or the profile's (file) name."""
     if point["alpha"] is None:
         return "clean"
-    return Path(point["name"]).stem.removeprefix("alpha-")
+    return Path(point["name"]).name.removesuffix(".safetensors").removeprefix("alpha-")
 
 
 def _privacy(summary: dict, metric: str) -> float:

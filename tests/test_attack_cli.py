@@ -100,7 +100,7 @@ def test_both_attacks_on_a_small_profile_file(weights_path: Path, shared_dir: Pa
     assert list(noisy["attacks"]) == ["decoder", "inversion"] and set(noisy["stronger"]) == {"k=1", "k=4"}
     assert noisy["attacks"]["decoder"]["budget"]["attacker_photos"] > 100  # MIT+CMU and the colour photos
     for attack_name in ("decoder", "inversion"):
-        check_grid(out, report, attack_name, ["original", "no noise", f"{profile_file}, k=1", f"{profile_file}, k=4"])
+        check_grid(out, report, attack_name, ["original", "no noise", "iso.safetensors, k=1", "iso.safetensors, k=4"])
     table = rows(report["stdout"])
     assert len(table) == 2 + 4
     for (name, k, attack_name), marked in table.items():
