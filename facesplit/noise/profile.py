@@ -7,7 +7,7 @@ coordinates along them are kept, and the noise is added there:
 
     z = V (V^T a + mu + sigma * eps)         mu, sigma: (R, H, W)
 
-The dropped directions carry the activation's fine detail (a few percent of its variance), which the tail
+The dropped directions carry the activation's fine detail (a few percent of its energy), which the tail
 barely needs and an attacker reconstructs faces from. ``z`` still has the activation's (C, H, W) shape, so the
 wire and the tail are the same for every profile; it holds no more than the R coordinates.
 
@@ -54,8 +54,8 @@ def expand(basis: torch.Tensor | None, along_basis: torch.Tensor) -> torch.Tenso
 
 @dataclass
 class NoiseProfile:
-    mu: torch.Tensor  # (C, H, W) float32: added to every activation
-    sigma: torch.Tensor  # (C, H, W) float32, > 0: scale of the fresh Gaussian noise
+    mu: torch.Tensor  # (C, H, W) float32, (R, H, W) with a basis: added to every activation
+    sigma: torch.Tensor  # mu's shape, float32, > 0: scale of the fresh Gaussian noise
     alpha: float  # the privacy weight it was fitted with: loss = (1 - alpha) task - alpha mean(log sigma)
     input_size: tuple[int, int]  # (width, height) of the model input it was fitted for
     head_fingerprint: str  # `facesplit.weights.head_fingerprint` of the head it was fitted on
