@@ -17,9 +17,13 @@ endif
 # The alpha grid is per channel (TR-4928's form, comparable with its table); rank$(RANK)-alpha-$(RANK_ALPHA) adds
 # the noise along the activation's RANK principal channel directions only and drops the rest (its fine detail):
 # less AP, less for the inversion attack (bench/results/privacy_table.md). bench_model.py's BASIS_RANK = RANK.
+# information-dct-alpha-$(INFO_ALPHA) keeps every direction, in a full principal basis and per spatial frequency
+# (so its coordinates are nearly uncorrelated), and is fitted with the information privacy term: the noise
+# goes where there is signal to hide.
 ALPHAS := 0.05 0.1 0.2 0.4 0.6 0.8 0.9 0.95
 RANK := 48
 RANK_ALPHA := 0.2
+INFO_ALPHA := 0.7
 FIT_ARGS := --coco $(SHARED)/data/faces/mitcmu/labels.json --use-folds 1-5 --task distill --tune-tail \
 	--epochs 10 --augmentations 3 $(if $(THREADS),--threads $(THREADS))
 
@@ -63,6 +67,8 @@ profiles:
 	done
 	$(BIN)/frosted fit-noise --alpha $(RANK_ALPHA) --rank $(RANK) $(FIT_ARGS) \
 		--out facesplit/profiles/rank$(RANK)-alpha-$(RANK_ALPHA).safetensors
+	$(BIN)/frosted fit-noise --alpha $(INFO_ALPHA) --rank 128 --dct --privacy information $(FIT_ARGS) \
+		--out facesplit/profiles/information-dct-alpha-$(INFO_ALPHA).safetensors
 
 # The wire contract's Python stubs, from proto/ only (checked in; tests/test_wire.py checks they match).
 proto:

@@ -137,16 +137,22 @@ def build_items(config: str, weights: Path, sizes: list[InputSize], threads: int
         basis, _ = torch.linalg.qr(torch.randn(activation.shape[1], activation.shape[1]))
         in_basis = replace(profile, mu=profile.mu[:BASIS_RANK], sigma=profile.sigma[:BASIS_RANK],
                            basis=basis[:, :BASIS_RANK].contiguous())
+        # Per spatial frequency in a full basis (`fit-noise --rank 128 --dct`): two DCT products more.
+        in_frequencies = replace(profile, basis=basis.contiguous(), dct=True)
         if config == "optimized":
             noise: Callable[[], object] = lambda o=Obfuscator(profile), a=activation: o(a)  # noqa: E731
             noise_basis: Callable[[], object] = lambda o=Obfuscator(in_basis), a=activation: o(a)  # noqa: E731
+            noise_dct: Callable[[], object] = lambda o=Obfuscator(in_frequencies), a=activation: o(a)  # noqa: E731
         else:
             noise = lambda p=profile, a=activation: a + p.mu + p.sigma * torch.randn(a.shape)  # noqa: E731
             noise_basis = lambda p=in_basis, a=activation: p.expand(  # noqa: E731
                 p.coordinates(a) + p.mu + p.sigma * torch.randn(p.mu.shape))
+            noise_dct = lambda p=in_frequencies, a=activation: p.expand(  # noqa: E731
+                p.coordinates(a) + p.mu + p.sigma * torch.randn(p.mu.shape))
         items += [
             ("noise sample + add", name, noise, {"elements": int(activation.numel())}),
             (f"noise sample + add, rank {BASIS_RANK}", name, noise_basis, {"rank": BASIS_RANK}),
+            ("noise sample + add, rank 128 x frequencies", name, noise_dct, {"rank": 128, "dct": True}),
             ("preprocess 1920x1080", name, pre, {}),
             ("preprocess + head 1920x1080", name, pre_head, {}),
             ("head", name, lambda x=x: head(x), {"activation": list(activation.shape)}),

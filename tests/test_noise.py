@@ -12,7 +12,7 @@ from scipy import stats
 
 from facesplit.detector import SplitDetector
 from facesplit.faceboxes import FaceBoxes
-from facesplit.noise.fit import FitConfig, FitImage, build_training_set, fit_profile
+from facesplit.noise.fit import FitConfig, FitImage, build_training_set, fit_profile, privacy_loss, signal_variance
 from facesplit.noise.profile import NoiseProfile, Obfuscator, ProfileError
 from facesplit.noise.sampler import GaussianStream
 from facesplit.weights import head_fingerprint
@@ -98,9 +98,10 @@ def test_fit_save_load_apply_round_trips_exactly(tmp_path: Path, faceboxes: Face
 def test_fit_with_a_rank_keeps_the_principal_directions(tmp_path: Path, faceboxes: FaceBoxes,
                                                         shared_dir: Path) -> None:
     photos = sorted((shared_dir / "data/faces/unlabelled").glob("*.jpg"))[:2]
-    config = FitConfig(alpha=0.5, epochs=1, augmentations=1, batch_size=2, rank=16)
+    config = FitConfig(alpha=0.5, epochs=1, augmentations=1, batch_size=2, rank=16, privacy="information", dct=True)
     data = build_training_set(faceboxes, [FitImage(f"unlabelled/{p.name}", p, None) for p in photos], config)
     fitted = fit_profile(faceboxes, data, config)
+    assert fitted.fitted_on["privacy"] == "information" and fitted.dct and fitted.fitted_on["dct"]
     assert fitted.rank == 16 and fitted.mu.shape == (16, 32, 32) and fitted.shape == (128, 32, 32)
     assert torch.allclose(fitted.basis.T @ fitted.basis, torch.eye(16), atol=1e-4)
     # the first directions carry most of the variance: more than a random 16 of 128 channels would
@@ -112,8 +113,27 @@ def test_fit_with_a_rank_keeps_the_principal_directions(tmp_path: Path, faceboxe
     path = tmp_path / "rank.safetensors"
     fitted.save(path)
     loaded = NoiseProfile.load(path, head_fingerprint(faceboxes), (1024, 1024))
+    assert loaded.dct and loaded.fingerprint == fitted.fingerprint
     sent = Obfuscator(loaded)(clean[:1])
     assert sent.shape == (1, 128, 32, 32) and torch.allclose(loaded.expand(loaded.coordinates(sent)), sent, atol=1e-4)
+
+
+def test_information_privacy_rewards_noise_only_where_there_is_signal_to_hide() -> None:
+    activations = torch.randn(64, 4, 2, 2, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    activations[:, :, 0, 0] = 0.7  # the same in every frame (letterbox padding): nothing to hide
+    variance = signal_variance(activations.half(), None, chunk=10)
+    expected = activations.half().float().var(dim=0, unbiased=False)
+    assert torch.allclose(variance, expected, atol=1e-4) and torch.all(variance[:, 0, 0] == 0)
+    sigma = torch.tensor([0.01, 0.5, 2.0, 50.0]).view(4, 1, 1).expand(4, 2, 2).clone().requires_grad_(True)
+    privacy_loss("information", sigma, variance).backward()
+    assert sigma.grad is not None
+    assert torch.all(sigma.grad[:, 0, 0] == 0) and torch.all(sigma.grad[:, 1:, :] < 0)
+    # a drowned element (sigma >> its spread) earns ~nothing more; under log-sigma it always earns 1/sigma
+    information = sigma.grad[:, 1, 1].abs()
+    assert information[3] < 1e-3 * information[1]
+    sigma.grad = None
+    privacy_loss("log-sigma", sigma, None).backward()
+    assert torch.allclose(sigma.grad * sigma.detach() * sigma.numel(), -torch.ones_like(sigma))
 
 
 def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_path: Path, shared_dir: Path) -> None:
@@ -163,6 +183,41 @@ def test_a_profile_with_a_basis_keeps_only_its_directions_and_noises_them() -> N
     centred = profile.centred(draws).mean(0)
     kept = profile.expand(profile.coordinates(activation))[0]
     assert torch.allclose(centred, kept, atol=4 * profile.sigma.max().item() / np.sqrt(4000))
+
+
+def test_a_profile_per_spatial_frequency_noises_the_dct_of_each_map(tmp_path: Path) -> None:
+    from facesplit.noise.dct import dct_matrix, to_frequencies, to_frequencies_channels_last
+
+    matrix = dct_matrix(8)
+    assert torch.allclose(matrix @ matrix.T, torch.eye(8), atol=1e-6)
+    maps = torch.rand(2, 3, 8, 4)
+    constant = to_frequencies(torch.ones(1, 1, 8, 4))[0, 0]  # a flat map is all in the lowest frequency
+    assert constant[0, 0] == pytest.approx(np.sqrt(32), rel=1e-5) and constant.flatten()[1:].abs().max() < 1e-5
+    assert torch.allclose(to_frequencies_channels_last(maps.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
+                          to_frequencies(maps), atol=1e-5)
+    basis = random_basis(6, 2)
+    g = torch.Generator().manual_seed(2)
+    profile = NoiseProfile(mu=torch.randn(2, 8, 4, generator=g), sigma=torch.rand(2, 8, 4, generator=g) + 0.2,
+                           alpha=0.5, input_size=(128, 256), head_fingerprint="x" * 64, basis=basis, dct=True)
+    activation = torch.rand(1, 6, 8, 4).contiguous(memory_format=torch.channels_last)
+    draws = torch.cat([Obfuscator(profile)(activation) for _ in range(4000)])
+    # per frequency of each direction's map: the activation's coefficient plus mu plus sigma-scaled noise
+    coefficients = to_frequencies(torch.einsum("cr,nchw->nrhw", basis, draws))
+    expected = to_frequencies(torch.einsum("cr,nchw->nrhw", basis, activation))[0] + profile.mu
+    assert torch.allclose(coefficients.mean(0), expected, atol=4 * profile.sigma.max().item() / np.sqrt(4000))
+    assert torch.allclose(coefficients.std(0) / profile.sigma, torch.ones(2, 8, 4), atol=0.08)
+    assert torch.allclose(profile.coordinates(draws), coefficients, atol=1e-5)
+    path = tmp_path / "f.safetensors"
+    profile.save(path, dtype=torch.float32)
+    loaded = NoiseProfile.load(path)
+    assert loaded.dct and torch.equal(loaded.mu, profile.mu) and loaded.fingerprint == profile.fingerprint
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:  # a reader of the earlier formats refuses it instead of misapplying it
+        assert f.metadata()["format"] == "frosted-noise-profile/3"
+    per_position = NoiseProfile(mu=profile.mu, sigma=profile.sigma, alpha=0.5, input_size=(128, 256),
+                                head_fingerprint="x" * 64, basis=basis)
+    assert per_position.fingerprint != profile.fingerprint
 
 
 def test_a_basis_round_trips_and_a_bad_one_is_refused(tmp_path: Path) -> None:
@@ -227,7 +282,10 @@ def test_shipped_profiles_are_listed_and_fit_the_shipped_weights(weights_path: P
     rows = json.loads(result.stdout)
     grid = [row for row in rows if row["rank"] is None]  # TR-4928's alpha grid, noise on every channel
     assert sorted(row["alpha"] for row in grid) == [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95]
-    assert [(row["name"], row["alpha"], row["rank"]) for row in rows if row["rank"]] == [("rank48-alpha-0.2", 0.2, 48)]
+    assert [(row["name"], row["alpha"], row["rank"], row["dct"]) for row in rows if row["rank"]] == [
+        ("information-dct-alpha-0.7", 0.7, 128, True), ("rank48-alpha-0.2", 0.2, 48, False)]
+    information = NoiseProfile.load(Path(next(row["path"] for row in rows if row["dct"])))
+    assert information.fitted_on["privacy"] == "information" and information.fitted_on["dct"]
     for row in rows:
         assert row["input_size"] == "1024x1024" and Path(row["path"]).stat().st_size < 2_000_000
         profile = NoiseProfile.load(Path(row["path"]), head_fingerprint(faceboxes), (1024, 1024))

@@ -1,11 +1,13 @@
 """Fit a NoiseProfile: the head is frozen, its clean activations are computed once (with augmentation) and
 cached, then mu and sigma (and optionally a noise-aware tail) are trained on
 
-    loss = (1 - alpha) * task - alpha * mean(log sigma),      sigma = s_min + (s_max - s_min) * sigmoid(rho)
+    loss = (1 - alpha) * task + alpha * privacy,      sigma = s_min + (s_max - s_min) * sigmoid(rho)
 
-where task is MultiBox against labels or distillation from the clean model's outputs (no labels needed).
+where task is MultiBox against labels or distillation from the clean model's outputs (no labels needed), and
+privacy is TR-4928's -mean(log sigma) or the information the noisy activation lets through (`privacy_loss`).
 With a rank R, the noise lives in a basis: the R principal components of the cached clean activations'
 channels (`principal_basis`), and the activation's other directions are dropped (see `NoiseProfile`).
+With ``dct``, mu and sigma are per spatial frequency of each map rather than per position.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from facesplit.priors import priors_for
 from facesplit.weights import head_fingerprint
 
 Task = Literal["distill", "multibox"]
+Privacy = Literal["log-sigma", "information"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class FitConfig:
                                            "loc", "conf")
     tail_learning_rate: float = 1e-4
     rank: int | None = None  # keep this many principal directions of channel space (None: every channel)
+    privacy: Privacy = "log-sigma"
+    dct: bool = False  # noise per spatial frequency (2-D DCT of each map), not per position
     seed: int = 0
 
 
@@ -128,6 +133,31 @@ def principal_basis(activations: torch.Tensor, rank: int) -> tuple[torch.Tensor,
     return (basis * signs).float().contiguous(), float(variances[:rank].sum() / variances.sum())
 
 
+@torch.no_grad()
+def signal_variance(activations: torch.Tensor, basis: torch.Tensor | None, dct: bool = False,
+                    chunk: int = 64) -> torch.Tensor:
+    """Per-element variance over the samples of the (S, C, H, W) activations, in the coordinates the noise
+    is added to (see `coordinates`): (R, H, W). Zero where every frame gives the same value (padding)."""
+    total = square = None
+    for start in range(0, len(activations), chunk):
+        values = coordinates(basis, activations[start:start + chunk].float(), dct).double()
+        total = values.sum(0) if total is None else total + values.sum(0)
+        square = (values ** 2).sum(0) if square is None else square + (values ** 2).sum(0)
+    assert total is not None and square is not None
+    mean = total / len(activations)
+    return (square / len(activations) - mean ** 2).clamp(min=0).float()
+
+
+def privacy_loss(kind: Privacy, sigma: torch.Tensor, variance: torch.Tensor | None) -> torch.Tensor:
+    """log-sigma: TR-4928's -mean(log sigma), which keeps rewarding noise on elements it has already drowned.
+    information: the mean over elements of 1/2 log(1 + var/sigma^2), the information a Gaussian channel with
+    that signal variance and noise lets through, so the noise goes where there is signal to hide."""
+    if kind == "log-sigma":
+        return -torch.log(sigma).mean()
+    assert variance is not None
+    return 0.5 * torch.log1p(variance / sigma ** 2).mean()
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
@@ -139,6 +169,7 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
     generator = torch.Generator().manual_seed(config.seed)  # training noise: reproducible, never shipped
     basis, energy_kept = principal_basis(data.activations, config.rank) if config.rank else (None, 1.0)
     shape = (config.rank or data.activations.shape[1], *data.activations.shape[2:])
+    variance = signal_variance(data.activations, basis, config.dct) if config.privacy == "information" else None
     span = config.sigma_max - config.sigma_min
     mu = torch.zeros(shape, requires_grad=True)
     rho = torch.full(shape, _logit((config.sigma_init - config.sigma_min) / span), requires_grad=True)
@@ -163,13 +194,14 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
             totals = np.zeros(3)
             for start in range(0, count, config.batch_size):
                 index = order[start:start + config.batch_size]
-                clean = coordinates(basis, data.activations[index].float())
+                clean = coordinates(basis, data.activations[index].float(), config.dct)
                 sigma = config.sigma_min + span * torch.sigmoid(rho)
                 eps = torch.randn(clean.shape, generator=generator)
-                noisy = expand(basis, clean + mu + sigma * eps).contiguous(memory_format=torch.channels_last)
+                noisy = expand(basis, clean + mu + sigma * eps, config.dct).contiguous(
+                    memory_format=torch.channels_last)
                 loc, logits = tail.logits(noisy)
                 task = detection_loss(loc, logits, data.target_prob[index].float(), data.target_loc[index])
-                privacy = -torch.log(sigma).mean()
+                privacy = privacy_loss(config.privacy, sigma, variance)
                 loss = (1 - config.alpha) * task + config.alpha * privacy
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
@@ -187,9 +219,9 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
         "augmentations": config.augmentations, "seen": data.seen, "history": history,
         "fit_seconds": round(time.perf_counter() - started, 1), "seed": config.seed,
         "sigma_bounds": [config.sigma_min, config.sigma_max], "noise_aware_tail": config.tune_tail,
-        "rank": config.rank, "energy_kept": round(energy_kept, 4)}
+        "rank": config.rank, "privacy": config.privacy, "dct": config.dct, "energy_kept": round(energy_kept, 4)}
     return NoiseProfile(mu=mu.detach(), sigma=sigma, alpha=config.alpha, input_size=(width, height),
                         head_fingerprint=head_fingerprint(model), fitted_on=summary,
                         tail_state={k: v.detach().contiguous() for k, v in tail.state_dict().items()
                                     if k.split(".")[0] in config.tuned_tail_modules}
-                        if tuned else None, basis=basis)
+                        if tuned else None, basis=basis, dct=config.dct)

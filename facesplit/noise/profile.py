@@ -8,15 +8,19 @@ coordinates along them are kept, and the noise is added there:
     z = V (V^T a + mu + sigma * eps)         mu, sigma: (R, H, W)
 
 The dropped directions carry the activation's fine detail (a few percent of its energy), which the tail
-barely needs and an attacker reconstructs faces from. ``z`` still has the activation's (C, H, W) shape, so the
-wire and the tail are the same for every profile; it holds no more than the R coordinates.
+barely needs and an attacker reconstructs faces from. A profile may also work per spatial *frequency*
+(``dct``): the coordinates are each map's orthonormal 2-D DCT (`facesplit.noise.dct`), mu and sigma are per
+(direction, frequency), and z = V DCT^-1(DCT(V^T a) + mu + sigma * eps). ``z`` still has the activation's
+(C, H, W) shape, so the wire and the tail are the same for every profile; it holds no more than the R
+coordinates.
 
 A profile is fitted for one set of head weights and one input size; it travels with the tail it was fitted
 with (optionally a noise-aware tail, stored in the same file).
 
 File: one safetensors file. Tensors ``mu``, ``sigma`` and, when it has one, ``basis`` (C, R, always
 float32), and for a noise-aware tail ``tail.*``; metadata (strings) ``format``, ``alpha``, ``input_size``,
-``head_fingerprint``, ``fitted_on`` (JSON).
+``head_fingerprint``, ``fitted_on`` (JSON). The format says what the tensors mean: /1 per channel, /2 with a
+basis, /3 per spatial frequency (with or without a basis).
 """
 
 from __future__ import annotations
@@ -31,37 +35,48 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from facesplit.errors import FrostedError
+from facesplit.noise.dct import (
+    from_frequencies,
+    from_frequencies_channels_last,
+    to_frequencies,
+    to_frequencies_channels_last,
+)
 from facesplit.noise.sampler import GaussianStream
 
 FORMAT = "frosted-noise-profile/1"
 FORMAT_WITH_BASIS = "frosted-noise-profile/2"  # a /1 reader must refuse a profile with a basis, not misapply it
+FORMAT_IN_FREQUENCIES = "frosted-noise-profile/3"  # and a /2 reader one whose noise is per spatial frequency
+FORMATS = (FORMAT, FORMAT_WITH_BASIS, FORMAT_IN_FREQUENCIES)
 
 
 class ProfileError(FrostedError):
     """A profile file that is unreadable, malformed, or fitted for another model or input size."""
 
 
-def coordinates(basis: torch.Tensor | None, activation: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, R, H, W), the activation's coordinates along the (C, R) basis' columns; the
-    activation itself without a basis."""
-    return activation if basis is None else torch.einsum("cr,nchw->nrhw", basis, activation)
+def coordinates(basis: torch.Tensor | None, activation: torch.Tensor, dct: bool = False) -> torch.Tensor:
+    """(N, C, H, W) -> (N, R, H, W), the activation's coordinates along the (C, R) basis' columns (the
+    activation itself without a basis), each map then taken to spatial frequencies if ``dct``."""
+    along = activation if basis is None else torch.einsum("cr,nchw->nrhw", basis, activation)
+    return to_frequencies(along) if dct else along
 
 
-def expand(basis: torch.Tensor | None, along_basis: torch.Tensor) -> torch.Tensor:
+def expand(basis: torch.Tensor | None, along_basis: torch.Tensor, dct: bool = False) -> torch.Tensor:
     """(N, R, H, W) coordinates -> (N, C, H, W): the inverse of `coordinates` on the basis' directions."""
-    return along_basis if basis is None else torch.einsum("cr,nrhw->nchw", basis, along_basis)
+    maps = from_frequencies(along_basis) if dct else along_basis
+    return maps if basis is None else torch.einsum("cr,nrhw->nchw", basis, maps)
 
 
 @dataclass
 class NoiseProfile:
     mu: torch.Tensor  # (C, H, W) float32, (R, H, W) with a basis: added to every activation
     sigma: torch.Tensor  # mu's shape, float32, > 0: scale of the fresh Gaussian noise
-    alpha: float  # the privacy weight it was fitted with: loss = (1 - alpha) task - alpha mean(log sigma)
+    alpha: float  # the privacy weight it was fitted with: loss = (1 - alpha) task + alpha privacy
     input_size: tuple[int, int]  # (width, height) of the model input it was fitted for
     head_fingerprint: str  # `facesplit.weights.head_fingerprint` of the head it was fitted on
     fitted_on: dict = field(default_factory=dict)  # what data, which images, which task loss, epochs
     tail_state: dict[str, torch.Tensor] | None = None  # noise-aware tail weights, if one was fitted
     basis: torch.Tensor | None = None  # (C, R) orthonormal columns: mu and sigma are (R, H, W); None: per channel
+    dct: bool = False  # mu and sigma are per spatial frequency (2-D DCT of each map), not per position
 
     def __post_init__(self) -> None:
         if self.mu.shape != self.sigma.shape or self.mu.dim() != 3:
@@ -92,11 +107,11 @@ class NoiseProfile:
 
     def coordinates(self, activation: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the coordinates the noise is added to (see `coordinates`)."""
-        return coordinates(self.basis, activation)
+        return coordinates(self.basis, activation, self.dct)
 
     def expand(self, along_basis: torch.Tensor) -> torch.Tensor:
         """Coordinates back to the activation's space (see `expand`)."""
-        return expand(self.basis, along_basis)
+        return expand(self.basis, along_basis, self.dct)
 
     def centred(self, z: torch.Tensor) -> torch.Tensor:
         """What anyone who knows mu computes from an observed ``z``: its kept part minus mu, in activation
@@ -110,6 +125,8 @@ class NoiseProfile:
         for name, tensor in sorted(self._tensors().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().to(torch.float16).contiguous().numpy().tobytes())
+        if self.dct:  # the same numbers per frequency are another profile than per position
+            digest.update(b"dct")
         return digest.hexdigest()[:32]
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -126,7 +143,8 @@ class NoiseProfile:
             # the basis stays float32: fp16 would break its orthonormality (and it is small, C x R)
             tensors = {k: v if k == "basis" else (v.clamp(min=6e-5) if k == "sigma" else v).half()
                        for k, v in tensors.items()}
-        metadata = {"format": FORMAT if self.basis is None else FORMAT_WITH_BASIS, "alpha": repr(self.alpha),
+        file_format = FORMAT_IN_FREQUENCIES if self.dct else FORMAT if self.basis is None else FORMAT_WITH_BASIS
+        metadata = {"format": file_format, "alpha": repr(self.alpha),
                     "input_size": f"{self.input_size[0]}x{self.input_size[1]}",
                     "head_fingerprint": self.head_fingerprint, "fitted_on": json.dumps(self.fitted_on)}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +161,7 @@ class NoiseProfile:
                 metadata = json.loads(f.read(header_len)).get("__metadata__") or {}
         except (OSError, SafetensorError, ValueError) as exc:
             raise ProfileError(f"{path}: not a readable noise profile ({exc})") from None
-        if metadata.get("format") not in (FORMAT, FORMAT_WITH_BASIS) or "mu" not in tensors or "sigma" not in tensors:
+        if metadata.get("format") not in FORMATS or "mu" not in tensors or "sigma" not in tensors:
             raise ProfileError(f"{path}: not a noise profile (expected format {FORMAT!r} with mu and sigma)")
         width, height = (int(v) for v in metadata["input_size"].split("x"))
         try:
@@ -151,7 +169,8 @@ class NoiseProfile:
                           input_size=(width, height), head_fingerprint=metadata["head_fingerprint"],
                           fitted_on=json.loads(metadata.get("fitted_on") or "{}"),
                           tail_state={k[5:]: v.float() for k, v in tensors.items() if k.startswith("tail.")} or None,
-                          basis=tensors["basis"].float() if "basis" in tensors else None)
+                          basis=tensors["basis"].float() if "basis" in tensors else None,
+                          dct=metadata["format"] == FORMAT_IN_FREQUENCIES)
         except ProfileError as exc:
             raise ProfileError(f"{path}: {exc}") from None
         if head_fingerprint is not None and profile.head_fingerprint != head_fingerprint:
@@ -165,7 +184,8 @@ class NoiseProfile:
 
 class Obfuscator:
     """Applies a profile to activations: z = a + mu + sigma * eps (or, with a basis,
-    z = V (V^T a + mu + sigma * eps)), eps fresh from a `GaussianStream`."""
+    z = V (V^T a + mu + sigma * eps); per spatial frequency, V DCT^-1(DCT(V^T a) + ...)), eps fresh from a
+    `GaussianStream`."""
 
     def __init__(self, profile: NoiseProfile, stream: GaussianStream | None = None) -> None:
         self.profile = profile
@@ -173,15 +193,16 @@ class Obfuscator:
         # mu and sigma also laid out channels_last, like the optimized head's output: element-wise ops on
         # tensors of different layouts run several times slower than on matching ones
         self._channels_last = (_as_channels_last(profile.mu), _as_channels_last(profile.sigma))
-        # with a basis, the work is two (H*W, C) x (C, R) products, on (H, W, R) copies of mu and sigma
+        # with a basis or per frequency, the work is matrix products in (N, H, W, R) order, on (H, W, R)
+        # copies of mu and sigma
         self._hwr = (profile.mu.permute(1, 2, 0).contiguous(), profile.sigma.permute(1, 2, 0).contiguous())
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         if tuple(activation.shape[1:]) != self.profile.shape:
             raise ProfileError(f"activation shape {tuple(activation.shape[1:])} does not match the profile's "
                                f"{self.profile.shape}")
-        if self.profile.basis is not None:
-            return self._in_basis(activation, self.profile.basis)
+        if self.profile.basis is not None or self.profile.dct:
+            return self._in_coordinates(activation)
         n, c, h, w = activation.shape
         noise = self.stream.normal((n, c, h, w))
         mu, sigma = self.profile.mu, self.profile.sigma
@@ -192,13 +213,20 @@ class Obfuscator:
         # on the fresh buffer: no temporaries on the per-frame path
         return noise.mul_(sigma).add_(mu).add_(activation)
 
-    def _in_basis(self, activation: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = activation.shape
-        mu, sigma = self._hwr
+    def _in_coordinates(self, activation: torch.Tensor) -> torch.Tensor:
+        basis, mu, sigma = self.profile.basis, *self._hwr
         # (N, H, W, C) order: a free view of a channels_last activation, and the result comes back channels_last
-        coordinates = torch.matmul(activation.permute(0, 2, 3, 1), basis)
-        noisy = self.stream.normal((n, h, w, basis.shape[1])).mul_(sigma).add_(mu).add_(coordinates)
-        return torch.matmul(noisy, basis.T).permute(0, 3, 1, 2)
+        values = activation.permute(0, 2, 3, 1)
+        if basis is not None:
+            values = torch.matmul(values, basis)
+        if self.profile.dct:
+            values = to_frequencies_channels_last(values)
+        noisy = self.stream.normal(tuple(values.shape)).mul_(sigma).add_(mu).add_(values)
+        if self.profile.dct:
+            noisy = from_frequencies_channels_last(noisy)
+        if basis is not None:
+            noisy = torch.matmul(noisy, basis.T)
+        return noisy.permute(0, 3, 1, 2)
 
 
 def _as_channels_last(tensor: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ def describe(path: Path) -> dict:
     width, height = profile.input_size
     return {"name": path.stem, "alpha": profile.alpha, "input_size": f"{width}x{height}", "path": str(path),
             "fingerprint": profile.fingerprint, "noise_aware_tail": profile.tail_state is not None,
-            "mean_sigma": round(float(profile.sigma.mean()), 4), "rank": profile.rank,
+            "mean_sigma": round(float(profile.sigma.mean()), 4), "rank": profile.rank, "dct": profile.dct,
             "fitted_on": {k: v for k, v in profile.fitted_on.items() if k not in ("seen", "history")}}
 
 

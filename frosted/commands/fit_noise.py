@@ -30,7 +30,7 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 @click.command("fit-noise")
 @click.option("--alpha", type=click.FloatRange(0, 1, max_open=True), required=True,
-              help="Privacy weight: loss = (1 - alpha) task - alpha mean(log sigma).")
+              help="Privacy weight: loss = (1 - alpha) task + alpha privacy (see --privacy).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Profile file to write (.safetensors).")
 @click.option("--frames", "frame_sources", multiple=True, type=click.Path(path_type=Path),
@@ -49,14 +49,20 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
               help="Keep only this many principal directions of the activation's channels (of the frames fitted "
                    "on) and add the noise along them; the fine detail in the rest, which faces are "
                    "reconstructed from, is dropped. Default: every channel.")
+@click.option("--privacy", type=click.Choice(["log-sigma", "information"]), default="log-sigma", show_default=True,
+              help="Privacy term: TR-4928's -mean(log sigma), or the information the noisy activation lets "
+                   "through (1/2 log(1 + var/sigma^2) per element), which puts the noise where the signal is.")
+@click.option("--dct", is_flag=True,
+              help="Learn the noise per spatial frequency of each activation map (its 2-D DCT), not per position: "
+                   "neighbouring positions are correlated, frequencies nearly are not.")
 @click.option("--max-frames", type=click.IntRange(1), default=300, show_default=True,
               help="At most this many frames from each folder or video.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fit (augmentation, training noise).")
 @model_options()
 def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_labels: Path | None,
               images_dir: Path | None, folds: int, use_folds: list[int], task: str, epochs: int, batch_size: int,
-              augmentations: int, tune_tail: bool, rank: int | None, max_frames: int, seed: int, weights: Path | None,
-              input_size: InputSize, threads: int | None) -> None:
+              augmentations: int, tune_tail: bool, rank: int | None, privacy: str, dct: bool, max_frames: int,
+              seed: int, weights: Path | None, input_size: InputSize, threads: int | None) -> None:
     """Fit a noise profile: the frozen head's activations plus learned noise that the tail tolerates."""
     images = [image for source in frame_sources for image in frames_from(source, max_frames)]
     if coco_labels is not None:
@@ -71,7 +77,7 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     model = load_faceboxes(weights)
     config = FitConfig(alpha=alpha, task=task, input_size=input_size, epochs=epochs,  # type: ignore[arg-type]
                        batch_size=batch_size, augmentations=augmentations, tune_tail=tune_tail, rank=rank,
-                       seed=seed)
+                       privacy=privacy, dct=dct, seed=seed)  # type: ignore[arg-type]
     channels = activation_shape(32, 32)[0]  # the same for every input size
     if rank is not None and rank > channels:
         raise click.BadParameter(f"{rank}: the activation has only {channels} channels", param_hint="--rank")
@@ -80,7 +86,8 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     profile = fit_profile(model, data, config, fitted_on={"sources": sources, "images": len(images)})
     profile.save(out)
     history = profile.fitted_on["history"][-1]
-    click.echo(f"Wrote {out}: alpha {alpha}, {len(images)} images x {augmentations + 1} views, "
+    objective = privacy + (", per frequency" if dct else "")
+    click.echo(f"Wrote {out}: alpha {alpha} ({objective}), {len(images)} images x {augmentations + 1} views, "
                f"{profile.fitted_on['fit_seconds']} s, final task loss {history['task']:.4f}, "
                f"mean sigma {history['mean_sigma']:.4f}, "
                + (f"rank {rank} ({profile.fitted_on['energy_kept']:.1%} of the activation's energy), " if rank else "")

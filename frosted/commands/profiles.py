@@ -19,8 +19,8 @@ def profiles(as_json: bool) -> None:
         return
     width = max((len(row["name"]) for row in rows), default=0)
     for row in rows:
-        basis = f"rank {row['rank']}" if row["rank"] else "per channel"
-        click.echo(f"{row['name']:<{width}} alpha={row['alpha']:<5} {basis:<11} input={row['input_size']:<10} "
+        basis = (f"rank {row['rank']}" if row["rank"] else "per channel") + (" x freq" if row["dct"] else "")
+        click.echo(f"{row['name']:<{width}} alpha={row['alpha']:<5} {basis:<18} input={row['input_size']:<10} "
                    f"mean sigma={row['mean_sigma']:<7} {row['path']}")
     if not rows:
         click.echo("no shipped profiles", err=True)
