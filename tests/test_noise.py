@@ -185,7 +185,8 @@ def test_a_profile_with_a_basis_keeps_only_its_directions_and_noises_them() -> N
     assert torch.allclose(centred, kept, atol=4 * profile.sigma.max().item() / np.sqrt(4000))
 
 
-def test_a_profile_per_spatial_frequency_noises_the_dct_of_each_map(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rank", [2, 6])  # 6: a full basis, where only the noise is transformed
+def test_a_profile_per_spatial_frequency_noises_the_dct_of_each_map(tmp_path: Path, rank: int) -> None:
     from facesplit.noise.dct import dct_matrix, to_frequencies, to_frequencies_channels_last
 
     matrix = dct_matrix(8)
@@ -195,9 +196,9 @@ def test_a_profile_per_spatial_frequency_noises_the_dct_of_each_map(tmp_path: Pa
     assert constant[0, 0] == pytest.approx(np.sqrt(32), rel=1e-5) and constant.flatten()[1:].abs().max() < 1e-5
     assert torch.allclose(to_frequencies_channels_last(maps.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
                           to_frequencies(maps), atol=1e-5)
-    basis = random_basis(6, 2)
+    basis = random_basis(6, rank)
     g = torch.Generator().manual_seed(2)
-    profile = NoiseProfile(mu=torch.randn(2, 8, 4, generator=g), sigma=torch.rand(2, 8, 4, generator=g) + 0.2,
+    profile = NoiseProfile(mu=torch.randn(rank, 8, 4, generator=g), sigma=torch.rand(rank, 8, 4, generator=g) + 0.2,
                            alpha=0.5, input_size=(128, 256), head_fingerprint="x" * 64, basis=basis, dct=True)
     activation = torch.rand(1, 6, 8, 4).contiguous(memory_format=torch.channels_last)
     draws = torch.cat([Obfuscator(profile)(activation) for _ in range(4000)])
@@ -205,7 +206,7 @@ def test_a_profile_per_spatial_frequency_noises_the_dct_of_each_map(tmp_path: Pa
     coefficients = to_frequencies(torch.einsum("cr,nchw->nrhw", basis, draws))
     expected = to_frequencies(torch.einsum("cr,nchw->nrhw", basis, activation))[0] + profile.mu
     assert torch.allclose(coefficients.mean(0), expected, atol=4 * profile.sigma.max().item() / np.sqrt(4000))
-    assert torch.allclose(coefficients.std(0) / profile.sigma, torch.ones(2, 8, 4), atol=0.08)
+    assert torch.allclose(coefficients.std(0) / profile.sigma, torch.ones(rank, 8, 4), atol=0.08)
     assert torch.allclose(profile.coordinates(draws), coefficients, atol=1e-5)
     path = tmp_path / "f.safetensors"
     profile.save(path, dtype=torch.float32)

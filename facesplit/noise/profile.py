@@ -196,6 +196,10 @@ class Obfuscator:
         # with a basis or per frequency, the work is matrix products in (N, H, W, R) order, on (H, W, R)
         # copies of mu and sigma
         self._hwr = (profile.mu.permute(1, 2, 0).contiguous(), profile.sigma.permute(1, 2, 0).contiguous())
+        # a full basis keeps everything (V V^T = I): z = a + expand(mu) + expand(sigma * eps), so only the
+        # noise is transformed, and expand(mu) once
+        keeps_everything = profile.basis is None or profile.basis.shape[0] == profile.basis.shape[1]
+        self._mu_expanded = _as_channels_last(profile.expand(profile.mu[None])[0]) if keeps_everything else None
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         if tuple(activation.shape[1:]) != self.profile.shape:
@@ -215,6 +219,14 @@ class Obfuscator:
 
     def _in_coordinates(self, activation: torch.Tensor) -> torch.Tensor:
         basis, mu, sigma = self.profile.basis, *self._hwr
+        if self._mu_expanded is not None:
+            n, _, h, w = activation.shape
+            noise = self.stream.normal((n, h, w, mu.shape[-1])).mul_(sigma)
+            if self.profile.dct:
+                noise = from_frequencies_channels_last(noise)
+            if basis is not None:
+                noise = torch.matmul(noise, basis.T)
+            return noise.permute(0, 3, 1, 2).add_(self._mu_expanded).add_(activation)
         # (N, H, W, C) order: a free view of a channels_last activation, and the result comes back channels_last
         values = activation.permute(0, 2, 3, 1)
         if basis is not None:
