@@ -34,7 +34,7 @@ from privacy_attack.decoder import DecoderConfig
 from privacy_attack.inversion import InversionConfig
 from privacy_attack.measure import load_attacker, load_profiles, load_victims, measure
 from privacy_attack.report import AttackConfig, strongest
-from privacy_attack.tradeoff import AP_DRAWS, accuracy, held_out_sets, plot_tradeoff
+from privacy_attack.tradeoff import AP_DRAWS, accuracy, ap_text, held_out_sets, plot_tradeoff
 
 TR4928_FDDB_AP = {None: 0.9337, 0.05: 0.903, 0.1: 0.902, 0.2: 0.908, 0.4: 0.907, 0.6: 0.885, 0.8: 0.884,
                   0.9: 0.846, 0.95: 0.846}
@@ -108,12 +108,6 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def ap(row: dict, set_name: str) -> str:
-    found = row["accuracy"][set_name]
-    draws = found.get("ap_draws", [])
-    return fmt(found["ap"]) + (f" [{min(draws):.3f}-{max(draws):.3f}]" if len(draws) > 1 else "")
-
-
 def reid(cell: dict | None) -> str:
     if not cell:
         return "—"
@@ -132,7 +126,8 @@ def markdown(rows: list[dict]) -> str:
         where = "—" if r["alpha"] is None else f"{r['rank']} directions" if r["rank"] else "every channel"
         where += " x frequencies" if r.get("dct") else ""
         lines.append(f"| {r['profile']} | {fmt(r['alpha'], 2)} | {where} | {fmt(r['mean_sigma'], 2)} | "
-                     f"{ap(r, 'mitcmu')} | {ap(r, 'dlib')} | {fmt(r['tr4928_fddb_ap'], 4)} | "
+                     f"{ap_text(r['accuracy']['mitcmu'])} | {ap_text(r['accuracy']['dlib'])} | "
+                     f"{fmt(r['tr4928_fddb_ap'], 4)} | "
                      f"{fmt(r['k1']['face_ssim'])} | {reid(r['k1'])} | {fmt(r['k30']['face_ssim'])} | "
                      f"{reid(r['k30'])} | {fmt(rot['face_ssim']) if rot else '—'} | {reid(rot)} |")
     queries = rows[0]["k1"]["reid_other_photo"]["queries"]

@@ -23,7 +23,7 @@ from privacy_attack.datasets import Photo, attacker_photos, read_unlabelled
 from privacy_attack.decoder import build_bank
 from privacy_attack.reid import ReidUnavailableError, default_encoder
 from privacy_attack.report import AttackConfig, AttackRun, grid_columns, run_attacks, strongest, write_grid
-from privacy_attack.tradeoff import AP_DRAWS, accuracy, held_out_sets, plot_tradeoff
+from privacy_attack.tradeoff import AP_DRAWS, accuracy, ap_text, held_out_sets, plot_tradeoff
 
 NO_NOISE = "none"  # the baseline's name; "clean" is accepted for it too
 NO_NOISE_ALIASES = (NO_NOISE, "clean")
@@ -201,13 +201,8 @@ def table(report: dict) -> str:
     if measured:
         lines += ["", "AP on photos no profile was fitted on (noise-aware tail where the profile has one; "
                       f"with noise, the mean [range] of {AP_DRAWS} noise draws):"]
-        lines += [f"{name:<{width}} " + ", ".join(f"{set_name} AP@{found['iou']:g} {found['ap']:.3f}{_spread(found)} "
+        lines += [f"{name:<{width}} " + ", ".join(f"{set_name} AP@{found['iou']:g} {ap_text(found)} "
                                                   f"({found['images']} photos)" for set_name, found in sets.items())
                   for name, sets in measured.items()]
     return "\n".join(lines)
 
-
-
-def _spread(found: dict) -> str:
-    draws = found.get("ap_draws", [])
-    return f" [{min(draws):.3f}-{max(draws):.3f}]" if len(draws) > 1 else ""

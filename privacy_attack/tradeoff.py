@@ -77,6 +77,12 @@ def accuracy(detector: SplitDetector, profile: NoiseProfile | None, sets: Mappin
     return result
 
 
+def ap_text(found: dict) -> str:
+    """One set's AP as `accuracy` returns it, for a table: the mean, and the draws' range when several."""
+    draws = found.get("ap_draws", [])
+    return f"{found['ap']:.3f}" + (f" [{min(draws):.3f}-{max(draws):.3f}]" if len(draws) > 1 else "")
+
+
 def plot_tradeoff(points: list[dict], path: Path, ap_set: str = "mitcmu") -> Path:
     """AP (y) against the strongest attack's face SSIM and re-identification rate (x), one point per profile
     at each k, labelled with its name. ``points``: {name, alpha (None: no noise), rank (optional; profiles

@@ -138,12 +138,10 @@ def signal_variance(activations: torch.Tensor, basis: torch.Tensor | None, dct: 
                     chunk: int = 64) -> torch.Tensor:
     """Per-element variance over the samples of the (S, C, H, W) activations, in the coordinates the noise
     is added to (see `coordinates`): (R, H, W). Zero where every frame gives the same value (padding)."""
-    total = square = None
+    total = square = torch.zeros((), dtype=torch.float64)  # broadcast up to (R, H, W) by the first chunk
     for start in range(0, len(activations), chunk):
         values = coordinates(basis, activations[start:start + chunk].float(), dct).double()
-        total = values.sum(0) if total is None else total + values.sum(0)
-        square = (values ** 2).sum(0) if square is None else square + (values ** 2).sum(0)
-    assert total is not None and square is not None
+        total, square = total + values.sum(0), square + (values ** 2).sum(0)
     mean = total / len(activations)
     return (square / len(activations) - mean ** 2).clamp(min=0).float()
 

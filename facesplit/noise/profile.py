@@ -196,10 +196,12 @@ class Obfuscator:
         # with a basis or per frequency, the work is matrix products in (N, H, W, R) order, on (H, W, R)
         # copies of mu and sigma
         self._hwr = (profile.mu.permute(1, 2, 0).contiguous(), profile.sigma.permute(1, 2, 0).contiguous())
-        # a full basis keeps everything (V V^T = I): z = a + expand(mu) + expand(sigma * eps), so only the
-        # noise is transformed, and expand(mu) once
+        # per frequency without dropping directions (no basis, or a full one: V V^T = I),
+        # z = a + expand(mu) + expand(sigma * eps): only the noise is transformed, and expand(mu) once
         keeps_everything = profile.basis is None or profile.basis.shape[0] == profile.basis.shape[1]
-        self._mu_expanded = _as_channels_last(profile.expand(profile.mu[None])[0]) if keeps_everything else None
+        in_coordinates = profile.basis is not None or profile.dct
+        self._mu_expanded = (_as_channels_last(profile.expand(profile.mu[None])[0])
+                             if in_coordinates and keeps_everything else None)
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         if tuple(activation.shape[1:]) != self.profile.shape:
