@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from facesplit.detector import SplitDetector
 from facesplit.noise.profile import NoiseProfile, Obfuscator
+from facesplit.noise.sampler import GaussianStream
 from facesplit.postprocess import PostprocessConfig, detections_from_outputs
 from facesplit.preprocess import InputSize, preprocess
 from facesplit.runtime import tune_cpu_runtime
@@ -139,17 +140,22 @@ def build_items(config: str, weights: Path, sizes: list[InputSize], threads: int
                            basis=basis[:, :BASIS_RANK].contiguous())
         # Per spatial frequency in a full basis (`fit-noise --rank 128 --dct`): two DCT products more.
         in_frequencies = replace(profile, basis=basis.contiguous(), dct=True)
+        shape = tuple(activation.shape)
         if config == "optimized":
+            draw: Callable[[], object] = lambda s=GaussianStream(), n=shape: s.normal(n)  # noqa: E731
             noise: Callable[[], object] = lambda o=Obfuscator(profile), a=activation: o(a)  # noqa: E731
             noise_basis: Callable[[], object] = lambda o=Obfuscator(in_basis), a=activation: o(a)  # noqa: E731
             noise_dct: Callable[[], object] = lambda o=Obfuscator(in_frequencies), a=activation: o(a)  # noqa: E731
         else:
+            draw = lambda n=shape: torch.randn(n)  # noqa: E731
             noise = lambda p=profile, a=activation: a + p.mu + p.sigma * torch.randn(a.shape)  # noqa: E731
             noise_basis = lambda p=in_basis, a=activation: p.expand(  # noqa: E731
                 p.coordinates(a) + p.mu + p.sigma * torch.randn(p.mu.shape))
             noise_dct = lambda p=in_frequencies, a=activation: p.expand(  # noqa: E731
                 p.coordinates(a) + p.mu + p.sigma * torch.randn(p.mu.shape))
         items += [
+            # the draw alone is the floor of every sampler below: the rest is the add and any transform
+            ("noise draw only", name, draw, {"elements": int(activation.numel())}),
             ("noise sample + add", name, noise, {"elements": int(activation.numel())}),
             (f"noise sample + add, rank {BASIS_RANK}", name, noise_basis, {"rank": BASIS_RANK}),
             ("noise sample + add, rank 128 x frequencies", name, noise_dct, {"rank": 128, "dct": True}),
@@ -309,7 +315,8 @@ def markdown(rows: list[dict[str, Any]], check: list[dict[str, Any]], runs: list
     by_key = {(r["item"], r["size"]): r for r in rows}
     lines += ["", "Noise per frame as a share of the head's time (target: under 5 %):", ""]
     for size in sorted({r["size"] for r in rows}):
-        for item in ("noise sample + add", f"noise sample + add, rank {BASIS_RANK}"):
+        for item in ("noise draw only", "noise sample + add", f"noise sample + add, rank {BASIS_RANK}",
+                     "noise sample + add, rank 128 x frequencies"):
             if (item, size) in by_key and ("head", size) in by_key:
                 noise, head = by_key[(item, size)], by_key[("head", size)]
                 lines.append(f"- {size}, {item}: product sampler "

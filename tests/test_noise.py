@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,21 @@ def test_fit_with_a_rank_keeps_the_principal_directions(tmp_path: Path, faceboxe
     assert sent.shape == (1, 128, 32, 32) and torch.allclose(loaded.expand(loaded.coordinates(sent)), sent, atol=1e-4)
 
 
+def test_tail_epochs_train_only_the_tail_with_the_noise_frozen(faceboxes: FaceBoxes, shared_dir: Path) -> None:
+    photos = sorted((shared_dir / "data/faces/unlabelled").glob("*.jpg"))[:2]
+    config = FitConfig(alpha=0.5, epochs=1, augmentations=0, batch_size=1, tune_tail=True, rank=128, dct=True,
+                       privacy="information")
+    data = build_training_set(faceboxes, [FitImage(f"unlabelled/{p.name}", p, None) for p in photos], config)
+    joint = fit_profile(faceboxes, data, config)
+    longer = fit_profile(faceboxes, data, replace(config, tail_epochs=2))
+    # the same seed gives the same joint epoch; the tail-only epochs then leave mu and sigma where they were
+    assert torch.equal(longer.mu, joint.mu) and torch.equal(longer.sigma, joint.sigma)
+    assert joint.tail_state is not None and longer.tail_state is not None
+    assert any(not torch.equal(longer.tail_state[k], joint.tail_state[k]) for k in joint.tail_state)
+    assert [e["tail_only"] for e in longer.fitted_on["history"]] == [False, True, True]
+    assert longer.fitted_on["tail_epochs"] == 2 and joint.fitted_on["tail_epochs"] == 0
+
+
 def test_information_privacy_rewards_noise_only_where_there_is_signal_to_hide() -> None:
     activations = torch.randn(64, 4, 2, 2, generator=torch.Generator().manual_seed(0)) * 2 + 1
     activations[:, :, 0, 0] = 0.7  # the same in every frame (letterbox padding): nothing to hide
@@ -156,6 +172,9 @@ def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_p
                            "--coco", str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path))
     assert too_many.returncode == 2 and "--rank" in too_many.stderr and "only 128 channels" in too_many.stderr
     assert not (tmp_path / "r.safetensors").exists()
+    untuned = run_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "t.safetensors"), "--tail-epochs",
+                          "3", "--coco", str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path))
+    assert untuned.returncode == 2 and "--tune-tail" in untuned.stderr and not (tmp_path / "t.safetensors").exists()
 
 
 def random_basis(channels: int, rank: int, seed: int = 0) -> torch.Tensor:

@@ -7,7 +7,8 @@ where task is MultiBox against labels or distillation from the clean model's out
 privacy is TR-4928's -mean(log sigma) or the information the noisy activation lets through (`privacy_loss`).
 With a rank R, the noise lives in a basis: the R principal components of the cached clean activations'
 channels (`principal_basis`), and the activation's other directions are dropped (see `NoiseProfile`).
-With ``dct``, mu and sigma are per spatial frequency of each map rather than per position.
+With ``dct``, mu and sigma are per spatial frequency of each map rather than per position. With
+``tail_epochs``, the noise-aware tail then trains alone on the task, mu and sigma frozen.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class FitConfig:
     tuned_tail_modules: tuple[str, ...] = ("inception1", "inception2", "inception3", "conv3_1", "conv4_1",
                                            "loc", "conf")
     tail_learning_rate: float = 1e-4
+    tail_epochs: int = 0  # then this many more epochs of the tail alone, mu and sigma frozen (needs tune_tail)
     rank: int | None = None  # keep this many principal directions of channel space (None: every channel)
     privacy: Privacy = "log-sigma"
     dct: bool = False  # noise per spatial frequency (2-D DCT of each map), not per position
@@ -163,6 +165,8 @@ def _logit(p: float) -> float:
 def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
                 fitted_on: dict | None = None) -> NoiseProfile:
     """Train mu, rho (and the tail, if asked) on the cached activations; returns the fitted profile."""
+    if config.tail_epochs and not config.tune_tail:
+        raise ValueError("tail_epochs train the noise-aware tail: set tune_tail")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # training noise: reproducible, never shipped
     basis, energy_kept = principal_basis(data.activations, config.rank) if config.rank else (None, 1.0)
@@ -181,13 +185,19 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
     if tuned:
         groups.append({"params": list(tuned.values()), "lr": config.tail_learning_rate})
     optimiser = torch.optim.Adam(groups)
+    # Every joint epoch lets the privacy term grow sigma further (and costs AP); the tail-only epochs spend
+    # their steps on AP alone, at the privacy the joint epochs reached.
+    tail_optimiser = torch.optim.Adam(tuned.values(), lr=config.tail_learning_rate) if tuned else None
     count = len(data.activations)
     steps_per_epoch = math.ceil(count / config.batch_size)
     history = []
     started = time.perf_counter()
-    with tqdm(total=config.epochs * steps_per_epoch, desc=f"fit alpha={config.alpha}", unit="step",
-              dynamic_ncols=True) as bar:
-        for epoch in range(config.epochs):
+    with tqdm(total=(config.epochs + config.tail_epochs) * steps_per_epoch, desc=f"fit alpha={config.alpha}",
+              unit="step", dynamic_ncols=True) as bar:
+        for epoch in range(config.epochs + config.tail_epochs):
+            tail_only = epoch >= config.epochs
+            rho.requires_grad_(not tail_only)
+            mu.requires_grad_(not tail_only)
             order = torch.randperm(count, generator=generator)
             totals = np.zeros(3)
             for start in range(0, count, config.batch_size):
@@ -199,22 +209,27 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
                     memory_format=torch.channels_last)
                 loc, logits = tail.logits(noisy)
                 task = detection_loss(loc, logits, data.target_prob[index].float(), data.target_loc[index])
-                privacy = privacy_loss(config.privacy, sigma, variance)
-                loss = (1 - config.alpha) * task + config.alpha * privacy
-                optimiser.zero_grad(set_to_none=True)
+                if tail_only:
+                    loss, step = task, tail_optimiser
+                else:
+                    loss = (1 - config.alpha) * task + config.alpha * privacy_loss(config.privacy, sigma, variance)
+                    step = optimiser
+                assert step is not None
+                step.zero_grad(set_to_none=True)
                 loss.backward()
-                optimiser.step()
+                step.step()
                 totals += [loss.item(), task.item(), sigma.detach().mean().item()]
                 bar.update(1)
                 bar.set_postfix(task=f"{task.item():.3f}", sigma=f"{sigma.detach().mean().item():.3f}")
             mean = totals / steps_per_epoch
-            history.append({"epoch": epoch + 1, "loss": mean[0], "task": mean[1], "mean_sigma": mean[2]})
+            history.append({"epoch": epoch + 1, "loss": mean[0], "task": mean[1], "mean_sigma": mean[2],
+                            "tail_only": tail_only})
     sigma = (config.sigma_min + span * torch.sigmoid(rho)).detach()
     width, height = config.input_size.width, config.input_size.height
     assert width is not None and height is not None
     summary = {
         **(fitted_on or {}), "task": config.task, "epochs": config.epochs, "samples": count,
-        "augmentations": config.augmentations, "seen": data.seen, "history": history,
+        "tail_epochs": config.tail_epochs, "augmentations": config.augmentations, "seen": data.seen, "history": history,
         "fit_seconds": round(time.perf_counter() - started, 1), "seed": config.seed,
         "sigma_bounds": [config.sigma_min, config.sigma_max], "noise_aware_tail": config.tune_tail,
         "rank": config.rank, "privacy": config.privacy, "dct": config.dct, "energy_kept": round(energy_kept, 4)}

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from functools import lru_cache
 
+import numpy as np
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -29,22 +31,31 @@ class GaussianStream:
             key = hashlib.sha256(f"frosted-eval-seed:{seed_for_reproducible_evaluation}".encode()).digest()
         self._keystream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
 
-    def _uniform_pairs(self, pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = self._keystream.update(bytes(8 * pairs))  # encrypting zeros yields the keystream itself
-        bits = torch.frombuffer(bytearray(raw), dtype=torch.int32)
-        # 23 random bits as the mantissa of a float in [1, 2) (exponent bits of 1.0 OR-ed in), then 2 - x:
-        # uniform on (0, 1], so log() is finite; three integer/float ops instead of a conversion and scaling
-        uniform = bits.bitwise_right_shift_(9).bitwise_and_(_MANTISSA_MASK).bitwise_or_(_ONE_BITS)
-        uniform = uniform.view(torch.float32).neg_().add_(2.0)
-        return uniform[:pairs], uniform[pairs:]
-
     def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
         count = math.prod(shape)
         pairs = (count + 1) // 2
-        u1, u2 = self._uniform_pairs(pairs)
-        radius = u1.log_().mul_(-2.0).sqrt_()
-        angle = u2.mul_(2 * math.pi)
-        out = torch.empty(2 * pairs)
-        torch.cos(angle, out=out[:pairs]).mul_(radius)
-        torch.sin(angle, out=out[pairs:]).mul_(radius)
+        # The keystream is written straight into the output's memory (CTR's update_into may need up to one
+        # block beyond the data), then turned into normals there: no copies, one temporary of half size.
+        out = torch.empty(2 * pairs + _BLOCK_WORDS, dtype=torch.float32)
+        written = self._keystream.update_into(_zeros(8 * pairs), out.numpy().view(np.uint8))
+        assert written == 8 * pairs
+        out = out[:2 * pairs]
+        # 23 random bits as the mantissa of a float in [1, 2) (the exponent bits of 1.0 OR-ed in), then 2 - x:
+        # uniform on (0, 1], so log() is finite; three integer/float ops instead of a conversion and scaling
+        out.view(torch.int32).bitwise_right_shift_(9).bitwise_and_(_MANTISSA_MASK).bitwise_or_(_ONE_BITS)
+        out.neg_().add_(2.0)
+        radius = out[:pairs].log_().mul_(-2.0).sqrt_()  # Box-Muller, in place on the two halves
+        angle = out[pairs:].mul_(2 * math.pi)
+        cosine = torch.cos(angle)
+        angle.sin_().mul_(radius)
+        radius.mul_(cosine)
         return out[:count].view(shape)
+
+
+_BLOCK_WORDS = 4  # one AES block, in float32 words
+
+
+@lru_cache(maxsize=4)
+def _zeros(size: int) -> bytes:
+    """Plaintext for the keystream (encrypting zeros yields the keystream itself), kept for the next frame."""
+    return bytes(size)

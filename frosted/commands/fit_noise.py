@@ -45,6 +45,9 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--augmentations", type=click.IntRange(0), default=4, show_default=True,
               help="Augmented copies (scale, crop, flip, colour) of each image, cached with it.")
 @click.option("--tune-tail", is_flag=True, help="Also fine-tune a noise-aware tail, saved in the profile.")
+@click.option("--tail-epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="Then train the noise-aware tail alone this many more epochs, the noise frozen "
+                   "(with --tune-tail).")
 @click.option("--rank", type=click.IntRange(1), default=None,
               help="Keep only this many principal directions of the activation's channels (of the frames fitted "
                    "on) and add the noise along them; the fine detail in the rest, which faces are "
@@ -61,8 +64,8 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @model_options()
 def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_labels: Path | None,
               images_dir: Path | None, folds: int, use_folds: list[int], task: str, epochs: int, batch_size: int,
-              augmentations: int, tune_tail: bool, rank: int | None, privacy: str, dct: bool, max_frames: int,
-              seed: int, weights: Path | None, input_size: InputSize, threads: int | None) -> None:
+              augmentations: int, tune_tail: bool, tail_epochs: int, rank: int | None, privacy: str, dct: bool,
+              max_frames: int, seed: int, weights: Path | None, input_size: InputSize, threads: int | None) -> None:
     """Fit a noise profile: the frozen head's activations plus learned noise that the tail tolerates."""
     images = [image for source in frame_sources for image in frames_from(source, max_frames)]
     if coco_labels is not None:
@@ -73,11 +76,13 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
         raise click.UsageError("nothing to fit on: give --frames and/or --coco with --use-folds")
     if task == "multibox" and any(image.boxes is None for image in images):
         raise click.UsageError("--task multibox needs labels: use --coco only (frames are unlabelled)")
+    if tail_epochs and not tune_tail:
+        raise click.UsageError("--tail-epochs trains the noise-aware tail: add --tune-tail")
     tune_cpu_runtime(threads)
     model = load_faceboxes(weights)
     config = FitConfig(alpha=alpha, task=task, input_size=input_size, epochs=epochs,  # type: ignore[arg-type]
-                       batch_size=batch_size, augmentations=augmentations, tune_tail=tune_tail, rank=rank,
-                       privacy=privacy, dct=dct, seed=seed)  # type: ignore[arg-type]
+                       batch_size=batch_size, augmentations=augmentations, tune_tail=tune_tail,
+                       tail_epochs=tail_epochs, rank=rank, privacy=privacy, dct=dct, seed=seed)  # type: ignore[arg-type]
     channels = activation_shape(32, 32)[0]  # the same for every input size
     if rank is not None and rank > channels:
         raise click.BadParameter(f"{rank}: the activation has only {channels} channels", param_hint="--rank")
