@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 _MANTISSA_MASK = (1 << 23) - 1  # float32 mantissa bits
 _ONE_BITS = 0x3F800000  # the bits of 1.0f
+_BLOCK_WORDS = 4  # one AES block, in float32 words
 
 
 class GaussianStream:
@@ -50,9 +51,6 @@ class GaussianStream:
         angle.sin_().mul_(radius)
         radius.mul_(cosine)
         return out[:count].view(shape)
-
-
-_BLOCK_WORDS = 4  # one AES block, in float32 words
 
 
 @lru_cache(maxsize=4)
