@@ -170,8 +170,10 @@ def table(report: dict) -> str:
     first = profiles[NO_NOISE]
     original, flat = first["baselines"]["original"], first["baselines"]["flat_mean_colour"]
     width = max(len("profile"), *(len(name) for name in profiles))
+    draws = max(results.get("draws", 1) for results in profiles.values())
+    pooled = f"; each profile's scores pooled over {draws} noise draws" if draws > 1 else ""
     lines = [f"victims: {first['victims']} photos, {first['faces']} faces; re-identification gallery: "
-             f"{first['gallery']['photos']} photos of {first['gallery']['identities']} people",
+             f"{first['gallery']['photos']} photos of {first['gallery']['identities']} people{pooled}",
              f"reference: the originals re-id other {_reid(original, 'other_photo')}, same "
              f"{_reid(original, 'same_photo')}; a flat mean-colour image re-id other {_reid(flat, 'other_photo')}, "
              f"same {_reid(flat, 'same_photo')}, face SSIM {_number(flat['face_ssim'], 3)}, "

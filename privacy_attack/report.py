@@ -31,7 +31,7 @@ from privacy_attack.decoder import (
 )
 from privacy_attack.inversion import InversionConfig, invert
 from privacy_attack.observe import effective_sigma, observe
-from privacy_attack.scoring import build_gallery, prepare_victims, score
+from privacy_attack.scoring import build_gallery, pool_draws, prepare_victims, score
 
 ATTACKS = ("decoder", "inversion")
 KEPT_SIDE = 256  # reconstructions are kept at this canvas side for the grid (a 1024 canvas is 3 MB)
@@ -44,6 +44,9 @@ class AttackConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     inversion: InversionConfig = field(default_factory=InversionConfig)
     noise_seed: int | None = 0  # reproducible victim noise (the product's AES stream, fixed key); None: random
+    # independent noise draws per victim and k, each attacked, the scores pooled (`pool_draws`): with a handful
+    # of victims one draw's re-identification swings by a victim or two
+    draws: int = 1
 
 
 @dataclass
@@ -97,12 +100,15 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
     unknown = set(config.attacks) - set(ATTACKS)
     if unknown:
         raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {ATTACKS}")
+    if config.draws < 1:
+        raise ValueError(f"draws must be at least 1, got {config.draws}")
     detector = detector or load_detector()
     input_size = (detector.input_size.width or 1024, detector.input_size.height or 1024)
     if profile is not None and tuple(profile.input_size) != input_size:
         raise ValueError(f"profile fitted for input {profile.input_size}, detector runs at {input_size}")
-    # without noise every k gives the same activation: one k is enough
+    # without noise every k (and every draw) gives the same activation: one is enough
     k_values = config.k_values if profile is not None else (1,)
+    draws = range(config.draws if profile is not None else 1)
     head = detector.model.head
 
     prepared = prepare_victims(detector, victims, input_size)
@@ -123,10 +129,12 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
         "attacks": {}},
         originals={v.photo.key: _keep(v.canvas.image) for v in prepared})
 
-    # every attack sees the same noisy observations, so their comparison is not luck of the draw
+    # every attack sees the same noisy observations, so their comparison is not luck of the draw; draw 0 comes
+    # first from the stream, so a single-draw run sees what it always saw
     stream = GaussianStream(seed_for_reproducible_evaluation=config.noise_seed) if config.noise_seed is not None \
         else GaussianStream()
-    observed = {k: {v.photo.key: observe(v.activation, profile, k, stream) for v in prepared} for k in k_values}
+    observed = [{k: {v.photo.key: observe(v.activation, profile, k, stream) for v in prepared} for k in k_values}
+                for _ in draws]
 
     if "decoder" in config.attacks:
         start = time.monotonic()
@@ -138,9 +146,13 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
         run.decoder = decoder
         per_k, images = {}, {}
         for k in k_values:
-            recon = {key: decode(decoder, z, profile, input_size) for key, z in observed[k].items()}
-            per_k[f"k={k}"] = score(detector, prepared, recon, gallery)
-            images[k] = {key: _keep(r) for key, r in recon.items()}
+            scores = []
+            for draw in draws:
+                recon = {key: decode(decoder, z, profile, input_size) for key, z in observed[draw][k].items()}
+                scores.append(score(detector, prepared, recon, gallery))
+                if draw == 0:  # the grid shows the first draw
+                    images[k] = {key: _keep(r) for key, r in recon.items()}
+            per_k[f"k={k}"] = pool_draws(scores)
         run.images["decoder"] = images
         budget: dict = {"pretrained": True} if not log.steps else {
             "train_seconds": round(log.seconds, 1), "steps": log.steps, "batch_size": config.decoder.batch_size,
@@ -153,17 +165,23 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
         per_k, images = {}, {}
         for k in k_values:
             std = effective_sigma(profile, k)
-            victims_bar = tqdm(observed[k].items(), desc=f"inversion k={k}", unit="img", leave=False,
-                               disable=not config.inversion.progress)
-            recon = {key: invert(head, z, profile, std, input_size, config.inversion) for key, z in victims_bar}
-            per_k[f"k={k}"] = score(detector, prepared, recon, gallery)
-            images[k] = {key: _keep(r) for key, r in recon.items()}
+            scores = []
+            for draw in draws:
+                label = f"inversion k={k}" + (f" draw {draw + 1}/{len(draws)}" if len(draws) > 1 else "")
+                victims_bar = tqdm(observed[draw][k].items(), desc=label, unit="img", leave=False,
+                                   disable=not config.inversion.progress)
+                recon = {key: invert(head, z, profile, std, input_size, config.inversion) for key, z in victims_bar}
+                scores.append(score(detector, prepared, recon, gallery))
+                if draw == 0:
+                    images[k] = {key: _keep(r) for key, r in recon.items()}
+            per_k[f"k={k}"] = pool_draws(scores)
         run.images["inversion"] = images
         run.results["attacks"]["inversion"] = {
             "budget": {"steps": config.inversion.steps, "resolution": config.inversion.resolution,
                        "tv_weight": config.inversion.tv_weight},
             "seconds": round(time.monotonic() - start, 1), **per_k}
 
+    run.results["draws"] = len(draws)
     mark_stronger(run.results)
     return run
 

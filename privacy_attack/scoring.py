@@ -3,11 +3,12 @@ and re-identification against a gallery of the victims' original photos."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
+from scipy.stats import norm
 
 from facesplit.detector import SplitDetector
 from privacy_attack.canvas import Canvas, image_to_input, resize, to_canvas
@@ -91,12 +92,45 @@ def reid_scores(queries: dict[str, np.ndarray], gallery: dict[str, tuple[str, np
 
 def _protocol(keys: list[str], outcomes: list[tuple[float, float]]) -> dict:
     hits = [key for key, (r, _) in zip(keys, outcomes, strict=True) if r == 1.0]
-    # a handful of queries: the rate's 95 % (Wilson) interval says how far apart two rates must be to differ
-    interval = binomtest(len(hits), len(keys)).proportion_ci(method="wilson") if keys else None
-    return {"rate": float(np.mean([r for r, _ in outcomes])) if outcomes else 0.0,
-            "chance": float(np.mean([c for _, c in outcomes])) if outcomes else 0.0,
-            "queries": len(keys), "hits": hits,
-            "ci95": [float(interval.low), float(interval.high)] if interval else None}
+    rate = float(np.mean([r for r, _ in outcomes])) if outcomes else 0.0
+    return {"rate": rate, "chance": float(np.mean([c for _, c in outcomes])) if outcomes else 0.0,
+            "queries": len(keys), "hits": hits, "ci95": wilson_interval(rate, len(keys))}
+
+
+def wilson_interval(rate: float, people: int, confidence: float = 0.95) -> list[float] | None:
+    """The Wilson score interval of a rate measured on ``people`` queries (None without any): how far apart
+    two rates on a handful of people must be to differ. A rate pooled over several noise draws of the same
+    people is a steadier estimate, but still one about those people: its interval keeps their number."""
+    if people < 1:
+        return None
+    z = float(norm.ppf(0.5 + confidence / 2))
+    centre = (rate + z * z / (2 * people)) / (1 + z * z / people)
+    half = z / (1 + z * z / people) * math.sqrt(rate * (1 - rate) / people + z * z / (4 * people * people))
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def pool_draws(draws: list[dict]) -> dict:
+    """One `score` result from the scores of the same victims under several independent noise draws: the
+    mean of every figure, re-identification as the share of (victim, draw) queries matched, its hits listed
+    once per draw that matched, and the per-draw rates kept (``draw_rates``) to show the spread."""
+    if len(draws) == 1:
+        return draws[0]
+
+    def mean(name: str) -> float | None:
+        values = [d[name] for d in draws if d[name] is not None]
+        return float(np.mean(values)) if values else None
+
+    pooled = {name: mean(name) for name in ("image_ssim", "image_psnr", "face_ssim", "face_psnr",
+                                            "detector_finds_face")}
+    reid = {}
+    for protocol, first in draws[0]["reid"].items():
+        rates = [d["reid"][protocol]["rate"] for d in draws]
+        rate = float(np.mean(rates))
+        reid[protocol] = {"rate": rate, "chance": first["chance"], "queries": first["queries"],
+                          "hits": sorted(key for d in draws for key in d["reid"][protocol]["hits"]),
+                          "ci95": wilson_interval(rate, first["queries"]), "draws": len(draws),
+                          "draw_rates": rates}
+    return {"images": draws[0]["images"], "faces": draws[0]["faces"], **pooled, "draws": len(draws), "reid": reid}
 
 
 def score(detector: SplitDetector, victims: list[Victim], reconstructions: dict[str, np.ndarray],

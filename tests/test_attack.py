@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from scipy.stats import binomtest
 
 from facesplit.detector import SplitDetector
 from facesplit.faceboxes import FaceBoxes
@@ -28,7 +30,7 @@ from privacy_attack.metrics import detector_finds_faces, face_similarities, simi
 from privacy_attack.observe import effective_sigma, observe
 from privacy_attack.reid import embed_face, reidentification_rate
 from privacy_attack.report import AttackConfig, run_attacks, write_grid
-from privacy_attack.scoring import Victim, build_gallery, prepare_victims, reid_scores
+from privacy_attack.scoring import Victim, build_gallery, prepare_victims, reid_scores, wilson_interval
 
 
 def isotropic(model: FaceBoxes, sigma: float, side: int = 1024) -> NoiseProfile:
@@ -67,6 +69,16 @@ def test_reidentification_rate_and_chance() -> None:
     rate, chance = reidentification_rate(queries, gallery)
     assert rate == pytest.approx(2 / 3)
     assert chance == pytest.approx((2 / 3 + 1 / 3 + 2 / 3) / 3)  # per query: its share of gallery embeddings
+
+
+def test_wilson_interval_matches_scipy_and_keeps_the_number_of_people() -> None:
+    for hits, people in ((0, 13), (5, 13), (13, 13), (1, 2)):
+        expected = binomtest(hits, people).proportion_ci(method="wilson")
+        assert wilson_interval(hits / people, people) == pytest.approx([expected.low, expected.high])
+    # a rate pooled over draws of the same 13 people is still a rate on 13 people: as wide as one draw's
+    low, high = wilson_interval(27 / 65, 13)
+    assert high - low == pytest.approx(float(np.diff(wilson_interval(5 / 13, 13))[0]), abs=0.02)
+    assert wilson_interval(0.5, 0) is None
 
 
 def test_the_unlabelled_set_has_the_identities_its_pairs_file_states(labelled_victims: list[Victim]) -> None:
@@ -195,3 +207,15 @@ def test_report_runs_both_attacks_and_draws_a_grid(detector: SplitDetector, face
     assert results["baselines"]["original"]["reid"]["same_photo"]["rate"] == 1.0
     grid = write_grid(tmp_path / "grid.png", clean, noisy, attack="inversion")
     assert grid.stat().st_size > 10_000
+
+    # three independent draws: the first is the one a single-draw run attacks (same stream), the scores pooled
+    drawn = run_attacks(isotropic(faceboxes, 0.5, SMALL), photos, attacker, small,
+                        replace(config, attacks=("inversion",), k_values=(1,), draws=3))
+    entry, single = drawn.results["attacks"]["inversion"]["k=1"], results["attacks"]["inversion"]["k=1"]
+    assert drawn.results["draws"] == 3 and entry["draws"] == 3
+    assert all(np.array_equal(drawn.images["inversion"][1][key], noisy.images["inversion"][1][key])
+               for key in noisy.images["inversion"][1])
+    for protocol, found in entry["reid"].items():
+        assert found["draws"] == 3 and found["draw_rates"][0] == single["reid"][protocol]["rate"]
+        assert found["rate"] == pytest.approx(np.mean(found["draw_rates"]))
+        assert len(found["hits"]) == round(found["rate"] * 3 * found["queries"])

@@ -100,11 +100,17 @@ def test_both_attacks_on_a_small_profile_file(weights_path: Path, shared_dir: Pa
                  head_fingerprint=head_fingerprint(faceboxes)).save(profile_file)
     out = tmp_path / "out"
     report = attack(weights_path, shared_dir, out, "--noise", "clean", "--noise", str(profile_file),
-                    "--input-size", "512", "--decoder-seconds", "1", "--k", "1", "--k", "4")
+                    "--input-size", "512", "--decoder-seconds", "1", "--k", "1", "--k", "4", "--draws", "2")
     profiles = report["profiles"]
     assert list(profiles) == ["none", str(profile_file)]  # 'clean' is the baseline, not a second run
     noisy = profiles[str(profile_file)]
     assert list(noisy["attacks"]) == ["decoder", "inversion"] and set(noisy["stronger"]) == {"k=1", "k=4"}
+    # two noise draws per victim, pooled; the no-noise baseline has only one to draw
+    assert report["settings"]["draws"] == 2 and noisy["draws"] == 2 and profiles["none"]["draws"] == 1
+    for attack_name in ("decoder", "inversion"):
+        other = noisy["attacks"][attack_name]["k=1"]["reid"]["other_photo"]
+        assert other["draws"] == 2 and len(other["draw_rates"]) == 2 and other["queries"] == 2
+    assert "pooled over 2 noise draws" in report["stdout"]
     assert noisy["attacks"]["decoder"]["budget"]["attacker_photos"] > 100  # MIT+CMU and the colour photos
     for attack_name in ("decoder", "inversion"):
         check_grid(out, report, attack_name, ["original", "no noise", "iso.safetensors, k=1", "iso.safetensors, k=4"])

@@ -54,10 +54,13 @@ def _seed(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
 @click.option("--seed", default="0", callback=_seed, show_default=True, metavar="INTEGER|random",
               help="Seed of the victims' noise (the product's AES stream with a fixed key): reproducible, and "
                    "every attack sees the same draws; 'random' for fresh noise from the OS's CSPRNG.")
+@click.option("--draws", type=click.IntRange(1), default=1, show_default=True,
+              help="Independent noise draws per victim and k, each attacked; SSIM and re-identification are "
+                   "pooled over them (steadier on a handful of victims; each draw costs one more inversion).")
 @model_options()
 def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decoder_seconds: float,
            inversion_steps: int, victims: str, limit: int | None, ap_limit: int | None, shared: Path, out: Path,
-           seed: int | None, weights: Path | None, input_size: InputSize, threads: int | None) -> None:
+           seed: int | None, draws: int, weights: Path | None, input_size: InputSize, threads: int | None) -> None:
     """Attack noisy activations (and clean ones) of held-out victims: SSIM/PSNR, dlib re-identification,
     and whether the detector still finds the face, in the reconstructions of each attack.
 
@@ -90,15 +93,16 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
     attacks = ATTACKS if attack == "both" else (attack,)
     config = AttackConfig(k_values=tuple(sorted(set(k_values or (1, 8, 30)))), attacks=attacks,
                           decoder=DecoderConfig(train_seconds=decoder_seconds),
-                          inversion=InversionConfig(steps=inversion_steps, progress=True), noise_seed=seed)
+                          inversion=InversionConfig(steps=inversion_steps, progress=True), noise_seed=seed,
+                          draws=draws)
     attacker = load_attacker(shared) if "decoder" in attacks else []
     runs = measure(detector, profiles, victim_photos, attacker, config, gallery)
     accuracies = measure_accuracy(detector, profiles, shared, ap_limit)
     weights_file = resolve_weights(weights)
     settings = {"noise": list(profiles), "k_values": list(config.k_values), "attacks": list(attacks),
                 "decoder_seconds": decoder_seconds, "inversion_steps": inversion_steps, "victims": victims,
-                "limit": limit, "ap_limit": ap_limit, "noise_seed": seed, "input_size": str(input_size),
-                "shared": str(shared),
+                "limit": limit, "ap_limit": ap_limit, "noise_seed": seed, "draws": draws,
+                "input_size": str(input_size), "shared": str(shared),
                 "weights": str(weights_file), "weights_sha256": sha256_of(weights_file)}
     report = write_report(out, runs, accuracies, settings=settings,
                           wall_time_s=round(time.perf_counter() - started, 1))
