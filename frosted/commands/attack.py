@@ -34,8 +34,10 @@ def _seed(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
                    "optimise an image to explain the activation. 'both' also reports the stronger.")
 @click.option("--decoder-seconds", type=click.FloatRange(0, min_open=True), default=120.0, show_default=True,
               help="Training budget of the decoder, per profile.")
-@click.option("--inversion-steps", type=click.IntRange(1), default=100, show_default=True,
-              help="Optimisation steps of the inversion, per victim and k.")
+@click.option("--inversion-steps", type=click.IntRange(1), default=200, show_default=True,
+              help="Optimisation steps of the inversion, per victim and k (about 0.1 s each on 2 cores). Fewer "
+                   "understate the leak: against information-dct-alpha-0.7, face SSIM 0.24 at 40 steps, 0.43 at "
+                   "100, 0.49 at 250.")
 @click.option("--victims", type=click.Choice(["all", "labelled"]), default="all", show_default=True,
               help="The unlabelled set's photos; 'labelled': only those with a known identity (faster; "
                    "re-identification is scored on those either way).")
