@@ -11,7 +11,7 @@ import numpy as np
 
 from facesplit.detector import SplitDetector, load_detector
 from facesplit.noise.profile import NoiseProfile, Obfuscator
-from facesplit.noise.shipped import load_profile_for
+from facesplit.noise.shipped import load_profile_for, split_for
 from facesplit.preprocess import InputSize, Letterbox, preprocess
 from facesplit.weights import clean_fingerprint
 from frosted_wire.codec import encode_tensor
@@ -61,8 +61,10 @@ class TorchHeadBackend:
 
 
 def torch_backend(weights: Path | None, input_size: str, threads: int | None, profile: str | None,
-                  wire_dtype: str = "float16") -> TorchHeadBackend:
-    """The CPU backend from config values; ``profile=None`` means clean activations (``--no-noise``)."""
-    detector = load_detector(str(weights) if weights else None, InputSize.parse(input_size), threads=threads)
+                  wire_dtype: str = "float16", split: str | None = None) -> TorchHeadBackend:
+    """The CPU backend from config values; ``profile=None`` means clean activations (``--no-noise``);
+    ``split=None``, the profile's split."""
+    detector = load_detector(str(weights) if weights else None, InputSize.parse(input_size), threads=threads,
+                             split=split_for(split, [profile] if profile is not None else []))
     noise = load_profile_for(detector, profile) if profile is not None else None
     return TorchHeadBackend(detector, noise, clean_fingerprint(detector.source), wire_dtype)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from facesplit.errors import FrostedError
+from facesplit.faceboxes import SPLITS
 from facesplit.preprocess import InputSize
 
 
@@ -60,7 +61,15 @@ class NoiseConfig(_Strict):
 
 class ModelConfig(_Strict):
     weights: Path | None = None
+    split: str | None = None  # where the head ends (`facesplit.faceboxes.SPLITS`); None: the profile's
     input_size: str = "1024"
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, value: str | None) -> str | None:
+        if value is not None and value not in SPLITS:
+            raise ValueError(f"one of {', '.join(SPLITS)}, not {value!r}")
+        return value
     threads: int | None = Field(None, ge=1)
 
     @field_validator("input_size")

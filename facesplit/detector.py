@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from facesplit.errors import FrostedError
-from facesplit.faceboxes import FaceBoxes
+from facesplit.faceboxes import DEFAULT_SPLIT, FaceBoxes
 from facesplit.postprocess import PostprocessConfig, detections_from_outputs
 from facesplit.preprocess import InputSize, Letterbox, preprocess
 from facesplit.runtime import tune_cpu_runtime
@@ -19,7 +19,8 @@ ActivationTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 class SplitDetector:
-    """FaceBoxes split at the RDCL, run on CPU in channels_last order (about twice as fast as NCHW)."""
+    """FaceBoxes split into head and tail (at the model's split), run on CPU in channels_last order (about
+    twice as fast as NCHW)."""
 
     def __init__(self, model: FaceBoxes, input_size: InputSize = InputSize(),
                  postprocess: PostprocessConfig = PostprocessConfig()) -> None:
@@ -28,6 +29,10 @@ class SplitDetector:
         self.model = fused.to(memory_format=torch.channels_last)
         self.input_size = input_size
         self.postprocess = postprocess
+
+    @property
+    def split(self) -> str:
+        return self.source.split
 
     @torch.inference_mode()
     def head(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,10 +60,10 @@ class SplitDetector:
 
 def load_detector(weights: str | None = None, input_size: InputSize = InputSize(),
                   postprocess: PostprocessConfig = PostprocessConfig(),
-                  threads: int | None = None) -> SplitDetector:
+                  threads: int | None = None, split: str = DEFAULT_SPLIT) -> SplitDetector:
     """The detector every verb uses: weights resolved as `load_faceboxes` does, CPU runtime tuned."""
     tune_cpu_runtime(threads)
-    return SplitDetector(load_faceboxes(weights), input_size, postprocess)
+    return SplitDetector(load_faceboxes(weights, split), input_size, postprocess)
 
 
 def with_tail(detector: SplitDetector, tail_state: dict[str, torch.Tensor] | None) -> SplitDetector:

@@ -2,8 +2,14 @@
 
 The layer names match the official FaceBoxes.PyTorch checkpoint so its state dict loads as is.
 The head is the Rapidly Digested Convolutional Layers (RDCL): conv1 -> max-pool -> conv2 -> max-pool,
-which turns a 1024x1024 frame into a 128x32x32 activation. The tail is everything after it: three
-Inception blocks, the Multiple Scale Convolutional Layers and the multibox heads.
+which turns a 1024x1024 frame into a 128x32x32 activation, and, at a deeper *split*, the first one, two
+or three Inception blocks after it (each keeps the 128x32x32 shape, so the wire is the same at every
+split). The tail is everything after the head: the remaining Inception blocks, the Multiple Scale
+Convolutional Layers and the multibox heads.
+
+Why a deeper split: the RDCL's output is close enough to the pixels that an attacker who knows the
+weights inverts it to a recognisable face; after the Inception blocks, far less of the face comes back
+(bench/results/privacy_table.md), for about 20 % more computation at the edge.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 HEAD_CHANNELS = 128
 HEAD_STRIDE = 32  # input pixels per activation cell: the input size must be a multiple of this
+INCEPTIONS = ("inception1", "inception2", "inception3")
+SPLITS = ("rdcl", *INCEPTIONS)  # where the head ends: after the RDCL, or after that Inception block
+DEFAULT_SPLIT = "rdcl"
 ANCHORS_PER_CELL = (21, 1, 1)  # stride 32: 16 dense 32-px + 4 dense 64-px + 1 128-px; then 256 px, 512 px
 
 
@@ -74,26 +83,42 @@ class Inception(nn.Module):
         ], dim=1)
 
 
-class FaceBoxesHead(nn.Module):
-    """RDCL: (N, 3, H, W) BGR minus mean -> (N, 128, H/32, W/32), all values >= 0."""
+def inceptions_in_head(split: str) -> tuple[str, ...]:
+    """The Inception blocks the head runs at ``split`` (the tail runs the others)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    return INCEPTIONS[:SPLITS.index(split)]
 
-    def __init__(self) -> None:
+
+class FaceBoxesHead(nn.Module):
+    """RDCL (+ the Inception blocks up to ``split``): (N, 3, H, W) BGR minus mean -> (N, 128, H/32, W/32),
+    all values >= 0."""
+
+    def __init__(self, split: str = DEFAULT_SPLIT) -> None:
         super().__init__()
+        self.split = split
         self.conv1 = CReLUMaxPool(3, 24, kernel_size=7, stride=4, padding=3)
         self.conv2 = CReLUMaxPool(48, 64, kernel_size=5, stride=2, padding=2)
+        self.inceptions = inceptions_in_head(split)
+        for name in self.inceptions:
+            self.add_module(name, Inception())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(x))
+        x = self.conv2(self.conv1(x))
+        for name in self.inceptions:
+            x = getattr(self, name)(x)
+        return x
 
 
 class FaceBoxesTail(nn.Module):
-    """Inception x3 + MSCL + multibox heads: activation -> (loc (N, P, 4), face probability (N, P))."""
+    """The Inception blocks after ``split`` + MSCL + multibox heads: activation -> (loc (N, P, 4), face
+    probability (N, P))."""
 
-    def __init__(self) -> None:
+    def __init__(self, split: str = DEFAULT_SPLIT) -> None:
         super().__init__()
-        self.inception1 = Inception()
-        self.inception2 = Inception()
-        self.inception3 = Inception()
+        self.inceptions = INCEPTIONS[len(inceptions_in_head(split)):]
+        for name in self.inceptions:
+            self.add_module(name, Inception())
         self.conv3_1 = ConvBNReLU(128, 128, kernel_size=1)
         self.conv3_2 = ConvBNReLU(128, 256, kernel_size=3, stride=2, padding=1)
         self.conv4_1 = ConvBNReLU(256, 128, kernel_size=1)
@@ -104,7 +129,8 @@ class FaceBoxesTail(nn.Module):
 
     def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Box offsets (N, P, 4) and raw class logits (N, P, 2), P priors in `priors.py` order."""
-        x = self.inception3(self.inception2(self.inception1(x)))
+        for name in self.inceptions:
+            x = getattr(self, name)(x)
         s1 = x
         s2 = self.conv3_2(self.conv3_1(s1))
         s3 = self.conv4_2(self.conv4_1(s2))
@@ -123,12 +149,14 @@ class FaceBoxesTail(nn.Module):
 
 
 class FaceBoxes(nn.Module):
-    """The whole detector as one module: ``tail(head(x))``. Its state dict is the official checkpoint's."""
+    """The whole detector as one module: ``tail(head(x))``, split at ``split``. Whatever the split, it
+    loads the official checkpoint and computes the same function."""
 
-    def __init__(self) -> None:
+    def __init__(self, split: str = DEFAULT_SPLIT) -> None:
         super().__init__()
-        self.head = FaceBoxesHead()
-        self.tail = FaceBoxesTail()
+        self.split = split
+        self.head = FaceBoxesHead(split)
+        self.tail = FaceBoxesTail(split)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.tail(self.head(x))

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from facesplit.errors import FrostedError
-from facesplit.faceboxes import FaceBoxes
+from facesplit.faceboxes import DEFAULT_SPLIT, FaceBoxes
 
 WEIGHTS_FILENAME = "FaceBoxesProd.pth"
 OFFICIAL_SHA256 = "c0cb2b1e40710c0aa5fc32a8759b1496a0fe0a126c907ca0ffe35b4bd0709d09"
@@ -60,8 +60,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_faceboxes(path: str | os.PathLike[str] | None = None) -> FaceBoxes:
-    """A FaceBoxes model in eval mode with the checkpoint at ``resolve_weights(path)`` loaded."""
+def load_faceboxes(path: str | os.PathLike[str] | None = None, split: str = DEFAULT_SPLIT) -> FaceBoxes:
+    """A FaceBoxes model split at ``split``, in eval mode, with the checkpoint at ``resolve_weights(path)``
+    loaded."""
     file = resolve_weights(path)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
@@ -69,7 +70,7 @@ def load_faceboxes(path: str | os.PathLike[str] | None = None) -> FaceBoxes:
         raise WeightsError(f"{file}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict):
         raise WeightsError(f"{file}: expected a state dict of FaceBoxes tensors, got {type(state).__name__}")
-    model = FaceBoxes()
+    model = FaceBoxes(split)
     expected = {k.split(".", 1)[1]: v.shape for k, v in model.state_dict().items()}
     found = {k.removeprefix("module."): v for k, v in state.items()}
     missing = sorted(set(expected) - set(found))
@@ -117,7 +118,8 @@ def download_weights(url: str = OFFICIAL_URL, destination: Path | None = None,
 
 
 def head_fingerprint(model: FaceBoxes) -> str:
-    """sha256 of the head's weights (unfused): a noise profile is valid only for the head it was fitted on."""
+    """sha256 of the head's weights (unfused): a noise profile is valid only for the head it was fitted on.
+    A deeper split's head holds more layers, so each split of the same checkpoint has its own."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.head.state_dict().items()):
         digest.update(name.encode())

@@ -18,6 +18,7 @@ from edge_agent.backend import TorchHeadBackend
 from edge_agent.config import AgentConfig
 from edge_agent.sink import JsonLinesSink
 from facesplit.detector import SplitDetector, load_detector
+from facesplit.faceboxes import DEFAULT_SPLIT
 from facesplit.images import sample_image
 from facesplit.noise.shipped import load_profile_for
 from facesplit.postprocess import PostprocessConfig
@@ -81,5 +82,6 @@ async def run_demo(detector: SplitDetector, profile_name: str | None, seconds: f
             await server.stop()
 
 
-def demo_detector(weights: str | None, input_size: InputSize, threads: int | None) -> SplitDetector:
-    return load_detector(weights, input_size, PostprocessConfig(score_threshold=0.5), threads)
+def demo_detector(weights: str | None, input_size: InputSize, threads: int | None,
+                  split: str = DEFAULT_SPLIT) -> SplitDetector:
+    return load_detector(weights, input_size, PostprocessConfig(score_threshold=0.5), threads, split)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from facesplit.faceboxes import DEFAULT_SPLIT, SPLITS
 from facesplit.preprocess import InputSize
 
 
@@ -24,8 +25,11 @@ class InputSizeType(click.ParamType):
 
 
 def model_options(default_size: str = "1024") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """--weights, --input-size and --threads."""
+    """--weights, --split, --input-size and --threads."""
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--split", type=click.Choice(SPLITS), default=None,
+                         help="Where the head ends and the tail begins: after the RDCL, or after that "
+                              f"Inception block (default: the noise profile's split, else {DEFAULT_SPLIT}).")(f)
         f = click.option("--threads", type=click.IntRange(1), default=None,
                          help="torch CPU threads (default: torch's choice, one per core).")(f)
         f = click.option("--input-size", type=InputSizeType(), default=default_size, show_default=True,

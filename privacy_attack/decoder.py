@@ -101,7 +101,9 @@ def augmented_view(image: np.ndarray, rng: np.random.Generator, view: int) -> np
 @torch.no_grad()  # not inference_mode: inference tensors cannot be saved for the decoder's backward
 def build_bank(head: nn.Module, photos: list[Photo], input_size: tuple[int, int] = (1024, 1024),
                config: DecoderConfig = DecoderConfig()) -> TrainingBank:
-    """Run the head once over ``views_per_photo`` augmented views of each attacker photo."""
+    """Run the head once over ``views_per_photo`` augmented views of each attacker photo; the bank lives on the
+    head's device."""
+    device = next(head.parameters()).device
     rng = np.random.default_rng(config.seed)
     # the decoder's output: 8x the activation, i.e. 256x256 for a 1024x1024 input (a quarter of its side)
     width, height = input_size[0] // 4, input_size[1] // 4
@@ -109,10 +111,11 @@ def build_bank(head: nn.Module, photos: list[Photo], input_size: tuple[int, int]
     for photo in tqdm(photos, desc="decoder bank", disable=not config.progress, leave=False):
         for view in range(config.views_per_photo):
             canvas = to_canvas(augmented_view(photo.image, rng, view), input_size)
-            activations.append(head(image_to_input(canvas.image).contiguous(memory_format=torch.channels_last)))
+            x = image_to_input(canvas.image).to(device).contiguous(memory_format=torch.channels_last)
+            activations.append(head(x))
             target = resize(canvas.image, width, height)
             targets.append(torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1))
-    return TrainingBank(torch.cat(activations).contiguous(), torch.stack(targets))
+    return TrainingBank(torch.cat(activations).contiguous(), torch.stack(targets).to(device))
 
 
 def noisy_batch(clean: torch.Tensor, profile: NoiseProfile | None, k_values: tuple[int, ...],
@@ -125,8 +128,9 @@ def noisy_batch(clean: torch.Tensor, profile: NoiseProfile | None, k_values: tup
         return clean
     ks = torch.tensor(k_values, dtype=torch.float32)[torch.randint(len(k_values), (len(clean),), generator=generator)]
     coordinates = profile.coordinates(clean.float())
-    eps = torch.randn(coordinates.shape, generator=generator)
-    return profile.expand(coordinates + eps * profile.sigma.unsqueeze(0) / ks.sqrt().view(-1, 1, 1, 1))
+    eps = torch.randn(coordinates.shape, generator=generator).to(clean.device)
+    scale = (profile.sigma.unsqueeze(0) / ks.sqrt().view(-1, 1, 1, 1).to(clean.device))
+    return profile.expand(coordinates + eps * scale)
 
 
 def sharpness_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -140,10 +144,13 @@ def sharpness_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def train_decoder(bank: TrainingBank, profile: NoiseProfile | None, config: DecoderConfig = DecoderConfig(),
                   decoder: ActivationDecoder | None = None) -> tuple[ActivationDecoder, TrainingLog]:
-    """Train (or keep training) a decoder on ``bank`` under ``profile``'s noise; stops at the time or step budget."""
+    """Train (or keep training) a decoder on ``bank`` under ``profile``'s noise; stops at the time or step budget.
+    It trains on the bank's device (move the bank to a GPU to train there)."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    decoder = decoder or ActivationDecoder(bank.activations.shape[1])
+    device = bank.activations.device
+    profile = None if profile is None else profile.to(device)
+    decoder = (decoder or ActivationDecoder(bank.activations.shape[1])).to(device)
     decoder.train()
     optimiser = torch.optim.Adam(decoder.parameters(), lr=config.lr)
     log = TrainingLog()
@@ -152,7 +159,7 @@ def train_decoder(bank: TrainingBank, profile: NoiseProfile | None, config: Deco
     bar = tqdm(desc="decoder", unit="step", disable=not config.progress, leave=False,
                total=None if config.max_steps is None else config.max_steps)
     while log.steps < max_steps and time.monotonic() - start < config.train_seconds:
-        index = torch.randint(len(bank), (min(config.batch_size, len(bank)),), generator=generator)
+        index = torch.randint(len(bank), (min(config.batch_size, len(bank)),), generator=generator).to(device)
         target = bank.targets[index].float() / 255.0
         pred = decoder(noisy_batch(bank.activations[index], profile, config.k_values, generator))
         loss = (pred - target).abs().mean() + config.sharpness_weight * sharpness_loss(pred, target)
@@ -173,7 +180,9 @@ def train_decoder(bank: TrainingBank, profile: NoiseProfile | None, config: Deco
 def decode(decoder: ActivationDecoder, z: torch.Tensor, profile: NoiseProfile | None,
            input_size: tuple[int, int] = (1024, 1024)) -> np.ndarray:
     """One observed activation (1, C, h, w) -> the reconstructed canvas (H, W, 3) uint8 BGR at the input size."""
-    centred = z if profile is None else profile.centred(z)
-    pixels = decoder(centred.float())[0].permute(1, 2, 0).numpy()
+    device = next(decoder.parameters()).device
+    z = z.to(device)
+    centred = z if profile is None else profile.to(device).centred(z)
+    pixels = decoder(centred.float())[0].permute(1, 2, 0).cpu().numpy()
     image = np.clip(np.round(pixels * 255.0), 0, 255).astype(np.uint8)
     return resize(image, *input_size)

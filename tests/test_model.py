@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from facesplit.detector import SplitDetector
-from facesplit.faceboxes import FaceBoxes, activation_shape
+from facesplit.faceboxes import SPLITS, FaceBoxes, activation_shape
 from facesplit.images import read_image_bgr, sample_image
 from facesplit.preprocess import InputSize, preprocess
 from facesplit.priors import priors_for
+from facesplit.weights import head_fingerprint, load_faceboxes
 
 
 def reference_forward(model: FaceBoxes, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +54,30 @@ def test_split_equals_whole_model_on_real_photos(faceboxes: FaceBoxes, detector:
         assert (activation >= 0).all()
         assert (whole[0] - split[0]).abs().max().item() <= 1e-4  # box offsets, fused-BN rounding
         assert (whole[1] - split[1]).abs().max().item() <= 1e-5  # face probabilities
+
+
+def test_every_split_is_the_same_detector(faceboxes: FaceBoxes, weights_path) -> None:
+    """Moving the split moves Inception blocks from tail to head: the same checkpoint, the same outputs, the
+    same wire shape, but another head (so another fingerprint: a profile is fitted for one split)."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 320, 256) * 60
+    with torch.inference_mode():
+        whole = reference_forward(faceboxes, x)
+    fingerprints = set()
+    for depth, split in enumerate(SPLITS):
+        model = load_faceboxes(weights_path, split)
+        assert model.split == split and model.head.inceptions == tuple(f"inception{i}" for i in range(1, depth + 1))
+        assert not set(model.head.state_dict()) & set(model.tail.state_dict())
+        with torch.inference_mode():
+            activation = model.head(x)
+            outputs = model.tail(activation)
+        assert tuple(activation.shape) == (1, *activation_shape(320, 256))
+        for a, b in zip(whole, outputs, strict=True):
+            assert (a - b).abs().max().item() <= 1e-5
+        fingerprints.add(head_fingerprint(model))
+    assert len(fingerprints) == len(SPLITS)
+    with pytest.raises(ValueError, match="split must be one of rdcl, inception1"):
+        FaceBoxes("conv3")
 
 
 def test_activation_shapes() -> None:

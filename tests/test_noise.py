@@ -16,7 +16,7 @@ from facesplit.faceboxes import FaceBoxes
 from facesplit.noise.fit import FitConfig, FitImage, build_training_set, fit_profile, privacy_loss, signal_variance
 from facesplit.noise.profile import NoiseProfile, Obfuscator, ProfileError
 from facesplit.noise.sampler import GaussianStream
-from facesplit.weights import head_fingerprint
+from facesplit.weights import head_fingerprint, load_faceboxes
 from tests.conftest import run_frosted
 
 
@@ -175,6 +175,36 @@ def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_p
     untuned = run_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "t.safetensors"), "--tail-epochs",
                           "3", "--coco", str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path))
     assert untuned.returncode == 2 and "--tune-tail" in untuned.stderr and not (tmp_path / "t.safetensors").exists()
+
+
+def test_a_profile_fitted_at_a_deeper_split_runs_there_and_only_there(tmp_path: Path, weights_path: Path,
+                                                                      shared_dir: Path) -> None:
+    from facesplit.noise.shipped import split_for
+
+    dlib = shared_dir / "data/faces/dlib"
+    profile = tmp_path / "deep.safetensors"
+    fit = run_frosted("fit-noise", "--split", "inception3", "--alpha", "0.3", "--out", str(profile), "--coco",
+                      str(dlib / "labels.json"), "--folds", "9", "--use-folds", "1", "--epochs", "1",
+                      "--augmentations", "0", "--batch-size", "2", "--weights", str(weights_path))
+    assert fit.returncode == 0, fit.stderr
+    assert "split inception3" in fit.stdout
+    loaded = NoiseProfile.load(profile)
+    assert loaded.split == "inception3" and split_for(None, [str(profile)]) == "inception3"
+    assert loaded.head_fingerprint == head_fingerprint(load_faceboxes(weights_path, "inception3"))
+    with pytest.raises(ProfileError, match="different model splits"):
+        split_for(None, [str(profile), "alpha-0.2"])
+    # no --split: the profile's own; a verb told another split refuses in one line, naming the right one
+    result = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--noise", str(profile), "--seed", "1",
+                         "--weights", str(weights_path), "--json", str(tmp_path / "e.json"))
+    assert result.returncode == 0, result.stderr
+    assert "dlib-fold-2 Val AP" in result.stdout
+    import json
+
+    assert json.loads((tmp_path / "e.json").read_text())["split"] == "inception3"
+    wrong = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--noise", str(profile), "--split", "rdcl",
+                        "--weights", str(weights_path))
+    assert wrong.returncode == 1 and len(wrong.stderr.strip().splitlines()) == 1
+    assert "fitted for the model split at inception3, not rdcl; pass --split inception3" in wrong.stderr
 
 
 def random_basis(channels: int, rank: int, seed: int = 0) -> torch.Tensor:

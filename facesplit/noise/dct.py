@@ -16,8 +16,10 @@ import torch
 
 
 @lru_cache(maxsize=8)
-def dct_matrix(size: int) -> torch.Tensor:
+def dct_matrix(size: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """(size, size) orthonormal DCT-II matrix: row k is the k-th cosine, so ``D @ x`` transforms a column."""
+    if device.type != "cpu":
+        return dct_matrix(size).to(device)
     k = torch.arange(size, dtype=torch.float64).view(-1, 1)
     n = torch.arange(size, dtype=torch.float64).view(1, -1)
     matrix = torch.cos(math.pi * (n + 0.5) * k / size) * math.sqrt(2.0 / size)
@@ -28,13 +30,13 @@ def dct_matrix(size: int) -> torch.Tensor:
 def to_frequencies(maps: torch.Tensor) -> torch.Tensor:
     """(..., H, W) maps -> their (..., H, W) DCT coefficients, lowest frequency at [..., 0, 0]."""
     height, width = maps.shape[-2:]
-    return dct_matrix(height) @ maps @ dct_matrix(width).T
+    return dct_matrix(height, maps.device) @ maps @ dct_matrix(width, maps.device).T
 
 
 def from_frequencies(coefficients: torch.Tensor) -> torch.Tensor:
     """The inverse of `to_frequencies`."""
     height, width = coefficients.shape[-2:]
-    return dct_matrix(height).T @ coefficients @ dct_matrix(width)
+    return dct_matrix(height, coefficients.device).T @ coefficients @ dct_matrix(width, coefficients.device)
 
 
 def to_frequencies_channels_last(values: torch.Tensor) -> torch.Tensor:

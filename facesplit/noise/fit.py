@@ -237,4 +237,4 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
                         head_fingerprint=head_fingerprint(model), fitted_on=summary,
                         tail_state={k: v.detach().contiguous() for k, v in tail.state_dict().items()
                                     if k.split(".")[0] in config.tuned_tail_modules}
-                        if tuned else None, basis=basis, dct=config.dct)
+                        if tuned else None, basis=basis, dct=config.dct, split=model.split)

@@ -14,20 +14,21 @@ barely needs and an attacker reconstructs faces from. A profile may also work pe
 (C, H, W) shape, so the wire and the tail are the same for every profile; it holds no more than the R
 coordinates.
 
-A profile is fitted for one set of head weights and one input size; it travels with the tail it was fitted
-with (optionally a noise-aware tail, stored in the same file).
+A profile is fitted for one set of head weights, one split of the model and one input size; it travels
+with the tail it was fitted with (optionally a noise-aware tail, stored in the same file).
 
 File: one safetensors file. Tensors ``mu``, ``sigma`` and, when it has one, ``basis`` (C, R, always
 float32), and for a noise-aware tail ``tail.*``; metadata (strings) ``format``, ``alpha``, ``input_size``,
-``head_fingerprint``, ``fitted_on`` (JSON). The format says what the tensors mean: /1 per channel, /2 with a
-basis, /3 per spatial frequency (with or without a basis).
+``split`` (absent in profiles from before splits existed: ``rdcl``), ``head_fingerprint``, ``fitted_on``
+(JSON). The format says what the tensors mean: /1 per channel, /2 with a basis, /3 per spatial frequency
+(with or without a basis).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from facesplit.errors import FrostedError
+from facesplit.faceboxes import DEFAULT_SPLIT
 from facesplit.noise.dct import (
     from_frequencies,
     from_frequencies_channels_last,
@@ -77,6 +79,7 @@ class NoiseProfile:
     tail_state: dict[str, torch.Tensor] | None = None  # noise-aware tail weights, if one was fitted
     basis: torch.Tensor | None = None  # (C, R) orthonormal columns: mu and sigma are (R, H, W); None: per channel
     dct: bool = False  # mu and sigma are per spatial frequency (2-D DCT of each map), not per position
+    split: str = DEFAULT_SPLIT  # where the head it was fitted on ends (`facesplit.faceboxes.SPLITS`)
 
     def __post_init__(self) -> None:
         if self.mu.shape != self.sigma.shape or self.mu.dim() != 3:
@@ -90,7 +93,7 @@ class NoiseProfile:
                 raise ProfileError(f"the basis must be (C, R) with R = {self.mu.shape[0]} (mu's first dimension) "
                                    f"and R <= C, got {tuple(self.basis.shape)}")
             gram = self.basis.T.float() @ self.basis.float()
-            if not torch.allclose(gram, torch.eye(gram.shape[0]), atol=1e-3):
+            if not torch.allclose(gram, torch.eye(gram.shape[0], device=gram.device), atol=1e-3):
                 raise ProfileError("the basis' columns must be orthonormal")
             self.basis = self.basis.float().contiguous()
 
@@ -112,6 +115,11 @@ class NoiseProfile:
     def expand(self, along_basis: torch.Tensor) -> torch.Tensor:
         """Coordinates back to the activation's space (see `expand`)."""
         return expand(self.basis, along_basis, self.dct)
+
+    def to(self, device: torch.device | str) -> NoiseProfile:
+        """The same profile with mu, sigma and the basis on ``device`` (e.g. for an attacker's GPU)."""
+        return replace(self, mu=self.mu.to(device), sigma=self.sigma.to(device),
+                       basis=None if self.basis is None else self.basis.to(device))
 
     def centred(self, z: torch.Tensor) -> torch.Tensor:
         """What anyone who knows mu computes from an observed ``z``: its kept part minus mu, in activation
@@ -145,15 +153,16 @@ class NoiseProfile:
                        for k, v in tensors.items()}
         file_format = FORMAT_IN_FREQUENCIES if self.dct else FORMAT if self.basis is None else FORMAT_WITH_BASIS
         metadata = {"format": file_format, "alpha": repr(self.alpha),
-                    "input_size": f"{self.input_size[0]}x{self.input_size[1]}",
+                    "input_size": f"{self.input_size[0]}x{self.input_size[1]}", "split": self.split,
                     "head_fingerprint": self.head_fingerprint, "fitted_on": json.dumps(self.fitted_on)}
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata=metadata)
 
     @classmethod
-    def load(cls, path: Path, head_fingerprint: str | None = None,
-             input_size: tuple[int, int] | None = None) -> NoiseProfile:
-        """Read a profile; refuse it if it was fitted for other head weights or another input size."""
+    def load(cls, path: Path, head_fingerprint: str | None = None, input_size: tuple[int, int] | None = None,
+             split: str | None = None) -> NoiseProfile:
+        """Read a profile; refuse it if it was fitted at another split, for other head weights or for another
+        input size."""
         try:
             tensors = load_file(str(path))
             with open(path, "rb") as f:
@@ -170,9 +179,13 @@ class NoiseProfile:
                           fitted_on=json.loads(metadata.get("fitted_on") or "{}"),
                           tail_state={k[5:]: v.float() for k, v in tensors.items() if k.startswith("tail.")} or None,
                           basis=tensors["basis"].float() if "basis" in tensors else None,
-                          dct=metadata["format"] == FORMAT_IN_FREQUENCIES)
+                          dct=metadata["format"] == FORMAT_IN_FREQUENCIES,
+                          split=metadata.get("split", DEFAULT_SPLIT))
         except ProfileError as exc:
             raise ProfileError(f"{path}: {exc}") from None
+        if split is not None and profile.split != split:
+            raise ProfileError(f"{path}: fitted for the model split at {profile.split}, not {split}; "
+                               f"pass --split {profile.split}")
         if head_fingerprint is not None and profile.head_fingerprint != head_fingerprint:
             raise ProfileError(f"{path}: fitted for head weights {profile.head_fingerprint[:12]}..., but the "
                                f"loaded weights are {head_fingerprint[:12]}...; refit or use matching weights")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from facesplit.detector import SplitDetector
+from facesplit.faceboxes import DEFAULT_SPLIT
 from facesplit.noise.profile import NoiseProfile, ProfileError
 from facesplit.weights import head_fingerprint
 
@@ -34,14 +35,29 @@ def describe(path: Path) -> dict:
     return {"name": path.stem, "alpha": profile.alpha, "input_size": f"{width}x{height}", "path": str(path),
             "fingerprint": profile.fingerprint, "noise_aware_tail": profile.tail_state is not None,
             "mean_sigma": round(float(profile.sigma.mean()), 4), "rank": profile.rank, "dct": profile.dct,
+            "split": profile.split,
             "fitted_on": {k: v for k, v in profile.fitted_on.items() if k not in ("seen", "history")}}
 
 
+def split_for(split: str | None, profiles: list[str] | tuple[str, ...]) -> str:
+    """The model split a verb runs at: ``split`` when given (``--split``), else the one its profiles were
+    fitted at (they must agree), else the default."""
+    if split is not None:
+        return split
+    found = {name: NoiseProfile.load(resolve_profile(name)).split for name in profiles}
+    splits = sorted(set(found.values()))
+    if len(splits) > 1:
+        listed = ", ".join(f"{name} at {found[name]}" for name in found)
+        raise ProfileError(f"the profiles were fitted at different model splits ({listed}); one process runs one "
+                           "split: pass profiles of one split")
+    return splits[0] if splits else DEFAULT_SPLIT
+
+
 def load_profile_for(detector: SplitDetector, name_or_path: str) -> NoiseProfile:
-    """The profile, checked against the detector's head weights and input size."""
+    """The profile, checked against the detector's split, head weights and input size."""
     size = detector.input_size
     if size.native:
         raise ProfileError("a noise profile needs a fixed --input-size (it was fitted for one), not 'native'")
     assert size.width is not None and size.height is not None
     return NoiseProfile.load(resolve_profile(name_or_path), head_fingerprint(detector.source),
-                             (size.width, size.height))
+                             (size.width, size.height), detector.split)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from facesplit.detector import load_detector
+from facesplit.noise.shipped import split_for
 from facesplit.preprocess import InputSize
 from facesplit.weights import resolve_weights, sha256_of
 from frosted.options import model_options
@@ -62,7 +63,8 @@ def _seed(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
 @model_options()
 def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decoder_seconds: float,
            inversion_steps: int, victims: str, limit: int | None, ap_limit: int | None, shared: Path, out: Path,
-           seed: int | None, draws: int, weights: Path | None, input_size: InputSize, threads: int | None) -> None:
+           seed: int | None, draws: int, weights: Path | None, split: str | None, input_size: InputSize,
+           threads: int | None) -> None:
     """Attack noisy activations (and clean ones) of held-out victims: SSIM/PSNR, dlib re-identification,
     and whether the detector still finds the face, in the reconstructions of each attack.
 
@@ -74,6 +76,7 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
     from privacy_attack.decoder import DecoderConfig
     from privacy_attack.inversion import InversionConfig
     from privacy_attack.measure import (
+        NO_NOISE_ALIASES,
         load_attacker,
         load_profiles,
         load_victims,
@@ -88,7 +91,8 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
     started = time.perf_counter()
     if input_size.native:
         raise click.UsageError("the attack needs a fixed --input-size (profiles are fitted for one), not 'native'")
-    detector = load_detector(weights, input_size, threads=threads)
+    split = split_for(split, [name for name in noise if name not in NO_NOISE_ALIASES])
+    detector = load_detector(weights, input_size, threads=threads, split=split)
     profiles = load_profiles(detector, noise)
     victim_photos, gallery = load_victims(shared, victims, limit)
     require_reid()  # before minutes of attacking, not after

@@ -14,6 +14,7 @@ from facesplit.detector import load_detector
 from facesplit.draw import draw_boxes
 from facesplit.errors import FrostedError
 from facesplit.evaluation.detections import detection_record
+from facesplit.faceboxes import DEFAULT_SPLIT
 from facesplit.images import read_image_bgr, sample_image
 from facesplit.postprocess import PostprocessConfig
 from facesplit.preprocess import InputSize
@@ -30,11 +31,12 @@ from frosted.options import model_options
               help="Write each image with its boxes drawn into this folder.")
 @model_options()
 def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float, draw: Path | None,
-           weights: Path | None, input_size: InputSize, threads: int | None) -> None:
+           weights: Path | None, split: str | None, input_size: InputSize, threads: int | None) -> None:
     """Find faces in IMAGES; print {"image": ..., "boxes": [[x1, y1, x2, y2, score], ...]} per line."""
     if not images and not samples:
         raise click.UsageError("give at least one IMAGE or --sample NAME")
-    detector = load_detector(weights, input_size, PostprocessConfig(score_threshold=threshold), threads)
+    detector = load_detector(weights, input_size, PostprocessConfig(score_threshold=threshold), threads,
+                             split or DEFAULT_SPLIT)
     failures = 0
     inputs: list[tuple[str, Path | None]] = [(str(p), p) for p in images] + [(f"skimage:{s}", None)
                                                                              for s in samples]

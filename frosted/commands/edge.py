@@ -12,6 +12,7 @@ from edge_agent.agent import EdgeAgent
 from edge_agent.backend import torch_backend
 from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.sink import JsonLinesSink
+from facesplit.faceboxes import SPLITS
 from frosted.logs import setup_logging
 
 NO_NOISE_WARNING = ("WARNING: --no-noise: CLEAN activations will leave this site. Anyone who sees the uplink can "
@@ -56,6 +57,8 @@ def warnings_for(config: AgentConfig) -> list[str]:
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.option("--output", default=None, help="JSON lines of boxes: '-' (stdout, default) or a file.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="FaceBoxes checkpoint.")
+@click.option("--split", type=click.Choice(SPLITS), default=None,
+              help="Where the head ends (default: the noise profile's split; rdcl with --no-noise).")
 @click.option("--input-size", default=None, help="Model input, e.g. 1024 or 1024x576.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -63,7 +66,8 @@ def warnings_for(config: AgentConfig) -> list[str]:
 def edge(config_path: Path | None, source: str | None, camera_id: str | None, tail_address: str | None,
          profile: str | None, no_noise: bool, insecure: bool, tls_ca: Path | None, tls_cert: Path | None,
          tls_key: Path | None, dtype: str | None, window: int | None, metrics_port: int | None, output: str | None,
-         weights: Path | None, input_size: str | None, threads: int | None, seconds: float | None) -> None:
+         weights: Path | None, split: str | None, input_size: str | None, threads: int | None,
+         seconds: float | None) -> None:
     """Run the edge agent on the cameras of --config, or on one --source."""
     setup_logging()
     if config_path is None and (source is None or tail_address is None):
@@ -75,12 +79,14 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
                            tail__tls__ca=tls_ca, tail__tls__cert=tls_cert, tail__tls__key=tls_key,
                            tail__dtype=dtype, tail__window=window, noise__profile=profile,
                            noise__disabled=no_noise, metrics__port=metrics_port, output=output,
-                           model__weights=weights, model__input_size=input_size, model__threads=threads)
+                           model__weights=weights, model__split=split, model__input_size=input_size,
+                           model__threads=threads)
     config = load_agent_config(config_path, overrides)
     for warning in warnings_for(config):
         click.secho(warning, fg="red", bold=True, err=True)
     backend = torch_backend(config.model.weights, config.model.input_size, config.model.threads,
-                            None if config.noise.disabled else config.noise.profile, config.tail.dtype)
+                            None if config.noise.disabled else config.noise.profile, config.tail.dtype,
+                            config.model.split)
     sink = JsonLinesSink(config.output)
     agent = EdgeAgent(config, backend, sink)
     try:

@@ -14,7 +14,7 @@ from facesplit.evaluation.report import results_block, score_set
 from facesplit.evaluation.sets import EvalSet, coco_set, fddb_set
 from facesplit.noise.profile import Obfuscator
 from facesplit.noise.sampler import GaussianStream
-from facesplit.noise.shipped import load_profile_for
+from facesplit.noise.shipped import load_profile_for, split_for
 from facesplit.preprocess import InputSize
 from facesplit.weights import resolve_weights, sha256_of
 from frosted.options import coco_options, model_options
@@ -45,7 +45,7 @@ from frosted.options import coco_options, model_options
 def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path | None, folds: int,
              ious: tuple[float, ...], threshold: float, limit: int | None, name: str | None,
              json_path: Path | None, detections_out: Path | None, saved: Path | None,
-             noise: str | None, seed: int | None, weights: Path | None, input_size: InputSize,
+             noise: str | None, seed: int | None, weights: Path | None, split: str | None, input_size: InputSize,
              threads: int | None) -> None:
     """Per-fold average precision, printed as TR-4928's results block (one per IoU)."""
     started = time.perf_counter()
@@ -56,7 +56,9 @@ def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path 
         detections = load_detections(saved)
         provenance["detections_from"] = str(saved)
     else:
-        detector = load_detector(weights, input_size, threads=threads)
+        split = split_for(split, [noise] if noise is not None else [])
+        detector = load_detector(weights, input_size, threads=threads, split=split)
+        provenance["split"] = split
         weights_file = resolve_weights(weights)
         provenance.update(weights=str(weights_file), weights_sha256=sha256_of(weights_file))
         obfuscate = None

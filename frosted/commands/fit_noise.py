@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from facesplit.faceboxes import activation_shape
+from facesplit.faceboxes import DEFAULT_SPLIT, activation_shape
 from facesplit.noise.fit import FitConfig, build_training_set, fit_profile
 from facesplit.noise.fit_data import frames_from, labelled_from_coco
 from facesplit.preprocess import InputSize
@@ -65,7 +65,8 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_labels: Path | None,
               images_dir: Path | None, folds: int, use_folds: list[int], task: str, epochs: int, batch_size: int,
               augmentations: int, tune_tail: bool, tail_epochs: int, rank: int | None, privacy: str, dct: bool,
-              max_frames: int, seed: int, weights: Path | None, input_size: InputSize, threads: int | None) -> None:
+              max_frames: int, seed: int, weights: Path | None, split: str | None, input_size: InputSize,
+              threads: int | None) -> None:
     """Fit a noise profile: the frozen head's activations plus learned noise that the tail tolerates."""
     images = [image for source in frame_sources for image in frames_from(source, max_frames)]
     if coco_labels is not None:
@@ -79,7 +80,7 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     if tail_epochs and not tune_tail:
         raise click.UsageError("--tail-epochs trains the noise-aware tail: add --tune-tail")
     tune_cpu_runtime(threads)
-    model = load_faceboxes(weights)
+    model = load_faceboxes(weights, split or DEFAULT_SPLIT)
     config = FitConfig(alpha=alpha, task=task, input_size=input_size, epochs=epochs,  # type: ignore[arg-type]
                        batch_size=batch_size, augmentations=augmentations, tune_tail=tune_tail,
                        tail_epochs=tail_epochs, rank=rank, privacy=privacy, dct=dct, seed=seed)  # type: ignore[arg-type]
@@ -92,7 +93,8 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     profile.save(out)
     history = profile.fitted_on["history"][-1]
     objective = privacy + (", per frequency" if dct else "")
-    click.echo(f"Wrote {out}: alpha {alpha} ({objective}), {len(images)} images x {augmentations + 1} views, "
+    click.echo(f"Wrote {out}: alpha {alpha} ({objective}, split {model.split}), {len(images)} images x "
+               f"{augmentations + 1} views, "
                f"{profile.fitted_on['fit_seconds']} s, final task loss {history['task']:.4f}, "
                f"mean sigma {history['mean_sigma']:.4f}, "
                + (f"rank {rank} ({profile.fitted_on['energy_kept']:.1%} of the activation's energy), " if rank else "")

@@ -13,7 +13,8 @@ from cloud_tail.models import served_tails
 from cloud_tail.server import ServerTls, TailServerConfig, serve
 from cloud_tail.service import StreamLimits
 from facesplit.detector import load_detector
-from facesplit.noise.shipped import shipped_profiles
+from facesplit.faceboxes import DEFAULT_SPLIT
+from facesplit.noise.shipped import describe, shipped_profiles, split_for
 from facesplit.postprocess import PostprocessConfig
 from facesplit.preprocess import InputSize
 from frosted.logs import setup_logging
@@ -48,7 +49,7 @@ _FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tuple[str, ...], serve_clean: bool,
          max_batch: int, max_delay_ms: float, max_in_flight: int, max_message_bytes: int, score_threshold: float,
          tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None, insecure: bool,
-         weights: Path | None, input_size: InputSize, threads: int | None) -> None:
+         weights: Path | None, split: str | None, input_size: InputSize, threads: int | None) -> None:
     """Serve the tail: validate, batch across cameras, run the rest of FaceBoxes, answer with boxes."""
     setup_logging()
     if insecure == (tls_cert is not None or tls_key is not None):
@@ -57,14 +58,18 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
         raise click.UsageError("--tls-cert and --tls-key go together")
     if insecure and tls_client_ca is not None:
         raise click.UsageError("--tls-client-ca needs TLS, not --insecure")
+    if not profiles:  # every shipped profile of the split
+        split = split or DEFAULT_SPLIT
+        profiles = tuple(name for name, path in shipped_profiles().items() if describe(path)["split"] == split)
+    split = split_for(split, profiles)
     detector = load_detector(str(weights) if weights else None, input_size,
-                             PostprocessConfig(score_threshold=score_threshold), threads)
-    tails = served_tails(detector, list(profiles) or list(shipped_profiles()), serve_clean)
+                             PostprocessConfig(score_threshold=score_threshold), threads, split)
+    tails = served_tails(detector, list(profiles), serve_clean)
     tls = None if insecure else ServerTls(tls_cert, tls_key, tls_client_ca)  # type: ignore[arg-type]
     config = TailServerConfig(listen=listen, max_batch=max_batch, max_delay=max_delay_ms / 1000,
                               limits=StreamLimits(max_in_flight, max_message_bytes), tls=tls)
     if metrics_port is not None:
         start_http_server(metrics_port, metrics_host, registry=metrics.REGISTRY)
     for t in tails.values():
-        click.echo(f"serving {t.name} (alpha {t.alpha:g}) fingerprint {t.fingerprint}", err=True)
+        click.echo(f"serving {t.name} (alpha {t.alpha:g}, split {split}) fingerprint {t.fingerprint}", err=True)
     asyncio.run(serve(tails, config))
