@@ -22,6 +22,9 @@ endif
 # goes where there is signal to hide. Its noise-aware tail then trains 30 more epochs alone, the noise frozen:
 # +0.6 AP points on held-out MIT+CMU (0.957 -> 0.963, 5 noise draws) at the same privacy.
 ALPHAS := 0.05 0.1 0.2 0.4 0.6 0.8 0.9 0.95
+# inception3-alpha-A: the same fit with the head ending after the third Inception block (--split inception3),
+# whose activation an attacker cannot invert to a recognisable face (bench/results/attack_budget.md)
+DEEP_ALPHAS := 0.2 0.4 0.6 0.8
 RANK := 48
 RANK_ALPHA := 0.2
 INFO_ALPHA := 0.7
@@ -65,6 +68,10 @@ bench-live:
 profiles:
 	for a in $(ALPHAS); do \
 		$(BIN)/frosted fit-noise --alpha $$a $(FIT_ARGS) --out facesplit/profiles/alpha-$$a.safetensors || exit 1; \
+	done
+	for a in $(DEEP_ALPHAS); do \
+		$(BIN)/frosted fit-noise --split inception3 --alpha $$a $(FIT_ARGS) \
+			--out facesplit/profiles/inception3-alpha-$$a.safetensors || exit 1; \
 	done
 	$(BIN)/frosted fit-noise --alpha $(RANK_ALPHA) --rank $(RANK) $(FIT_ARGS) \
 		--out facesplit/profiles/rank$(RANK)-alpha-$(RANK_ALPHA).safetensors

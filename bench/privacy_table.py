@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from facesplit.detector import load_detector
+from facesplit.faceboxes import DEFAULT_SPLIT, SPLITS
 from facesplit.noise.profile import NoiseProfile
-from facesplit.noise.shipped import shipped_profiles
+from facesplit.noise.shipped import describe, shipped_profiles
 from privacy_attack.decoder import DecoderConfig
 from privacy_attack.inversion import InversionConfig
 from privacy_attack.measure import load_attacker, load_profiles, load_victims, measure
@@ -49,8 +50,11 @@ def rotated(profile: NoiseProfile, k: int) -> NoiseProfile:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", choices=SPLITS, default=DEFAULT_SPLIT,
+                        help="the model split: its shipped profiles, and the table's file names (-SPLIT but for rdcl)")
     parser.add_argument("--alphas", default="all",
-                        help="comma-separated shipped alphas or profile names (rank48-alpha-0.2), or 'all'")
+                        help="comma-separated shipped alphas or profile names (rank48-alpha-0.2), or 'all' (of the "
+                             "split)")
     parser.add_argument("--decoder-seconds", type=float, default=120.0)
     parser.add_argument("--inversion-steps", type=int, default=InversionConfig().steps,
                         help="fewer understate the leak (see frosted attack --help)")
@@ -64,10 +68,11 @@ def main() -> None:
     args = parser.parse_args()
     shared, out = Path(args.shared), Path(args.out)
     started = time.perf_counter()
-    detector = load_detector()
-    names = list(shipped_profiles())
+    detector = load_detector(split=args.split)
+    names = [name for name, path in shipped_profiles().items() if describe(path)["split"] == args.split]
+    prefix = "alpha-" if args.split == DEFAULT_SPLIT else f"{args.split}-alpha-"
     if args.alphas != "all":
-        names = [name if name in names else f"alpha-{name}" for name in args.alphas.split(",")]
+        names = [name if name in names else f"{prefix}{name}" for name in args.alphas.split(",")]
     profiles = load_profiles(detector, names)  # the no-noise baseline first
     victims, gallery = load_victims(shared, args.victims)
     attacker = load_attacker(shared)
@@ -98,13 +103,14 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "privacy_table.json").write_text(json.dumps({"rows": rows, "settings": vars(args),
+    suffix = "" if args.split == DEFAULT_SPLIT else f"-{args.split}"
+    (out / f"privacy_table{suffix}.json").write_text(json.dumps({"rows": rows, "settings": vars(args),
                                                         "wall_s": round(time.perf_counter() - started)}, indent=1))
-    table = markdown(rows, args.draws, args.inversion_steps, args.decoder_seconds)
-    (out / "privacy_table.md").write_text(table)
-    plot(rows, out / "privacy_tradeoff.png")
+    table = markdown(rows, args.draws, args.inversion_steps, args.decoder_seconds, args.split)
+    (out / f"privacy_table{suffix}.md").write_text(table)
+    plot(rows, out / f"privacy_tradeoff{suffix}.png")
     plot_tradeoff([{"name": r["profile"], "alpha": r["alpha"], "rank": r["rank"], "accuracy": r["accuracy"],
-                    "strongest": {1: r["k1"], 30: r["k30"]}} for r in rows], out / "privacy_ap_vs_attack.png")
+                    "strongest": {1: r["k1"], 30: r["k30"]}} for r in rows], out / f"privacy_ap_vs_attack{suffix}.png")
     print(table)
 
 
@@ -121,8 +127,9 @@ def reid(cell: dict | None) -> str:
 
 
 def markdown(rows: list[dict], draws: int = 1, inversion_steps: int | None = None,
-             decoder_seconds: float | None = None) -> str:
-    lines = ["| profile | alpha | noise on | mean sigma | AP@0.3 MIT+CMU 6-10 | AP@0.5 dlib | TR-4928 FDDB AP | "
+             decoder_seconds: float | None = None, split: str = DEFAULT_SPLIT) -> str:
+    lines = [f"Model split: {split} (the head the edge runs ends there; the profiles were fitted for it).", "",
+             "| profile | alpha | noise on | mean sigma | AP@0.3 MIT+CMU 6-10 | AP@0.5 dlib | TR-4928 FDDB AP | "
              "face SSIM k=1 | re-id k=1 | face SSIM k=30 | re-id k=30 | face SSIM k=30 rotating | "
              "re-id k=30 rotating |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facesplit.detector import SplitDetector, with_tail
+from facesplit.detector import SplitDetector, at_split, with_tail
 from facesplit.faceboxes import activation_shape
 from facesplit.noise.profile import NoiseProfile
 from facesplit.noise.shipped import load_profile_for, resolve_profile
@@ -35,18 +35,21 @@ class ServedTail:
 
 
 def served_tails(detector: SplitDetector, profiles: list[str], serve_clean: bool) -> dict[str, ServedTail]:
-    """fingerprint -> tail, for each profile (shipped name or path) and, if asked, for clean activations."""
+    """fingerprint -> tail, for each profile (shipped name or path), each at the model split it was fitted for,
+    and, if asked, for clean activations at ``detector``'s split."""
     size = detector.input_size
     if size.native or size.width is None or size.height is None:
         raise ValueError("the tail needs a fixed input size, not 'native'")
     shape = activation_shape(size.height, size.width)
     tails: dict[str, ServedTail] = {}
+    splits = {detector.split: detector}
     if serve_clean:
         fingerprint = clean_fingerprint(detector.source)
         tails[fingerprint] = ServedTail(fingerprint, "clean", 0.0, False, size.width, size.height, shape, detector)
     for name in profiles:
-        profile: NoiseProfile = load_profile_for(detector, name)
+        split = NoiseProfile.load(resolve_profile(name)).split
+        at = splits[split] if split in splits else splits.setdefault(split, at_split(detector, split))
+        profile: NoiseProfile = load_profile_for(at, name)
         tails[profile.fingerprint] = ServedTail(profile.fingerprint, resolve_profile(name).stem, profile.alpha, True,
-                                                size.width, size.height, shape,
-                                                with_tail(detector, profile.tail_state))
+                                                size.width, size.height, shape, with_tail(at, profile.tail_state))
     return tails

@@ -55,7 +55,9 @@ class CameraConfig(_Strict):
 
 
 class NoiseConfig(_Strict):
-    profile: str = "alpha-0.2"  # a shipped profile's name or a path
+    # a shipped profile's name or a path; the default ends the head after the Inception blocks, where an
+    # attacker's reconstructions no longer re-identify people (bench/results/attack_budget.md)
+    profile: str = "inception3-alpha-0.4"
     disabled: bool = False  # --no-noise: clean activations leave the site
 
 

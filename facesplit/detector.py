@@ -66,6 +66,13 @@ def load_detector(weights: str | None = None, input_size: InputSize = InputSize(
     return SplitDetector(load_faceboxes(weights, split), input_size, postprocess)
 
 
+def at_split(detector: SplitDetector, split: str) -> SplitDetector:
+    """The same detector (weights, input size, post-processing) split at ``split``, or ``detector`` itself."""
+    if split == detector.split:
+        return detector
+    return SplitDetector(detector.source.at_split(split), detector.input_size, detector.postprocess)
+
+
 def with_tail(detector: SplitDetector, tail_state: dict[str, torch.Tensor] | None) -> SplitDetector:
     """The same detector with a noise-aware tail's weights (a profile's, often for a few of the tail's
     modules only), or ``detector`` itself."""

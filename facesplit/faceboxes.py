@@ -168,6 +168,14 @@ class FaceBoxes(nn.Module):
         mapped = {(f"head.{k}" if k in head_keys else f"tail.{k}"): v for k, v in state.items()}
         self.load_state_dict(mapped, strict=True)
 
+    def at_split(self, split: str) -> FaceBoxes:
+        """The same weights split elsewhere (this model itself if already there)."""
+        if split == self.split:
+            return self
+        moved = FaceBoxes(split)
+        moved.load_checkpoint({name.split(".", 1)[1]: tensor for name, tensor in self.state_dict().items()})
+        return moved.eval()
+
     def fuse_batchnorm_(self) -> FaceBoxes:
         """Fold every batch norm into its convolution, in place (inference only; ~10 % faster on CPU).
 

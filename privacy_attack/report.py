@@ -29,7 +29,7 @@ from privacy_attack.decoder import (
     decode,
     train_decoder,
 )
-from privacy_attack.inversion import InversionConfig, invert
+from privacy_attack.inversion import InversionConfig, invert, tv_weight_for
 from privacy_attack.observe import effective_sigma, observe
 from privacy_attack.scoring import build_gallery, pool_draws, prepare_victims, score
 
@@ -178,7 +178,8 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
         run.images["inversion"] = images
         run.results["attacks"]["inversion"] = {
             "budget": {"steps": config.inversion.steps, "resolution": config.inversion.resolution,
-                       "tv_weight": config.inversion.tv_weight},
+                       "tv_weight": config.inversion.tv_weight if config.inversion.tv_weight is not None
+                       else tv_weight_for(detector.split)},
             "seconds": round(time.monotonic() - start, 1), **per_k}
 
     run.results["draws"] = len(draws)

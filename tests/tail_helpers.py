@@ -27,9 +27,10 @@ def tails_for(detector: SplitDetector) -> dict[str, ServedTail]:
     return served_tails(detector, [PROFILE], serve_clean=True)
 
 
-def noisy_activation(detector: SplitDetector) -> tuple[np.ndarray, str]:
-    """The astronaut's noisy activation (C, H, W) float32 and its profile fingerprint."""
-    profile = load_profile_for(detector, PROFILE)
+def noisy_activation(detector: SplitDetector, name: str = PROFILE) -> tuple[np.ndarray, str]:
+    """The astronaut's noisy activation (C, H, W) float32 through profile ``name`` (``detector`` split where
+    it was fitted) and the profile's fingerprint."""
+    profile = load_profile_for(detector, name)
     x, _ = preprocess(sample_image("astronaut"), detector.input_size)
     with torch.inference_mode():
         activation = Obfuscator(profile)(detector.head(x))[0].contiguous().numpy()

@@ -330,19 +330,26 @@ def test_shipped_profiles_are_listed_and_fit_the_shipped_weights(weights_path: P
     result = run_frosted("profiles", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    grid = [row for row in rows if row["rank"] is None]  # TR-4928's alpha grid, noise on every channel
+    # TR-4928's alpha grid, noise on every channel of the RDCL's output, and the same fit at the deeper split
+    grid = [row for row in rows if row["rank"] is None and row["split"] == "rdcl"]
     assert sorted(row["alpha"] for row in grid) == [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95]
+    deep = [row for row in rows if row["split"] == "inception3"]
+    assert [(row["name"], row["alpha"], row["rank"]) for row in deep] == [
+        (f"inception3-alpha-{a}", a, None) for a in (0.2, 0.4, 0.6, 0.8)]
     assert [(row["name"], row["alpha"], row["rank"], row["dct"]) for row in rows if row["rank"]] == [
         ("information-dct-alpha-0.7", 0.7, 128, True), ("rank48-alpha-0.2", 0.2, 48, False)]
     information = NoiseProfile.load(Path(next(row["path"] for row in rows if row["dct"])))
     assert information.fitted_on["privacy"] == "information" and information.fitted_on["dct"]
+    heads = {split: head_fingerprint(faceboxes.at_split(split)) for split in ("rdcl", "inception3")}
     for row in rows:
         assert row["input_size"] == "1024x1024" and Path(row["path"]).stat().st_size < 2_000_000
-        profile = NoiseProfile.load(Path(row["path"]), head_fingerprint(faceboxes), (1024, 1024))
+        profile = NoiseProfile.load(Path(row["path"]), heads[row["split"]], (1024, 1024), row["split"])
         assert profile.alpha == row["alpha"] and profile.tail_state is not None and profile.rank == row["rank"]
     # more privacy weight, more noise
-    sigmas = {row["alpha"]: NoiseProfile.load(shipped_profiles()[row["name"]]).sigma.mean().item() for row in grid}
-    assert [sigmas[a] for a in sorted(sigmas)] == sorted(sigmas.values())
+    for family in (grid, deep):
+        sigmas = {row["alpha"]: NoiseProfile.load(shipped_profiles()[row["name"]]).sigma.mean().item()
+                  for row in family}
+        assert [sigmas[a] for a in sorted(sigmas)] == sorted(sigmas.values())
 
 
 def test_eval_with_a_shipped_profile_by_name(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:

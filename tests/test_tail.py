@@ -11,14 +11,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from cloud_tail.models import served_tails
 from cloud_tail.server import ServerTls
 from cloud_tail.service import StreamLimits
-from facesplit.detector import SplitDetector
+from facesplit.detector import SplitDetector, at_split
 from facesplit.images import sample_image
 from facesplit.postprocess import PostprocessConfig
 from frosted_wire.certs import throwaway_certificates
 from frosted_wire.v1 import tail_pb2
-from tests.tail_helpers import detect_all, frame, noisy_activation, running_tail, stub_for, tails_for
+from tests.tail_helpers import PROFILE, detect_all, frame, noisy_activation, running_tail, stub_for, tails_for
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +101,21 @@ def _corrupt(activation: np.ndarray, fingerprint: str) -> dict[str, tuple[tail_p
     variant("no camera id", invalid, lambda m: setattr(m, "camera_id", ""))
     variant("unknown fingerprint", unknown, lambda m: setattr(m, "profile_fingerprint", "f" * 32))
     return cases
+
+
+async def test_one_tail_serves_profiles_fitted_at_different_splits(service_detector):
+    """Each profile is served at its own split: an edge that ends its head after the Inception blocks and
+    one that ends it after the RDCL send the same wire shape to one tail, and both get the face back."""
+    deep = "inception3-alpha-0.4"
+    tails = served_tails(service_detector, [PROFILE, deep], serve_clean=False)
+    assert sorted(t.detector.split for t in tails.values()) == ["inception3", "rdcl"]
+    frames = [noisy_activation(service_detector, PROFILE), noisy_activation(at_split(service_detector, "inception3"),
+                                                                             deep)]
+    async with running_tail(tails) as server, stub_for(server.port) as stub:
+        answers = await detect_all(stub, [frame(a, f, seq) for seq, (a, f) in enumerate(frames)])
+    assert [a.sequence for a in answers] == [0, 1]
+    centres = [(a.boxes[0].x1 + a.boxes[0].x2) / 2 for a in answers if len(a.boxes) == 1]
+    assert len(centres) == 2 and all(300 < c < 500 for c in centres)
 
 
 async def test_malformed_frames_get_their_status_and_other_streams_keep_going(tails, noisy):

@@ -17,7 +17,7 @@ from frosted.options import model_options
 @click.command()
 @click.option("--seconds", type=click.FloatRange(min=0.5), default=4.0, show_default=True,
               help="Length of the clip streamed through the service.")
-@click.option("--noise", "profile", default="alpha-0.2", show_default=True, metavar="PROFILE",
+@click.option("--noise", "profile", default="inception3-alpha-0.4", show_default=True, metavar="PROFILE",
               help="Noise profile the agent applies and the tail serves.")
 @click.option("--output", default="-", show_default=True, help="JSON lines of boxes: '-' or a file.")
 @model_options()

@@ -14,7 +14,7 @@ from cloud_tail.server import ServerTls, TailServerConfig, serve
 from cloud_tail.service import StreamLimits
 from facesplit.detector import load_detector
 from facesplit.faceboxes import DEFAULT_SPLIT
-from facesplit.noise.shipped import describe, shipped_profiles, split_for
+from facesplit.noise.shipped import shipped_profiles
 from facesplit.postprocess import PostprocessConfig
 from facesplit.preprocess import InputSize
 from frosted.logs import setup_logging
@@ -58,18 +58,16 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
         raise click.UsageError("--tls-cert and --tls-key go together")
     if insecure and tls_client_ca is not None:
         raise click.UsageError("--tls-client-ca needs TLS, not --insecure")
-    if not profiles:  # every shipped profile of the split
-        split = split or DEFAULT_SPLIT
-        profiles = tuple(name for name, path in shipped_profiles().items() if describe(path)["split"] == split)
-    split = split_for(split, profiles)
+    # each profile is served at the split it was fitted for; --split says where clean activations end
     detector = load_detector(str(weights) if weights else None, input_size,
-                             PostprocessConfig(score_threshold=score_threshold), threads, split)
-    tails = served_tails(detector, list(profiles), serve_clean)
+                             PostprocessConfig(score_threshold=score_threshold), threads, split or DEFAULT_SPLIT)
+    tails = served_tails(detector, list(profiles) or list(shipped_profiles()), serve_clean)
     tls = None if insecure else ServerTls(tls_cert, tls_key, tls_client_ca)  # type: ignore[arg-type]
     config = TailServerConfig(listen=listen, max_batch=max_batch, max_delay=max_delay_ms / 1000,
                               limits=StreamLimits(max_in_flight, max_message_bytes), tls=tls)
     if metrics_port is not None:
         start_http_server(metrics_port, metrics_host, registry=metrics.REGISTRY)
     for t in tails.values():
-        click.echo(f"serving {t.name} (alpha {t.alpha:g}, split {split}) fingerprint {t.fingerprint}", err=True)
+        click.echo(f"serving {t.name} (alpha {t.alpha:g}, split {t.detector.split}) fingerprint {t.fingerprint}",
+                   err=True)
     asyncio.run(serve(tails, config))
