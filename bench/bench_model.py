@@ -31,7 +31,7 @@ import torch
 from skimage import data as skdata
 from tqdm import tqdm
 
-from facesplit.detector import SplitDetector
+from facesplit.detector import SplitDetector, at_split
 from facesplit.noise.profile import NoiseProfile, Obfuscator
 from facesplit.noise.sampler import GaussianStream
 from facesplit.postprocess import PostprocessConfig, detections_from_outputs
@@ -41,6 +41,7 @@ from facesplit.weights import head_fingerprint, load_faceboxes, resolve_weights,
 
 CONFIGS = ("naive", "optimized")
 BASIS_RANK = 48  # the shipped rank profile's (Makefile: RANK)
+DEEP_SPLIT = "inception3"  # the default profile's split
 FRAME_W, FRAME_H = 1920, 1080
 # Environment variables that would silently give the naive child the allocator fix (or take it from the
 # optimized one); the children run without them so each configuration means what its name says.
@@ -93,6 +94,8 @@ def build_items(config: str, weights: Path, sizes: list[InputSize], threads: int
         det = SplitDetector(load_faceboxes(weights))
         head: Callable[[torch.Tensor], torch.Tensor] = det.head
         tail: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = det.tail
+        deep = at_split(det, DEEP_SPLIT)
+        deep_head, deep_tail = deep.head, deep.tail
 
         def to_model(x: torch.Tensor) -> torch.Tensor:
             return x  # preprocess already returns channels_last, which the fused model expects
@@ -100,6 +103,8 @@ def build_items(config: str, weights: Path, sizes: list[InputSize], threads: int
         torch.set_num_threads(threads)
         model = load_faceboxes(weights)
         head, tail = model.head, model.tail
+        deep_model = model.at_split(DEEP_SPLIT)
+        deep_head, deep_tail = deep_model.head, deep_model.tail
 
         def to_model(x: torch.Tensor) -> torch.Tensor:
             # A channels_last input would make the NCHW model run channels_last too: force plain NCHW.
@@ -164,6 +169,9 @@ def build_items(config: str, weights: Path, sizes: list[InputSize], threads: int
             ("head", name, lambda x=x: head(x), {"activation": list(activation.shape)}),
             ("tail", name, lambda a=activation: tail(a), {"priors": int(scores_np.size)}),
             ("whole model", name, lambda x=x: tail(head(x)), {}),
+            # the edge's share at the deeper split (`--split inception3`): what its privacy costs there
+            (f"head, split {DEEP_SPLIT}", name, lambda x=x: deep_head(x), {}),
+            (f"tail, split {DEEP_SPLIT}", name, lambda a=deep_head(x): deep_tail(a), {}),
         ]
         for threshold in (0.01, 0.5):
             fn = post(threshold)
@@ -323,6 +331,10 @@ def markdown(rows: list[dict[str, Any]], check: list[dict[str, Any]], runs: list
                              f"{noise['optimized']['median'] / head['optimized']['median']:.1%} of the optimized "
                              f"head; torch.randn {noise['naive']['median'] / head['naive']['median']:.1%} of the "
                              "naive head")
+                deep = by_key.get((f"head, split {DEEP_SPLIT}", size))
+                if deep is not None:
+                    lines.append(f"  - with the head ending at {DEEP_SPLIT} (the default profile's): "
+                                 f"{noise['optimized']['median'] / deep['optimized']['median']:.1%} of it")
     lines += [
         "",
         "Numerical check on the astronaut photo: optimized head+tail vs naive whole model.",

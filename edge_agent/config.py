@@ -65,6 +65,7 @@ class ModelConfig(_Strict):
     weights: Path | None = None
     split: str | None = None  # where the head ends (`facesplit.faceboxes.SPLITS`); None: the profile's
     input_size: str = "1024"
+    threads: int | None = Field(None, ge=1)
 
     @field_validator("split")
     @classmethod
@@ -72,7 +73,6 @@ class ModelConfig(_Strict):
         if value is not None and value not in SPLITS:
             raise ValueError(f"one of {', '.join(SPLITS)}, not {value!r}")
         return value
-    threads: int | None = Field(None, ge=1)
 
     @field_validator("input_size")
     @classmethod

@@ -9,7 +9,7 @@ Convolutional Layers and the multibox heads.
 
 Why a deeper split: the RDCL's output is close enough to the pixels that an attacker who knows the
 weights inverts it to a recognisable face; after the Inception blocks, far less of the face comes back
-(bench/results/privacy_table.md), for about 20 % more computation at the edge.
+(bench/results/attack_budget.md), for about 20 % more computation at the edge.
 """
 
 from __future__ import annotations

@@ -154,6 +154,7 @@ def test_edge_and_tail_verbs_over_loopback(clip, tmp_path):
     ("tail: {address: 'h:1'}\ncameras: [{id: a, url: x.mp4}, {id: a, url: y.mp4}]\n", "cameras"),
     ("tail: {address: 'h:1', tls: {cert: /nope.pem}}\ncameras: [{id: a, url: x.mp4}]\n", "tail.tls"),
     ("tail: [unclosed\n", "not valid YAML"),
+    ("tail: {address: 'h:1'}\ncameras: [{id: a, url: x.mp4}]\nmodel: {split: conv3}\n", "model.split"),
 ])
 def test_a_bad_config_is_one_line_naming_the_field(tmp_path, yaml_text, field):
     config = tmp_path / "cameras.yaml"
