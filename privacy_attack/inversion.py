@@ -10,10 +10,10 @@ over images x with Adam. Up to its scale the first term is the Gaussian negative
 exact noise model the edge uses), so each element counts by how little noise it carries; the total variation
 term is the prior that picks a natural-looking image among the many with similar activations. With no noise
 (s = 0) the data term is plain MSE. The weights are scaled to mean square 1 so that the prior's weight,
-tuned without noise, keeps its meaning at every noise level: with the raw 1/s^2 a 30-frame average weighs
-its data term ~100x a clean one's and the prior vanishes (measured on a GPU, `bench/attack_budget.py`,
-inception3-alpha-0.4 at k = 30: raw weights with TV 3 gave colour speckle, face SSIM 0.051; TV 300, which is
-what the scaling gives, 0.318).
+tuned without noise, keeps its meaning at every noise level: with the raw 1/s^2 a 30-frame average through
+inception3-alpha-0.4 weighs its data term ~390x a clean one's and the prior vanishes (measured on a GPU,
+`bench/attack_budget.py`: raw weights with TV 3 gave colour speckle, face SSIM 0.051; raw TV 300, 0.77 in
+the scaled units, gave 0.318).
 
 The prior's weight depends on where the head ends (`tv_weight_for`): the RDCL's output pins pixels down
 closely and wants little smoothing; after the Inception blocks much more of the image is free and the
