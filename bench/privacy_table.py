@@ -29,8 +29,8 @@ import torch
 
 from facesplit.detector import load_detector
 from facesplit.faceboxes import DEFAULT_SPLIT, SPLITS
-from facesplit.noise.profile import NoiseProfile
-from facesplit.noise.shipped import describe, shipped_profiles
+from facesplit.noise.profile import NoiseProfile, split_of
+from facesplit.noise.shipped import shipped_profiles
 from privacy_attack.decoder import DecoderConfig
 from privacy_attack.inversion import InversionConfig
 from privacy_attack.measure import load_attacker, load_profiles, load_victims, measure
@@ -69,7 +69,7 @@ def main() -> None:
     shared, out = Path(args.shared), Path(args.out)
     started = time.perf_counter()
     detector = load_detector(split=args.split)
-    names = [name for name, path in shipped_profiles().items() if describe(path)["split"] == args.split]
+    names = [name for name, path in shipped_profiles().items() if split_of(path) == args.split]
     prefix = "alpha-" if args.split == DEFAULT_SPLIT else f"{args.split}-alpha-"
     if args.alphas != "all":
         names = [name if name in names else f"{prefix}{name}" for name in args.alphas.split(",")]

@@ -9,7 +9,7 @@ import torch
 
 from facesplit.detector import SplitDetector, at_split, with_tail
 from facesplit.faceboxes import activation_shape
-from facesplit.noise.profile import NoiseProfile
+from facesplit.noise.profile import NoiseProfile, split_of
 from facesplit.noise.shipped import load_profile_for, resolve_profile
 from facesplit.postprocess import detections_from_outputs
 from facesplit.weights import clean_fingerprint
@@ -47,7 +47,7 @@ def served_tails(detector: SplitDetector, profiles: list[str], serve_clean: bool
         fingerprint = clean_fingerprint(detector.source)
         tails[fingerprint] = ServedTail(fingerprint, "clean", 0.0, False, size.width, size.height, shape, detector)
     for name in profiles:
-        split = NoiseProfile.load(resolve_profile(name)).split
+        split = split_of(resolve_profile(name))
         at = splits[split] if split in splits else splits.setdefault(split, at_split(detector, split))
         profile: NoiseProfile = load_profile_for(at, name)
         tails[profile.fingerprint] = ServedTail(profile.fingerprint, resolve_profile(name).stem, profile.alpha, True,

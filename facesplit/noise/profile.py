@@ -165,11 +165,9 @@ class NoiseProfile:
         input size."""
         try:
             tensors = load_file(str(path))
-            with open(path, "rb") as f:
-                header_len = int.from_bytes(f.read(8), "little")
-                metadata = json.loads(f.read(header_len)).get("__metadata__") or {}
         except (OSError, SafetensorError, ValueError) as exc:
             raise ProfileError(f"{path}: not a readable noise profile ({exc})") from None
+        metadata = read_metadata(path)
         if metadata.get("format") not in FORMATS or "mu" not in tensors or "sigma" not in tensors:
             raise ProfileError(f"{path}: not a noise profile (expected format {FORMAT!r} with mu and sigma)")
         width, height = (int(v) for v in metadata["input_size"].split("x"))
@@ -193,6 +191,21 @@ class NoiseProfile:
             raise ProfileError(f"{path}: fitted for input size {width}x{height}, not "
                                f"{input_size[0]}x{input_size[1]}; pass --input-size {width}x{height}")
         return profile
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """A profile file's metadata strings, from its header alone (no tensors read)."""
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            return json.loads(f.read(header_len)).get("__metadata__") or {}
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"{path}: not a readable noise profile ({exc})") from None
+
+
+def split_of(path: Path) -> str:
+    """The model split a profile file was fitted at, from its header alone."""
+    return read_metadata(path).get("split", DEFAULT_SPLIT)
 
 
 class Obfuscator:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from facesplit.detector import SplitDetector
 from facesplit.faceboxes import DEFAULT_SPLIT
-from facesplit.noise.profile import NoiseProfile, ProfileError
+from facesplit.noise.profile import NoiseProfile, ProfileError, split_of
 from facesplit.weights import head_fingerprint
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -44,7 +44,7 @@ def split_for(split: str | None, profiles: list[str] | tuple[str, ...]) -> str:
     fitted at (they must agree), else the default."""
     if split is not None:
         return split
-    found = {name: NoiseProfile.load(resolve_profile(name)).split for name in profiles}
+    found = {name: split_of(resolve_profile(name)) for name in profiles}
     splits = sorted(set(found.values()))
     if len(splits) > 1:
         listed = ", ".join(f"{name} at {found[name]}" for name in found)
