@@ -29,7 +29,8 @@ import torch
 
 from facesplit.detector import load_detector
 from facesplit.faceboxes import DEFAULT_SPLIT, SPLITS
-from facesplit.noise.profile import NoiseProfile, split_of
+from facesplit.noise.profile import split_of
+from facesplit.noise.rotating import ROTATION_FRAMES, averaged_within_rotation
 from facesplit.noise.shipped import shipped_profiles
 from privacy_attack.decoder import DecoderConfig
 from privacy_attack.inversion import InversionConfig
@@ -39,13 +40,6 @@ from privacy_attack.tradeoff import AP_DRAWS, accuracy, ap_text, held_out_sets, 
 
 TR4928_FDDB_AP = {None: 0.9337, 0.05: 0.903, 0.1: 0.902, 0.2: 0.908, 0.4: 0.907, 0.6: 0.885, 0.8: 0.884,
                   0.9: 0.846, 0.95: 0.846}
-SECRET_FRACTION, ROTATION_FRAMES = 0.5, 30
-
-
-def rotated(profile: NoiseProfile, k: int) -> NoiseProfile:
-    """What an attacker averaging k frames of one rotation faces: Gaussian with this per-element sigma."""
-    scale = math.sqrt(SECRET_FRACTION + (1 - SECRET_FRACTION) / k)
-    return replace(profile, sigma=profile.sigma * scale, tail_state=None)
 
 
 def main() -> None:
@@ -79,7 +73,8 @@ def main() -> None:
     config = AttackConfig(k_values=(1, 30), decoder=DecoderConfig(train_seconds=args.decoder_seconds),
                           inversion=InversionConfig(steps=args.inversion_steps), draws=args.draws)
     attacked = measure(detector, profiles, victims, attacker, config, gallery, keep_images=0)
-    rotating = {name: rotated(profile, ROTATION_FRAMES) for name, profile in profiles.items() if profile is not None}
+    rotating = {name: averaged_within_rotation(profile, ROTATION_FRAMES) for name, profile in profiles.items()
+                if profile is not None}
     defended = measure(detector, rotating, victims, attacker, replace(config, k_values=(1,)), gallery,
                        keep_images=0) if rotating else {}
     sets = held_out_sets(shared, profiles)  # MIT+CMU folds 6-10 (the shipped profiles saw 1-5) and dlib
@@ -102,13 +97,17 @@ def main() -> None:
         row["tr4928_fddb_ap"] = TR4928_FDDB_AP.get(row["alpha"]) if row["rank"] is None else None
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
+    found = attacked[next(iter(profiles))].results["baselines"]  # the same for every profile: no noise in them
+    baselines = {name: {"face_ssim": found[name]["face_ssim"], "reid_other_photo": found[name]["reid"]["other_photo"]}
+                 for name in ("flat_mean_colour", "boxes_only") if found.get(name)}
     out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.split == DEFAULT_SPLIT else f"-{args.split}"
-    (out / f"privacy_table{suffix}.json").write_text(json.dumps({"rows": rows, "settings": vars(args),
-                                                        "wall_s": round(time.perf_counter() - started)}, indent=1))
-    table = markdown(rows, args.draws, args.inversion_steps, args.decoder_seconds, args.split)
+    (out / f"privacy_table{suffix}.json").write_text(json.dumps(
+        {"rows": rows, "baselines": baselines, "settings": vars(args),
+         "wall_s": round(time.perf_counter() - started)}, indent=1))
+    table = markdown(rows, baselines, args.draws, args.inversion_steps, args.decoder_seconds, args.split)
     (out / f"privacy_table{suffix}.md").write_text(table)
-    plot(rows, out / f"privacy_tradeoff{suffix}.png")
+    plot(rows, baselines, out / f"privacy_tradeoff{suffix}.png")
     plot_tradeoff([{"name": r["profile"], "alpha": r["alpha"], "rank": r["rank"], "accuracy": r["accuracy"],
                     "strongest": {1: r["k1"], 30: r["k30"]}} for r in rows], out / f"privacy_ap_vs_attack{suffix}.png")
     print(table)
@@ -126,7 +125,7 @@ def reid(cell: dict | None) -> str:
     return f"{r['rate']:.0%}{interval} (chance {r['chance']:.0%})"
 
 
-def markdown(rows: list[dict], draws: int = 1, inversion_steps: int | None = None,
+def markdown(rows: list[dict], baselines: dict, draws: int = 1, inversion_steps: int | None = None,
              decoder_seconds: float | None = None, split: str = DEFAULT_SPLIT) -> str:
     lines = [f"Model split: {split} (the head the edge runs ends there; the profiles were fitted for it).", "",
              "| profile | alpha | noise on | mean sigma | AP@0.3 MIT+CMU 6-10 | AP@0.5 dlib | TR-4928 FDDB AP | "
@@ -149,13 +148,21 @@ def markdown(rows: list[dict], draws: int = 1, inversion_steps: int | None = Non
               f"interval on {queries} people] (what a random guess gets). AP with noise: the mean [range] over "
               f"{AP_DRAWS} noise draws. The bar: AP within 1.5 points of clean, face SSIM <= 0.30, re-id <= 2x "
               "chance at k=1."]
+    flat, boxes = baselines.get("flat_mean_colour"), baselines.get("boxes_only")
+    if flat and boxes:
+        lines.append(f"Baselines on the same victims: a flat image of the photo's mean colour scores face SSIM "
+                     f"{fmt(flat['face_ssim'])}, re-id {reid(flat)}; the boxes-only guess (the attacker's average "
+                     f"face painted into each face box, which the tail returns by design) {fmt(boxes['face_ssim'])}, "
+                     f"re-id {reid(boxes)}. No profile that keeps faces detectable can hold an attacker below the "
+                     "boxes-only guess, so read face SSIM against it: above it, an attack learned something "
+                     "about a face.")
     if inversion_steps is not None:
         lines.append(f"Attack budget: {inversion_steps} inversion steps per victim and k, the decoder trained "
                      f"{decoder_seconds:g} s per profile; a bigger budget recovers more, so these are lower bounds.")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], baselines: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,6 +182,9 @@ def plot(rows: list[dict], path: Path) -> None:
         right.plot(alphas, [r[k]["reid_other_photo"]["rate"] for r in noisy], style, alpha=0.5,
                    label=f"re-id rate, {k}")
     right.axhline(0.30, color="red", lw=0.8, ls=":", label="SSIM target 0.30")
+    if baselines.get("boxes_only"):
+        right.axhline(baselines["boxes_only"]["face_ssim"], color="black", lw=0.8, ls="--",
+                      label="face SSIM of the boxes-only guess")
     right.set(xlabel="alpha", ylabel="strongest attack", title="What the attacker recovers")
     right.legend(fontsize=8)
     fig.tight_layout()

@@ -23,6 +23,7 @@ from privacy_attack.datasets import Photo, attacker_photos, read_unlabelled
 from privacy_attack.decoder import build_bank
 from privacy_attack.reid import ReidUnavailableError, default_encoder
 from privacy_attack.report import AttackConfig, AttackRun, grid_columns, run_attacks, strongest, write_grid
+from privacy_attack.template import average_face
 from privacy_attack.tradeoff import AP_DRAWS, accuracy, ap_text, held_out_sets, plot_tradeoff
 
 NO_NOISE = "none"  # the baseline's name; "clean" is accepted for it too
@@ -93,16 +94,18 @@ def measure(detector: SplitDetector, profiles: dict[str, NoiseProfile | None], v
     """`run_attacks` against each of ``profiles`` (None: no noise), by name. The decoder's bank of the
     attacker's clean activations is built once for all of them; each profile trains its own decoder.
     Reconstructions are kept for the first ``keep_images`` victims only (what a grid shows)."""
+    size = (detector.input_size.width or 1024, detector.input_size.height or 1024)
     bank = None
     if "decoder" in config.attacks:
         if not attacker:
             raise AttackDataError("the decoder attack needs the attacker's photos, and none were given")
-        size = (detector.input_size.width or 1024, detector.input_size.height or 1024)
         bank = build_bank(detector.model.head, attacker, size, config.decoder)
+    template = average_face(detector, attacker, size)  # once: the boxes-only baseline ignores the noise
     runs = {}
     for name, profile in tqdm(profiles.items(), desc="noise profiles", unit="profile", leave=False,
                               disable=len(profiles) < 2):
-        run = run_attacks(profile, victims, attacker, detector, config, bank=bank, gallery_photos=gallery_photos)
+        run = run_attacks(profile, victims, attacker, detector, config, bank=bank, gallery_photos=gallery_photos,
+                          face_template=template)
         kept = [photo.key for photo in victims[:keep_images]]
         run.originals = {key: run.originals[key] for key in kept if key in run.originals}
         run.images = {attack: {k: {key: by_key[key] for key in kept if key in by_key} for k, by_key in by_k.items()}
@@ -169,6 +172,7 @@ def table(report: dict) -> str:
     profiles = report["profiles"]
     first = profiles[NO_NOISE]
     original, flat = first["baselines"]["original"], first["baselines"]["flat_mean_colour"]
+    boxes = first["baselines"].get("boxes_only")
     width = max(len("profile"), *(len(name) for name in profiles))
     draws = max(results.get("draws", 1) for results in profiles.values())
     pooled = f"; each profile's scores pooled over {draws} noise draws" if draws > 1 else ""
@@ -178,6 +182,10 @@ def table(report: dict) -> str:
              f"{_reid(original, 'same_photo')}; a flat mean-colour image re-id other {_reid(flat, 'other_photo')}, "
              f"same {_reid(flat, 'same_photo')}, face SSIM {_number(flat['face_ssim'], 3)}, "
              f"finds face {_percent(flat['detector_finds_face'])}",
+             *([] if not boxes else [
+                 f"the boxes-only guess (the attacker's average face painted into each face box the tail returns, "
+                 f"over the mean colour): face SSIM {_number(boxes['face_ssim'], 3)}, re-id other "
+                 f"{_reid(boxes, 'other_photo')}; an attack learns something about a face only above it"]),
              "",
              f"{'profile':<{width}} {'k':>3}  {'attack':<10} {'face SSIM':>9} {'face PSNR':>9} {'image SSIM':>10} "
              f"{'image PSNR':>10} {'re-id other':>11} {'re-id same':>11} {'finds face':>10}  stronger"]

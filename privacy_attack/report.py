@@ -32,6 +32,7 @@ from privacy_attack.decoder import (
 from privacy_attack.inversion import InversionConfig, invert, tv_weight_for
 from privacy_attack.observe import effective_sigma, observe
 from privacy_attack.scoring import build_gallery, pool_draws, prepare_victims, score
+from privacy_attack.template import average_face, paint_faces
 
 ATTACKS = ("decoder", "inversion")
 KEPT_SIDE = 256  # reconstructions are kept at this canvas side for the grid (a 1024 canvas is 3 MB)
@@ -91,12 +92,14 @@ def strongest(attacks: dict, k: int) -> dict:
 def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_images: list[Photo],
                 detector: SplitDetector | None = None, config: AttackConfig = AttackConfig(),
                 bank: TrainingBank | None = None, decoder: ActivationDecoder | None = None,
-                gallery_photos: list[Photo] | None = None) -> AttackRun:
+                gallery_photos: list[Photo] | None = None, face_template: np.ndarray | None = None) -> AttackRun:
     """Attack ``victims`` through ``profile`` (None: no noise at all) with each of ``config.attacks`` at each
     k; the decoder learns from ``attacker_images`` only (or a prebuilt ``bank`` of them), unless an already
     trained ``decoder`` (for this profile) is given. Re-identification searches a gallery of the originals
     of ``gallery_photos`` (default: the victims; their labelled photos only), so a slow attack can run on a
-    few victims and still be scored against the whole set of people."""
+    few victims and still be scored against the whole set of people. Beside the attacks, two baselines: a flat
+    mean-colour image, and `privacy_attack.template`'s boxes-only guess (``face_template``: the attacker's
+    average face, default: made from ``attacker_images``)."""
     unknown = set(config.attacks) - set(ATTACKS)
     if unknown:
         raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {ATTACKS}")
@@ -115,6 +118,10 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
     gallery = build_gallery(prepared if gallery_photos is None else prepare_victims(detector, gallery_photos,
                                                                                      input_size))
     flat = {v.photo.key: flat_canvas(v.canvas) for v in prepared}
+    if face_template is None:
+        face_template = average_face(detector, attacker_images, input_size)
+    boxes_only = None if face_template is None else score(
+        detector, prepared, {v.photo.key: paint_faces(v.canvas, v.faces, face_template) for v in prepared}, gallery)
     run = AttackRun(results={
         "profile": None if profile is None else {
             "fingerprint": profile.fingerprint, "alpha": profile.alpha,
@@ -123,7 +130,7 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
         "victims": len(prepared), "faces": int(sum(len(v.faces) for v in prepared)),
         "gallery": {"photos": len(gallery), "identities": len({i for i, _ in gallery.values()})},
         "k_values": list(k_values),
-        "baselines": {"flat_mean_colour": score(detector, prepared, flat, gallery),
+        "baselines": {"flat_mean_colour": score(detector, prepared, flat, gallery), "boxes_only": boxes_only,
                       "original": score(detector, prepared, {v.photo.key: v.canvas.image for v in prepared},
                                         gallery)},
         "attacks": {}},

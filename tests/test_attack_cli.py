@@ -74,6 +74,11 @@ def test_inversion_against_a_shipped_profile(weights_path: Path, shared_dir: Pat
     assert rows(report["stdout"]) == {("none", 1, "inversion"): False, ("alpha-0.2", 1, "inversion"): False,
                                       ("alpha-0.2", 8, "inversion"): False}
     assert "re-identification gallery: 18 photos of 9 people" in report["stdout"]
+    # the boxes-only baseline: the attacker's average face (from its MIT+CMU photos) in the victims' face boxes
+    boxes = profiles["none"]["baselines"]["boxes_only"]
+    assert boxes["faces"] == 2 and 0 < boxes["face_ssim"] < 1
+    assert f"the boxes-only guess (the attacker's average face painted into each face box the tail returns, over " \
+           f"the mean colour): face SSIM {boxes['face_ssim']:.3f}" in report["stdout"]
     # AP on photos the profile was not fitted on: the shipped profiles saw MIT+CMU folds 1-5
     seen = set(NoiseProfile.load(resolve_profile("alpha-0.2")).fitted_on["seen"])
     assert any(key.startswith("mitcmu/") for key in seen)

@@ -18,17 +18,30 @@ away than with fresh noise alone.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
 from facesplit.noise.profile import NoiseProfile, ProfileError
 from facesplit.noise.sampler import GaussianStream
 
+SECRET_FRACTION = 0.5  # of the profile's variance, in the secret part
+ROTATION_FRAMES = 30  # frames that share one secret draw
+
+
+def averaged_within_rotation(profile: NoiseProfile, k: int, secret_fraction: float = SECRET_FRACTION
+                             ) -> NoiseProfile:
+    """What an attacker who averages k frames of one rotation faces: the profile with sigma scaled by
+    sqrt(f + (1 - f) / k), noise-aware tail dropped (a bench and attack helper; the edge never applies it)."""
+    scale = math.sqrt(secret_fraction + (1 - secret_fraction) / k)
+    return replace(profile, sigma=profile.sigma * scale, tail_state=None)
+
 
 class RotatingObfuscator:
     """Drop-in for `Obfuscator` (callable on (N, C, H, W) activations, one frame per row, in order)."""
 
-    def __init__(self, profile: NoiseProfile, secret_fraction: float = 0.5, rotation_frames: int = 30,
+    def __init__(self, profile: NoiseProfile, secret_fraction: float = SECRET_FRACTION,
+                 rotation_frames: int = ROTATION_FRAMES,
                  stream: GaussianStream | None = None) -> None:
         if not 0 <= secret_fraction <= 1 or rotation_frames < 1:
             raise ValueError("secret_fraction must be in [0, 1] and rotation_frames >= 1")

@@ -101,7 +101,7 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
                           decoder=DecoderConfig(train_seconds=decoder_seconds),
                           inversion=InversionConfig(steps=inversion_steps, progress=True), noise_seed=seed,
                           draws=draws)
-    attacker = load_attacker(shared) if "decoder" in attacks else []
+    attacker = load_attacker(shared)  # the decoder trains on them; the boxes-only baseline averages their faces
     runs = measure(detector, profiles, victim_photos, attacker, config, gallery)
     accuracies = measure_accuracy(detector, profiles, shared, ap_limit)
     weights_file = resolve_weights(weights)
