@@ -232,7 +232,8 @@ def score_runs(args: argparse.Namespace) -> None:
     flats = {v.photo.key: flat_canvas(v.canvas) for v in victims}
     flat = score(detector, victims, flats, gallery)
     face = average_face(detector, attacker_photos(shared), INPUT)
-    assert face is not None, "the attacker's photos hold no face"
+    if face is None:
+        raise SystemExit(f"{shared}: the attacker's photos (MIT+CMU, scikit-image) hold no face to average")
     guesses = {v.photo.key: paint_faces(v.canvas, v.faces, face) for v in victims}
     boxes = score(detector, victims, guesses, gallery)
     baselines = {"flat_mean_colour_face_ssim": flat["face_ssim"], "boxes_only_face_ssim": boxes["face_ssim"],
