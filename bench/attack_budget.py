@@ -37,7 +37,7 @@ from facesplit.noise.rotating import averaged_within_rotation
 from facesplit.noise.shipped import load_profile_for
 from privacy_attack.canvas import image_to_input, resize, to_canvas
 from privacy_attack.datasets import attacker_photos, read_unlabelled
-from privacy_attack.decoder import DecoderConfig, build_bank, decode, noisy_batch, train_decoder
+from privacy_attack.decoder import DecoderConfig, TrainingBank, build_bank, decode, noisy_batch, train_decoder
 from privacy_attack.inversion import InversionConfig, invert_batch
 
 INPUT = (1024, 1024)
@@ -162,6 +162,7 @@ def reconstruct(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     detectors: dict[str, SplitDetector] = {}
+    banks: dict[str, TrainingBank] = {}  # the attacker's clean activations depend on the split alone
     started = time.monotonic()
     for index, attack in enumerate(plan):
         if time.monotonic() - started > args.seconds:
@@ -184,12 +185,14 @@ def reconstruct(args: argparse.Namespace) -> None:
         else:
             config = DecoderConfig(train_seconds=attack.seconds, batch_size=32, views_per_photo=8,
                                    k_values=(k,), progress=True)
-            bank = build_bank(head, attacker_photos(shared)[:args.attacker_limit], INPUT, config)
+            bank = banks.get(attack.split) or build_bank(head, attacker_photos(shared)[:args.attacker_limit], INPUT,
+                                                         config)
+            banks[attack.split] = bank
             decoder, log = train_decoder(bank, profile, config)
             images = np.stack([decode(decoder, z[i:i + 1], profile, INPUT) for i in range(len(z))])
             detail = {"decoder_steps": log.steps, "bank_views": len(bank),
                       "last_loss": float(np.mean(log.losses[-50:]))}
-            del bank, decoder
+            del decoder
         seconds = time.monotonic() - t0
         # two runs a file: a file of 36 incompressible 256x256 images is 7 MB, and few files come back
         file = f"reconstructions-{args.plan}-{index // 2}.npz"

@@ -22,7 +22,15 @@ from facesplit.noise.shipped import load_profile_for
 from privacy_attack.datasets import Photo, attacker_photos, read_unlabelled
 from privacy_attack.decoder import build_bank
 from privacy_attack.reid import ReidUnavailableError, default_encoder
-from privacy_attack.report import AttackConfig, AttackRun, grid_columns, run_attacks, strongest, write_grid
+from privacy_attack.report import (
+    AttackConfig,
+    AttackRun,
+    attack_input_size,
+    grid_columns,
+    run_attacks,
+    strongest,
+    write_grid,
+)
 from privacy_attack.template import average_face
 from privacy_attack.tradeoff import AP_DRAWS, accuracy, ap_text, held_out_sets, plot_tradeoff
 
@@ -94,7 +102,7 @@ def measure(detector: SplitDetector, profiles: dict[str, NoiseProfile | None], v
     """`run_attacks` against each of ``profiles`` (None: no noise), by name. The decoder's bank of the
     attacker's clean activations is built once for all of them; each profile trains its own decoder.
     Reconstructions are kept for the first ``keep_images`` victims only (what a grid shows)."""
-    size = (detector.input_size.width or 1024, detector.input_size.height or 1024)
+    size = attack_input_size(detector)
     bank = None
     if "decoder" in config.attacks:
         if not attacker:

@@ -89,6 +89,11 @@ def strongest(attacks: dict, k: int) -> dict:
             "reid_same_photo": best["reid"]["same_photo"], "detector_finds_face": best["detector_finds_face"]}
 
 
+def attack_input_size(detector: SplitDetector) -> tuple[int, int]:
+    """(width, height) the attacks work at: the detector's fixed input size, 1024 where it is native."""
+    return (detector.input_size.width or 1024, detector.input_size.height or 1024)
+
+
 def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_images: list[Photo],
                 detector: SplitDetector | None = None, config: AttackConfig = AttackConfig(),
                 bank: TrainingBank | None = None, decoder: ActivationDecoder | None = None,
@@ -106,7 +111,7 @@ def run_attacks(profile: NoiseProfile | None, victims: list[Photo], attacker_ima
     if config.draws < 1:
         raise ValueError(f"draws must be at least 1, got {config.draws}")
     detector = detector or load_detector()
-    input_size = (detector.input_size.width or 1024, detector.input_size.height or 1024)
+    input_size = attack_input_size(detector)
     if profile is not None and tuple(profile.input_size) != input_size:
         raise ValueError(f"profile fitted for input {profile.input_size}, detector runs at {input_size}")
     # without noise every k (and every draw) gives the same activation: one is enough
