@@ -1,8 +1,12 @@
-# The three commands of the README: make install | make demo | make test
+# The commands of the README: make demo | make test (each builds the environment first when it needs to) and
+# make install (only the environment)
 PYTHON ?= python3
 VENV ?= .venv
 SHARED ?= ../shared
 BIN := $(VENV)/bin
+# Touched by a finished install: a .venv without it (missing, or an install cut short) or older than
+# pyproject.toml is rebuilt by whatever target needs it
+INSTALLED := $(VENV)/.installed
 
 # Data and weights that cannot be downloaded live in ../shared (read-only, never committed).
 export FROSTED_SHARED ?= $(abspath $(SHARED))
@@ -29,7 +33,7 @@ RANK := 48
 RANK_ALPHA := 0.2
 INFO_ALPHA := 0.7
 FIT_ARGS := --coco $(SHARED)/data/faces/mitcmu/labels.json --use-folds 1-5 --task distill --tune-tail \
-	--epochs 10 --augmentations 3 $(if $(THREADS),--threads $(THREADS))
+	--epochs 10 --augmentations 3 --seed 0 $(if $(THREADS),--threads $(THREADS))
 
 # What the live-service tests start for real (TESTRIG.md): GStreamer's RTSP server (run under Debian's own
 # python3, the one with python3-gi) and Prometheus. Installed when we are root on apt; otherwise listed.
@@ -43,29 +47,35 @@ system-deps:
 		dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || $(APT_INSTALL) || { apt-get update -qq && $(APT_INSTALL); }; \
 	else echo "not root on apt: the live-service tests need: $(SYSTEM_PACKAGES) (they skip without them)"; fi
 
+# Always installs (for those who want the environment alone, or a fresh one); the targets below need only
+# $(INSTALLED), and so install only when it is missing or stale.
 install: system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch pinned to the CPU build: an unpinned torch pulls several GB of CUDA libraries
 	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev]'
+	touch $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(MAKE) --no-print-directory install
 
 # The live path in one command: a clip made from scikit-image's astronaut, edge agent -> gRPC (mTLS) -> tail.
-demo:
+demo: $(INSTALLED)
 	$(BIN)/frosted demo
 
-lint:
+lint: $(INSTALLED)
 	$(BIN)/ruff check .
 
-test: lint
+test: $(INSTALLED) lint
 	$(BIN)/pytest -q --timeout 300
 
-bench:
+bench: $(INSTALLED)
 	$(BIN)/python bench/bench_model.py
 
-bench-live:
+bench-live: $(INSTALLED)
 	$(BIN)/python bench/bench_live.py
 
-profiles:
+profiles: $(INSTALLED)
 	for a in $(ALPHAS); do \
 		$(BIN)/frosted fit-noise --alpha $$a $(FIT_ARGS) --out facesplit/profiles/alpha-$$a.safetensors || exit 1; \
 	done
@@ -79,6 +89,6 @@ profiles:
 		--out facesplit/profiles/information-dct-alpha-$(INFO_ALPHA).safetensors
 
 # The wire contract's Python stubs, from proto/ only (checked in; tests/test_wire.py checks they match).
-proto:
+proto: $(INSTALLED)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. \
 		proto/frosted_wire/v1/tail.proto

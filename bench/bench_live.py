@@ -90,7 +90,7 @@ def end_to_end(cameras: int, seconds: float, warmup: float, fps: int, video: Pat
         }))
         out = workdir / f"boxes-{cameras}.jsonl"
         edge = subprocess.run([sys.executable, "-m", "frosted", "edge", "--config", str(config), "--seconds",
-                               str(seconds + warmup), "--output", str(out)], cwd=REPO, capture_output=True,
+                               str(seconds + warmup), "--json", str(out)], cwd=REPO, capture_output=True,
                               text=True, timeout=seconds + warmup + 120)
         if edge.returncode != 0:
             raise RuntimeError(f"edge failed: {edge.stderr[-1500:]}")

@@ -71,7 +71,8 @@ def main() -> None:
     victims, gallery = load_victims(shared, args.victims)
     attacker = load_attacker(shared)
     config = AttackConfig(k_values=(1, 30), decoder=DecoderConfig(train_seconds=args.decoder_seconds),
-                          inversion=InversionConfig(steps=args.inversion_steps), draws=args.draws)
+                          inversion=InversionConfig(steps=args.inversion_steps), draws=args.draws,
+                          noise_seed=0)  # the same victim draws every run, so tables compare
     attacked = measure(detector, profiles, victims, attacker, config, gallery, keep_images=0)
     rotating = {name: averaged_within_rotation(profile, ROTATION_FRAMES) for name, profile in profiles.items()
                 if profile is not None}

@@ -22,3 +22,8 @@ for _outcome in ("accepted", "invalid", "unknown_profile"):
 RECEIVED_BYTES = Counter("frosted_tail_received_bytes_total", "Activation payload bytes accepted",
                          registry=REGISTRY)
 STREAMS = Gauge("frosted_tail_streams", "Detect streams open now", registry=REGISTRY)
+STREAMS_REFUSED = Counter("frosted_tail_streams_refused_total",
+                          "Detect streams refused (over a cap) or closed (idle) by the tail's limits, by reason",
+                          ["reason"], registry=REGISTRY)
+for _reason in ("max_streams", "max_streams_per_connection", "idle"):
+    STREAMS_REFUSED.labels(_reason)

@@ -8,11 +8,16 @@ import numpy as np
 import torch
 
 from facesplit.detector import SplitDetector, at_split, with_tail
+from facesplit.errors import FrostedError
 from facesplit.faceboxes import activation_shape
 from facesplit.noise.profile import NoiseProfile, split_of
 from facesplit.noise.shipped import load_profile_for, resolve_profile
 from facesplit.postprocess import detections_from_outputs
 from facesplit.weights import clean_fingerprint
+
+
+class TailInputSizeError(FrostedError, ValueError):
+    """An input size the tail cannot serve (a ValueError too, as it was before it was a one-line error)."""
 
 
 @dataclass(frozen=True)
@@ -34,12 +39,14 @@ class ServedTail:
                                         postprocess) for i in range(activations.shape[0])]
 
 
-def served_tails(detector: SplitDetector, profiles: list[str], serve_clean: bool) -> dict[str, ServedTail]:
+def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: bool = False
+                 ) -> dict[str, ServedTail]:
     """fingerprint -> tail, for each profile (shipped name or path), each at the model split it was fitted for,
-    and, if asked, for clean activations at ``detector``'s split."""
+    and, only if asked, for clean activations at ``detector``'s split (those expose the frames they came from)."""
     size = detector.input_size
     if size.native or size.width is None or size.height is None:
-        raise ValueError("the tail needs a fixed input size, not 'native'")
+        raise TailInputSizeError("the tail needs a fixed input size (e.g. --input-size 1024), not 'native': "
+                                 "every frame of a profile has its activation's one shape")
     shape = activation_shape(size.height, size.width)
     tails: dict[str, ServedTail] = {}
     splits = {detector.split: detector}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,19 +16,13 @@ from grpc_reflection.v1alpha import reflection
 from cloud_tail.batcher import Batcher
 from cloud_tail.models import ServedTail
 from cloud_tail.service import CloudTailService, StreamLimits
+from cloud_tail.tls import ServerTls, load_server_tls
 from facesplit.errors import FrostedError
 from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
 
 log = logging.getLogger("cloud_tail")
 
 SERVICE_NAME = tail_pb2.DESCRIPTOR.services_by_name["CloudTail"].full_name
-
-
-@dataclass(frozen=True)
-class ServerTls:
-    cert: Path
-    key: Path
-    client_ca: Path | None = None  # set: mutual TLS, clients must present a certificate signed by it
 
 
 @dataclass(frozen=True)
@@ -42,13 +36,54 @@ class TailServerConfig:
 
 
 def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
-    root = tls.client_ca.read_bytes() if tls.client_ca else None
-    return grpc.ssl_server_credentials([(tls.key.read_bytes(), tls.cert.read_bytes())], root_certificates=root,
-                                       require_client_auth=tls.client_ca is not None)
+    """Credentials from checked material: TlsConfigError names a bad file, instead of a tail that starts and
+    then fails every handshake."""
+    material = load_server_tls(tls)
+    return grpc.ssl_server_credentials([(material.key, material.cert)], root_certificates=material.client_ca,
+                                       require_client_auth=material.client_ca is not None)
+
+
+# Streams of other methods (GetInfo, health, reflection) a connection may open beside a full set of Detect streams.
+_SIDE_STREAMS = 4
+_HANDSHAKE_SECONDS = 10  # a connection that never finishes its TLS handshake holds a slot this long, not 120 s
+
+
+def grpc_options(limits: StreamLimits) -> list[tuple[str, int]]:
+    """The server's channel arguments: message sizes and the transport's share of the stream limits."""
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second tail on the same port must fail, not share it
+        # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS bounds every method's streams (health Watch and reflection stay
+        # open too), with room for one Detect stream over the cap so that one gets RESOURCE_EXHAUSTED from
+        # the service instead of waiting, unseen, in the client's queue.
+        ("grpc.max_concurrent_streams", limits.max_streams_per_connection + 1 + _SIDE_STREAMS),
+        ("grpc.max_allowed_incoming_connections", limits.max_connections),
+        # a connection with no stream at all goes after the same time as an idle stream (0 would mean never)
+        ("grpc.max_connection_idle_ms", max(1, round(limits.idle_timeout_seconds * 1000))),
+        ("grpc.server_handshake_timeout_ms", _HANDSHAKE_SECONDS * 1000),
+    ]
 
 
 class ListenError(FrostedError):
     """The address to serve on is taken or invalid."""
+
+
+class LimitsError(FrostedError):
+    """Limits under which the tail could accept no frame at all."""
+
+
+# Everything in a frame but its tensor data (camera id <= 128 characters, fingerprint, shape, scale, numbers).
+_FRAME_HEADER_BYTES = 1024
+
+
+def check_limits(tails: dict[str, ServedTail], limits: StreamLimits) -> None:
+    """A message limit below the smallest frame (int8) would refuse every frame as RESOURCE_EXHAUSTED."""
+    for tail in tails.values():
+        smallest = math.prod(tail.activation_shape) + _FRAME_HEADER_BYTES
+        if limits.max_message_bytes < smallest:
+            raise LimitsError(f"the message limit ({limits.max_message_bytes} bytes, --max-message-bytes) is smaller "
+                              f"than one int8 frame of {tail.name} ({smallest} bytes): no frame would get through")
 
 
 class TailServer:
@@ -56,18 +91,14 @@ class TailServer:
     Construct it inside the event loop that will run it (grpc.aio binds to the running loop)."""
 
     def __init__(self, tails: dict[str, ServedTail], config: TailServerConfig) -> None:
+        check_limits(tails, config.limits)
         self.config = config
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tail-compute")
         self.batcher = Batcher(self.executor, config.max_batch, config.max_delay)
         self.service = CloudTailService(tails, self.batcher, config.limits)
         self.health = health.aio.HealthServicer()
         self._stopped = False
-        limit = config.limits.max_message_bytes
-        self.server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 0),  # a second tail on the same port must fail, not share it
-        ])
+        self.server = grpc.aio.server(options=grpc_options(config.limits))
         tail_pb2_grpc.add_CloudTailServicer_to_server(self.service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),

@@ -11,7 +11,15 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from cloud_tail import metrics
+from cloud_tail.admission import (
+    StreamActivity,
+    StreamAdmission,
+    StreamIdleError,
+    next_or_idle,
+    skip_first_message,
+)
 from cloud_tail.batcher import Batcher, BatchResult
+from cloud_tail.limits import StreamLimits
 from cloud_tail.models import ServedTail
 from cloud_tail.validate import FrameRejectedError, validate_frame
 from frosted_wire.codec import WIRE_DTYPES
@@ -21,9 +29,11 @@ log = logging.getLogger("cloud_tail")
 
 
 @dataclass(frozen=True)
-class StreamLimits:
-    max_in_flight: int = 8  # frames of one stream being batched/computed at once; the rest wait in HTTP/2
-    max_message_bytes: int = 1 << 20
+class _Abort:
+    """Ends the stream with this status, after the answers already queued before it."""
+
+    code: grpc.StatusCode
+    message: str
 
 
 class CloudTailService(tail_pb2_grpc.CloudTailServicer):
@@ -32,6 +42,7 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
         self.batcher = batcher
         self.limits = limits
         self.draining = asyncio.Event()
+        self.admission = StreamAdmission(limits.max_streams, limits.max_streams_per_connection)
         self._answer_queues: set[asyncio.Queue] = set()
         batcher.open_streams = lambda: len(self._answer_queues)
 
@@ -58,11 +69,14 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
         # Reading runs ahead of answering by at most max_in_flight frames: a flooding client is held back by
         # HTTP/2 flow control on its own stream, and every other stream keeps its share of the batcher.
         window = asyncio.Semaphore(self.limits.max_in_flight)
-        answers: asyncio.Queue[tuple[int, asyncio.Task[BatchResult]] | FrameRejectedError | None] = asyncio.Queue()
+        activity = StreamActivity()
+        answers: asyncio.Queue[tuple[int, asyncio.Task[BatchResult]] | _Abort | None] = asyncio.Queue()
 
         async def read() -> None:
+            frames = aiter(requests)
             try:
-                async for frame in requests:
+                while (frame := await next_or_idle(frames, activity, self.limits.idle_timeout_seconds)) is not None:
+                    activity.received()
                     await window.acquire()
                     if self.draining.is_set():
                         break
@@ -70,27 +84,36 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
                         tail, activation = validate_frame(frame, self.tails)
                     except FrameRejectedError as rejected:
                         metrics.FRAMES.labels(rejected.outcome).inc()
-                        answers.put_nowait(rejected)
+                        answers.put_nowait(_Abort(rejected.code, rejected.message))
                         return
                     metrics.FRAMES.labels("accepted").inc()
                     metrics.RECEIVED_BYTES.inc(len(frame.activation.data))
                     task = asyncio.create_task(self.batcher.submit(tail, activation))
                     answers.put_nowait((frame.sequence, task))
+            except StreamIdleError:
+                # DEADLINE_EXCEEDED, not CANCELLED: the tail ended it on a time limit, the client cancelled nothing
+                metrics.STREAMS_REFUSED.labels("idle").inc()
+                answers.put_nowait(_Abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                          f"no frame for {self.limits.idle_timeout_seconds:g} s: the tail closed "
+                                          "this idle stream; open a new one when frames flow"))
             except DecodeError:
                 metrics.FRAMES.labels("invalid").inc()
-                answers.put_nowait(FrameRejectedError(grpc.StatusCode.INVALID_ARGUMENT,
-                                                 "not a valid ActivationFrame message", "invalid"))
+                answers.put_nowait(_Abort(grpc.StatusCode.INVALID_ARGUMENT, "not a valid ActivationFrame message"))
             finally:
                 answers.put_nowait(None)
 
         if self.draining.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "tail is shutting down; reconnect")
+        connection = context.peer()
+        if (refusal := self.admission.admit(connection)) is not None:
+            await skip_first_message(requests)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
         metrics.STREAMS.inc()
         self._answer_queues.add(answers)
         reader = asyncio.create_task(read())
         try:
             while (item := await answers.get()) is not None:
-                if isinstance(item, FrameRejectedError):
+                if isinstance(item, _Abort):
                     await context.abort(item.code, item.message)
                 sequence, task = item
                 try:
@@ -99,6 +122,7 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
                     log.exception("tail computation failed")
                     await context.abort(grpc.StatusCode.INTERNAL, "tail computation failed")
                 window.release()
+                activity.answered()
                 yield _detections(sequence, result)
             if self.draining.is_set():
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "tail is shutting down; reconnect")
@@ -106,6 +130,7 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
         finally:
             reader.cancel()
             self._answer_queues.discard(answers)
+            self.admission.release(connection)
             metrics.STREAMS.dec()
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from http.server import HTTPServer
 
 import grpc
-import numpy as np
 from prometheus_client import start_http_server
 
 from edge_agent import metrics
@@ -18,37 +16,24 @@ from edge_agent.camera import CameraPipeline
 from edge_agent.config import AgentConfig
 from edge_agent.sink import JsonLinesSink
 from edge_agent.sources import Backoff, open_source
-from edge_agent.uplink import CameraStream, ClientTls, open_channel, tail_info
+from edge_agent.summary import RunSummary, StageSummary, summarise
+from edge_agent.tail_check import TailUnusableError, refusal_hint, wait_for_tail
+from edge_agent.uplink import CameraStream, ClientTls, open_channel
 from facesplit.errors import FrostedError
 from frosted_wire.codec import WIRE_DTYPES
+from frosted_wire.v1 import tail_pb2
+
+__all__ = ["EdgeAgent", "MetricsError", "RunSummary", "StageSummary", "TailMismatchError", "TailUnusableError"]
 
 log = logging.getLogger("edge_agent")
 
 
-class TailMismatchError(FrostedError):
+class TailMismatchError(TailUnusableError):
     """The tail answered, but does not serve what this agent sends."""
 
 
-@dataclass
-class StageSummary:
-    count: int
-    p50_ms: float
-    p99_ms: float
-
-
-@dataclass
-class RunSummary:
-    answered: dict[str, int] = field(default_factory=dict)  # camera -> frames answered
-    dropped: dict[str, int] = field(default_factory=dict)  # camera -> frames replaced by newer ones
-    stages: dict[str, StageSummary] = field(default_factory=dict)  # over all cameras
-
-    def table(self) -> str:
-        lines = [f"{'stage':<18} {'frames':>7} {'p50 ms':>8} {'p99 ms':>8}"]
-        lines += [f"{name:<18} {s.count:>7} {s.p50_ms:>8.2f} {s.p99_ms:>8.2f}" for name, s in self.stages.items()]
-        for camera, answered in self.answered.items():
-            lines.append(f"camera {camera}: {answered} frames answered, {self.dropped.get(camera, 0)} dropped "
-                         "(keep-latest)")
-        return "\n".join(lines)
+class MetricsError(FrostedError):
+    """The /metrics endpoint cannot listen where the config says."""
 
 
 def tls_from(config: AgentConfig) -> ClientTls | None:
@@ -64,33 +49,40 @@ class EdgeAgent:
         self.backend = backend
         self.sink = sink
         self.pipelines: list[CameraPipeline] = []
+        self.stopping = False
+        self._tail_ok = asyncio.Event()  # streams open only once the tail said it serves this agent
 
-    async def check_tail(self, channel: grpc.aio.Channel) -> None:
-        """Fail fast on a tail that answers but cannot serve us; a tail that is down is waited for."""
-        try:
-            info = await tail_info(channel, timeout=self.config.tail.deadline_seconds)
-        except Exception as exc:
-            log.warning("tail %s not reachable yet (%s); streams will connect when it is",
-                        self.config.tail.address, str(exc).splitlines()[0][:200])
+    def stop(self, reason: str = "stop requested") -> None:
+        """Drain: take no new frames, let the frames in flight be answered (each stream's deadline bounds the
+        wait), then `run` returns its summary. Safe to call from a signal handler on the loop."""
+        if self.stopping:
             return
+        self.stopping = True
+        in_flight = sum(p.stream.in_flight for p in self.pipelines)
+        log.info("%s: stopping; no new frames, waiting for the %d in flight", reason, in_flight)
+        for pipeline in self.pipelines:
+            pipeline.stop()
+
+    def check_served(self, info: tail_pb2.TailInfo) -> None:
+        """Fail fast on a tail that answers but cannot serve this agent's profile or wire dtype."""
+        address = self.config.tail.address
         served = {p.fingerprint for p in info.profiles}
         if self.backend.fingerprint not in served:
             names = ", ".join(f"{p.name}" for p in info.profiles) or "nothing"
-            raise TailMismatchError(f"tail {self.config.tail.address} does not serve this agent's profile "
-                               f"(fingerprint {self.backend.fingerprint[:12]}...); it serves: {names}")
+            raise TailMismatchError(f"tail {address} does not serve this agent's profile "
+                                    f"(fingerprint {self.backend.fingerprint[:12]}...); it serves: {names}")
         if WIRE_DTYPES[self.config.tail.dtype] not in info.accepted_dtypes:
-            raise TailMismatchError(f"tail {self.config.tail.address} does not accept dtype {self.config.tail.dtype}")
+            raise TailMismatchError(f"tail {address} does not accept dtype {self.config.tail.dtype}")
 
     async def run(self, seconds: float | None = None) -> RunSummary:
-        """Run every camera until its source ends (files), ``seconds`` pass, or the task is cancelled."""
+        """Run every camera until its source ends (files), ``seconds`` pass or `stop` is called (both drain),
+        or the task is cancelled (frames in flight are abandoned)."""
         config = self.config
-        if config.metrics.port is not None:
-            start_http_server(config.metrics.port, config.metrics.host, registry=metrics.REGISTRY)
+        metrics_server = self._serve_metrics()
         channel = open_channel(config.tail.address, tls_from(config))
         compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compute")
         lane = asyncio.Lock()
         try:
-            await self.check_tail(channel)
             timeouts = config.sources
             for camera in config.cameras:
                 source = open_source(camera.url, realtime_files=True, open_timeout=timeouts.open_seconds,
@@ -99,31 +91,65 @@ class EdgeAgent:
                                       deadline=config.tail.deadline_seconds,
                                       backoff=Backoff(timeouts.reconnect_initial_seconds,
                                                       timeouts.reconnect_max_seconds),
-                                      on_reconnect=metrics.RECONNECTS.labels(camera.id, "uplink").inc)
+                                      on_reconnect=metrics.RECONNECTS.labels(camera.id, "uplink").inc,
+                                      ready=self._tail_ok)
                 self.pipelines.append(CameraPipeline(camera.id, source, self.backend, stream, compute, self.sink,
                                                      Backoff(timeouts.reconnect_initial_seconds,
                                                              timeouts.reconnect_max_seconds), lane))
-            runs = asyncio.gather(*(p.run() for p in self.pipelines))
-            with contextlib.suppress(TimeoutError):  # --seconds elapsed: a normal end
-                async with asyncio.timeout(seconds):
-                    await runs
+            if self.stopping:  # stopped before the cameras existed
+                for pipeline in self.pipelines:
+                    pipeline.stop()
+            await self._supervise(channel, seconds)
         finally:
             await channel.close()
             compute.shutdown(wait=True)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
         return self.summary()
 
+    async def _supervise(self, channel: grpc.aio.Channel, seconds: float | None) -> None:
+        """Until every camera is done; the first failure (a camera's, or a tail that refuses us) ends them all.
+
+        The tail check runs beside the cameras, not before them, so a file that ends while the tail is still
+        down ends the agent too."""
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        checker = asyncio.create_task(self._check_tail(channel), name="tail-check")
+        runs = [asyncio.create_task(p.run(), name=f"camera-{p.camera_id}") for p in self.pipelines]
+        pending: set[asyncio.Task[None]] = {checker, *runs}
+        try:
+            while not all(run.done() for run in runs):
+                timeout = None if deadline is None or self.stopping else max(0.0, deadline - loop.time())
+                done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    self.stop(f"--seconds {seconds:g} elapsed")
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in (checker, *runs):
+                task.cancel()
+            await asyncio.gather(checker, *runs, return_exceptions=True)
+
+    async def _check_tail(self, channel: grpc.aio.Channel) -> None:
+        tail = self.config.tail
+        timeouts = self.config.sources
+        info = await wait_for_tail(channel, tail.address, timeout=tail.deadline_seconds,
+                                   backoff=Backoff(timeouts.reconnect_initial_seconds, timeouts.reconnect_max_seconds),
+                                   refusal=refusal_hint(tail.insecure, tail.tls.cert is not None))
+        self.check_served(info)
+        self._tail_ok.set()
+
+    def _serve_metrics(self) -> HTTPServer | None:
+        host, port = self.config.metrics.host, self.config.metrics.port
+        if port is None:
+            return None
+        try:
+            server, _ = start_http_server(port, host, registry=metrics.REGISTRY)
+        except OSError as exc:  # the port is taken, the host does not resolve or is not this machine's
+            raise MetricsError(f"metrics: cannot serve on {host}:{port} ({exc.strerror or exc})") from None
+        return server
+
     def summary(self) -> RunSummary:
-        summary = RunSummary()
-        pooled: dict[str, list[float]] = {}
-        for pipeline in self.pipelines:
-            summary.answered[pipeline.camera_id] = pipeline.answered
-            summary.dropped[pipeline.camera_id] = pipeline.slot.dropped
-            for stage, values in pipeline.samples.items():
-                pooled.setdefault(stage, []).extend(values)
-        for stage in metrics.STAGES:
-            values = pooled.get(stage)
-            if values:
-                ms = np.asarray(values) * 1000
-                summary.stages[stage] = StageSummary(len(values), float(np.percentile(ms, 50)),
-                                                     float(np.percentile(ms, 99)))
-        return summary
+        return summarise(self.pipelines)

@@ -43,6 +43,8 @@ class CameraPipeline:
         self.slot = LatestFrameSlot()
         self.sequence = 0
         self.answered = 0
+        self.lost = 0  # frames sent (or being sent) that the uplink lost before an answer
+        self._feeder: asyncio.Task[None] | None = None
         self.samples: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=SUMMARY_SAMPLES))
         self._dropped_seen = 0
         stream.on_answer = self._on_answer
@@ -54,19 +56,38 @@ class CameraPipeline:
         self.samples[stage].append(seconds)
 
     def _on_lost(self, count: int) -> None:
+        self.lost += count
         metrics.DROPPED.labels(self.camera_id, "uplink").inc(count)
 
+    def stop(self) -> None:
+        """Take no new frames (a pending one is still sent if the uplink has room); `run` returns once the
+        frames in flight are answered or given up on."""
+        self.slot.close()
+        if self._feeder is not None:
+            self._feeder.cancel()
+        self.stream.wake()
+
+    @property
+    def dropped(self) -> int:
+        """Frames replaced by newer ones before processing: in the source's own hand-off, then in our slot."""
+        return self.source.dropped + self.slot.dropped
+
     def _count_keep_latest_drops(self) -> None:
-        dropped = self.slot.dropped - self._dropped_seen
-        if dropped:
-            metrics.DROPPED.labels(self.camera_id, "keep_latest").inc(dropped)
-            self._dropped_seen = self.slot.dropped
+        dropped = self.dropped
+        if dropped > self._dropped_seen:
+            metrics.DROPPED.labels(self.camera_id, "keep_latest").inc(dropped - self._dropped_seen)
+            self._dropped_seen = dropped
 
     async def run(self) -> None:
         """Until the source ends (a file) or the task is cancelled (live sources reconnect forever)."""
         feeder = asyncio.create_task(feed(self.source, self.slot, backoff=self.source_backoff,
                                           on_reconnect=metrics.RECONNECTS.labels(self.camera_id, "source").inc),
                                      name=f"feed-{self.camera_id}")
+        # the feed closes the slot when it ends: a sender waiting for uplink room must hear of it
+        feeder.add_done_callback(lambda _: self.stream.wake())
+        self._feeder = feeder
+        if self.slot.closed:  # stopped before it ran
+            feeder.cancel()
         streamer = asyncio.create_task(self.stream.run(), name=f"uplink-{self.camera_id}")
         try:
             await self._send_frames()
@@ -84,7 +105,9 @@ class CameraPipeline:
         while True:
             # Room on the uplink, a frame, then our turn on the compute lane, and only then take the newest
             # frame: whatever arrived while we waited replaced older ones, so waiting never adds latency.
-            await self.stream.wait_for_room()
+            if not await self.stream.wait_for_room(give_up=lambda: self.slot.closed):
+                self._count_keep_latest_drops()  # the source ended or we were stopped, with no room to send
+                return
             if not await self.slot.wait():  # the source ended (a file) or failed for good; run() says which
                 self._count_keep_latest_drops()
                 return
@@ -103,7 +126,7 @@ class CameraPipeline:
             if await self.stream.send(message, SentFrame(frame, encoded.letterbox, stages)):
                 metrics.SENT_BYTES.labels(self.camera_id).inc(len(encoded.tensor.data))
             else:
-                metrics.DROPPED.labels(self.camera_id, "uplink").inc()
+                self._on_lost(1)
 
     def _on_answer(self, sent: SentFrame, answer: tail_pb2.Detections, round_trip: float) -> None:
         boxes = np.array([[b.x1, b.y1, b.x2, b.y2, b.score] for b in answer.boxes], dtype=np.float32).reshape(-1, 5)

@@ -9,9 +9,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from edge_agent.tls_files import check_client_tls
 from facesplit.errors import FrostedError
 from facesplit.faceboxes import SPLITS
 from facesplit.preprocess import InputSize
+from frosted_wire.address import check_host_port
 
 
 class ConfigError(FrostedError):
@@ -36,17 +38,35 @@ class TlsConfig(_Strict):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{name} file not found: {path}")
+        check_client_tls(self.ca, self.cert, self.key)
         return self
+
+    @property
+    def configured(self) -> bool:
+        return any(value is not None for value in (self.ca, self.cert, self.key, self.server_name))
 
 
 class TailConfig(_Strict):
-    address: str = Field(pattern=r"^[^\s:]+:\d{1,5}$", description="HOST:PORT of the cloud tail")
+    address: str = Field(description="HOST:PORT of the cloud tail")
     insecure: bool = False  # plaintext: only when asked for by name
     tls: TlsConfig = Field(default_factory=TlsConfig)
     # 2: the tail computes one frame while the next is on its way; more only queues frames at the tail
     window: int = Field(2, ge=1, le=64, description="unanswered frames per camera")
     deadline_seconds: float = Field(2.0, gt=0, description="a frame unanswered this long: reopen the stream")
     dtype: Literal["float16", "int8"] = "float16"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return check_host_port(value)
+
+    @model_validator(mode="after")
+    def _plaintext_or_tls(self) -> TailConfig:
+        # both would mean plaintext with the TLS files silently unused: the user believes they have TLS
+        if self.insecure and self.tls.configured:
+            raise ValueError("insecure (plaintext) and tls files together: the tls files would be ignored; "
+                             "drop one of them")
+        return self
 
 
 class CameraConfig(_Strict):
@@ -74,6 +94,12 @@ class ModelConfig(_Strict):
             raise ValueError(f"one of {', '.join(SPLITS)}, not {value!r}")
         return value
 
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _size_text(cls, value: object) -> object:
+        # YAML reads `input_size: 1024` as an integer; it means the same as "1024"
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @field_validator("input_size")
     @classmethod
     def _size(cls, value: str) -> str:
@@ -85,7 +111,7 @@ class ModelConfig(_Strict):
 
 class MetricsConfig(_Strict):
     host: str = "127.0.0.1"
-    port: int | None = Field(None, ge=0, le=65535)  # None: no /metrics endpoint
+    port: int | None = Field(None, ge=1, le=65535)  # None: no /metrics endpoint
 
 
 class SourceTimeouts(_Strict):
@@ -152,4 +178,5 @@ def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConf
         field = ".".join(str(part) for part in first["loc"]) or "config"
         where = f"{path}: " if path is not None else ""
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{where}{field}: {first['msg']}{more}") from None
+        message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for our validators' words
+        raise ConfigError(f"{where}{field}: {message}{more}") from None

@@ -10,6 +10,12 @@ from typing import TextIO
 
 import numpy as np
 
+from facesplit.errors import FrostedError
+
+
+class SinkError(FrostedError):
+    """The boxes cannot be written where the config says."""
+
 
 @dataclass(frozen=True)
 class FrameResult:
@@ -34,7 +40,10 @@ class JsonLinesSink:
 
     def __init__(self, target: str = "-") -> None:
         self._owned = target != "-"
-        self._out: TextIO = open(Path(target), "a", encoding="utf-8") if self._owned else sys.stdout  # noqa: SIM115
+        try:
+            self._out: TextIO = open(Path(target), "a", encoding="utf-8") if self._owned else sys.stdout  # noqa: SIM115
+        except OSError as exc:  # a folder, a missing parent, no permission
+            raise SinkError(f"output {target}: cannot open for writing ({exc.strerror or exc})") from None
 
     def write(self, result: FrameResult) -> None:
         self._out.write(json.dumps(result.record()) + "\n")

@@ -73,8 +73,8 @@ class CameraStream:
     def __init__(self, channel: grpc.aio.Channel, camera_id: str, on_answer: AnswerHandler | None = None, *,
                  window: int = 4,
                  deadline: float = 2.0, backoff: Backoff | None = None,
-                 on_lost: Callable[[int], None] | None = None, on_reconnect: Callable[[], None] | None = None
-                 ) -> None:
+                 on_lost: Callable[[int], None] | None = None, on_reconnect: Callable[[], None] | None = None,
+                 ready: asyncio.Event | None = None) -> None:
         self.channel = channel
         self.stub = tail_pb2_grpc.CloudTailStub(channel)
         self.camera_id = camera_id
@@ -84,18 +84,33 @@ class CameraStream:
         self.backoff = backoff or Backoff()
         self.on_lost = on_lost
         self.on_reconnect = on_reconnect
+        self.ready = ready  # set: the stream may open (the agent checked that the tail serves it)
         self._call: grpc.aio.StreamStreamCall | None = None
         self._in_flight: dict[int, InFlight] = {}
         self._changed = asyncio.Condition()
+        self._wakers: set[asyncio.Task[None]] = set()
         self.last_error: str | None = None
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    async def wait_for_room(self) -> None:
+    def _has_room(self) -> bool:
+        return self._call is not None and len(self._in_flight) < self.window
+
+    async def wait_for_room(self, give_up: Callable[[], bool] | None = None) -> bool:
+        """True once a frame may be sent; False as soon as ``give_up()`` holds without room (it is checked
+        whenever the stream changes and on `wake`), so a caller whose source ended is not held by a tail
+        that never comes up."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self._call is not None and len(self._in_flight) < self.window)
+            await self._changed.wait_for(lambda: self._has_room() or (give_up is not None and give_up()))
+            return self._has_room()
+
+    def wake(self) -> None:
+        """Make waiters re-check their ``give_up`` condition (callable from plain callbacks on the loop)."""
+        task = asyncio.get_running_loop().create_task(self._notify())
+        self._wakers.add(task)  # the loop holds tasks weakly: keep it until it ran
+        task.add_done_callback(self._wakers.discard)
 
     async def wait_until_idle(self) -> None:
         """Every sent frame answered (or lost): used when a file source ends."""
@@ -134,6 +149,8 @@ class CameraStream:
 
     async def run(self) -> None:
         """Open, serve, and reopen the stream until cancelled."""
+        if self.ready is not None:
+            await self.ready.wait()
         while True:
             # Open a stream only on a READY channel: a stream opened while the tail is down can stay stuck
             # in grpc.aio's call setup after the tail returns.

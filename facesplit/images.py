@@ -1,26 +1,88 @@
-"""Reading photos as the model wants them: 8-bit BGR, grey replicated to three channels."""
+"""Reading photos as the model wants them: 8-bit BGR, grey replicated to three channels, and never more pixels
+than a limit checked from the file's header before anything is decoded."""
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from facesplit.errors import FrostedError
 
+MAX_PIXELS_VARIABLE = "FROSTED_MAX_IMAGE_PIXELS"
+# 2**27 = 134 MP (a 16384x8192 panorama; 0.4 GB as BGR): far above any camera photo, far below OpenCV's own
+# 2**30, past which it raises instead of decoding, and an image that big already costs 3 GB before resizing.
+DEFAULT_MAX_PIXELS = 1 << 27
+
 
 class ImageError(FrostedError):
-    """A file that is missing or not a decodable image."""
+    """A file that is missing, not a decodable image, or larger than the pixel limit."""
 
 
-def read_image_bgr(path: Path) -> np.ndarray:
+def max_image_pixels() -> int:
+    """The pixel limit: $FROSTED_MAX_IMAGE_PIXELS, else DEFAULT_MAX_PIXELS."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdigit() or int(text) <= 0:
+        raise ImageError(f"{MAX_PIXELS_VARIABLE}={text[:24]!r}: expected a positive number of pixels")
+    return int(text)
+
+
+def read_image_bgr(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """``path`` decoded as BGR; ``max_pixels`` defaults to `max_image_pixels()`."""
     if not path.is_file():
         raise ImageError(f"{path}: image not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey and palette images come back as 3-channel BGR
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    size, pixels = _header_size(path)
+    if pixels > limit:
+        raise ImageError(f"{path}: {size} pixels, more than the {limit} allowed ({MAX_PIXELS_VARIABLE})")
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey and palette images come back as 3-channel BGR
+    except cv2.error as exc:  # a format PIL cannot size, over OpenCV's own limit (or an assertion of a codec)
+        raise ImageError(f"{path}: not a readable image (OpenCV: {_last_line(str(exc))})") from None
     if image is None:
         raise ImageError(f"{path}: not a readable image (OpenCV could not decode it)")
     return image
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of the image at ``path``: from its header alone when PIL reads the format, else decoded
+    (within `read_image_bgr`'s limits)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the size is read, not the pixels
+            with Image.open(path) as image:
+                return image.size
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError):
+        height, width = read_image_bgr(path).shape[:2]
+        return width, height
+
+
+def _header_size(path: Path) -> tuple[str, int]:
+    """("WxH", pixels) from the file's header alone (PIL opens lazily); ("", 0) when PIL cannot tell."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit, not PIL's, decides
+            with Image.open(path) as image:
+                width, height = image.size
+        return f"{width}x{height}", width * height
+    except Image.DecompressionBombError as exc:  # more than twice PIL's limit: it gives the count, not the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        count = int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        return str(count), count
+    except (OSError, ValueError, SyntaxError):  # not a format PIL reads: OpenCV decides, within its own limit
+        return "", 0
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "unknown error"
 
 
 def sample_image(name: str) -> np.ndarray:

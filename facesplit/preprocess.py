@@ -15,9 +15,20 @@ import cv2
 import numpy as np
 import torch
 
+from facesplit.boxes import clip_boxes
+from facesplit.errors import FrostedError
 from facesplit.faceboxes import HEAD_STRIDE
 
+# Largest model input side: a 8192x8192 input peaks at 2.3 GB RSS through head and tail on CPU (1024: 0.4 GB), and
+# memory grows with the input's area, so sizes beyond this are refused by name rather than left to the OOM killer.
+MAX_INPUT_SIDE = 8192
 BGR_MEAN = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+
+
+class InputSizeError(FrostedError, ValueError):
+    """A model input size the head cannot run: not a multiple of the stride, or too large.
+
+    A ValueError too, so option parsers and config validators report it as a bad value."""
 
 
 @dataclass(frozen=True)
@@ -39,12 +50,15 @@ class InputSize:
             return cls(None, None)
         match = re.fullmatch(r"(\d+)(?:x(\d+))?", text)
         if not match:
-            raise ValueError(f"input size {text!r}: expected WIDTHxHEIGHT, a single side, or 'native'")
-        width = int(match.group(1))
-        height = int(match.group(2) or width)
+            raise InputSizeError(f"input size {_shown(text)!r}: expected WIDTHxHEIGHT, a single side, or 'native'")
+        sides = (match.group(1), match.group(2) or match.group(1))
+        # count digits first: int() refuses numbers of more than 4300 digits with a message of its own
+        if any(len(side.lstrip("0")) > len(str(MAX_INPUT_SIDE)) or int(side) > MAX_INPUT_SIDE for side in sides):
+            raise InputSizeError(f"input size {_shown(text)}: each side at most {MAX_INPUT_SIDE} pixels")
+        width, height = (int(side) for side in sides)
         if width <= 0 or height <= 0 or width % HEAD_STRIDE or height % HEAD_STRIDE:
-            raise ValueError(f"input size {width}x{height}: both sides must be positive multiples of "
-                             f"{HEAD_STRIDE}")
+            raise InputSizeError(f"input size {width}x{height}: both sides must be positive multiples of "
+                                 f"{HEAD_STRIDE}")
         return cls(width, height)
 
     def __str__(self) -> str:
@@ -65,14 +79,17 @@ class Letterbox:
         """(N, 4+) boxes in input pixels -> frame pixels, clipped to the frame; extra columns kept."""
         out = np.array(boxes, dtype=np.float32, copy=True)
         out[:, :4] /= self.scale
-        out[:, [0, 2]] = out[:, [0, 2]].clip(0, self.frame_width)
-        out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.frame_height)
-        return out
+        return clip_boxes(out, self.frame_width, self.frame_height)
 
 
 def plan_letterbox(frame_width: int, frame_height: int, size: InputSize) -> Letterbox:
+    """Raises InputSizeError for a native-size frame larger than MAX_INPUT_SIDE, before anything is allocated."""
     if size.native:
-        return Letterbox(1.0, frame_width, frame_height, _round_up(frame_width), _round_up(frame_height))
+        width, height = _round_up(frame_width), _round_up(frame_height)
+        if max(width, height) > MAX_INPUT_SIDE:
+            raise InputSizeError(f"{frame_width}x{frame_height} is too large for --input-size native (model inputs "
+                                 f"are at most {MAX_INPUT_SIDE} pixels a side); give a fixed size such as 1024")
+        return Letterbox(1.0, frame_width, frame_height, width, height)
     assert size.width is not None and size.height is not None
     scale = min(size.width / frame_width, size.height / frame_height)
     return Letterbox(scale, frame_width, frame_height, size.width, size.height)
@@ -103,6 +120,11 @@ def preprocess(frame_bgr: np.ndarray, size: InputSize) -> tuple[torch.Tensor, Le
 @lru_cache(maxsize=16)
 def _mean_row(width: int) -> np.ndarray:
     return np.tile(BGR_MEAN, width)
+
+
+def _shown(text: str) -> str:
+    """``text`` for an error message, cut short: a user may paste anything."""
+    return text if len(text) <= 24 else text[:20] + "..."
 
 
 def _round_up(n: int) -> int:

@@ -1,7 +1,14 @@
-"""The `frosted` command: a thin face over the packages, one module per verb in `frosted.commands`."""
+"""The `frosted` command: a thin face over the packages, one module per verb in `frosted.commands`.
+
+A verb's module is imported only when that verb is run or asked for its --help: importing every verb up front
+imports torch, and made even `frosted --help` wait seconds for it.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -9,8 +16,67 @@ import click
 from facesplit.errors import FrostedError
 
 
+@dataclass(frozen=True)
+class Verb:
+    module: str  # in frosted.commands
+    attribute: str  # the click command in it
+    help: str  # the line `frosted --help` shows without importing the module; tests check it is the verb's own
+
+
+VERBS: dict[str, Verb] = {
+    "attack": Verb("attack", "attack", "Attack noisy activations (and clean ones) of held-out victims: SSIM/PSNR, "
+                   "dlib re-identification, and whether the detector still finds the face, in the reconstructions "
+                   "of each attack."),
+    "demo": Verb("demo", "demo", "Stream a clip made from scikit-image's astronaut photo through edge agent -> "
+                 "gRPC (mTLS) -> tail."),
+    "detect": Verb("detect", "detect", 'Find faces in IMAGES; print {"image": ..., "boxes": [[x1, y1, x2, y2, '
+                   'score], ...]} per line.'),
+    "edge": Verb("edge", "edge", "Run the edge agent on the cameras of --config, or on one --source."),
+    "eval": Verb("evaluate", "evaluate", "Per-fold average precision, printed as TR-4928's results block (one per "
+                 "IoU)."),
+    "fit-noise": Verb("fit_noise", "fit_noise", "Fit a noise profile: the frozen head's activations plus learned "
+                      "noise that the tail tolerates."),
+    "profiles": Verb("profiles", "profiles", "List the shipped noise profiles (usable by name wherever a PROFILE "
+                     "is asked for)."),
+    "tail": Verb("tail", "tail", "Serve the tail: validate, batch across cameras, run the rest of FaceBoxes, "
+                 "answer with boxes."),
+    "weights": Verb("weights", "weights", "Fetch or check the FaceBoxes weights."),
+}
+
+
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A group's commands: each verb's module is imported on first lookup; listing names imports nothing."""
+
+    def __init__(self, verbs: dict[str, Verb]) -> None:
+        self.verbs = verbs
+        self.loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self.loaded:
+            verb = self.verbs[name]  # KeyError: no such verb (click's get_command answers None)
+            self.loaded[name] = getattr(importlib.import_module(f"frosted.commands.{verb.module}"), verb.attribute)
+        return self.loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self.loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self.loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.verbs.keys() | self.loaded.keys()))
+
+    def __len__(self) -> int:
+        return len(self.verbs.keys() | self.loaded.keys())
+
+
 class FrostedGroup(click.Group):
-    """Turns the errors a user can fix into one line on stderr and exit status 1, without a traceback."""
+    """Verbs imported lazily; turns the errors a user can fix into one line on stderr and exit status 1,
+    without a traceback."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = LazyCommands(VERBS)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -18,27 +84,23 @@ class FrostedGroup(click.Group):
         except FrostedError as exc:
             raise click.ClickException(str(exc)) from None
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing, with the help kept in VERBS for verbs not imported yet."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        commands = self.commands
+        rows = [(name, (click.Command(name, help=VERBS[name].help)  # shortened the way click shortens it
+                        if isinstance(commands, LazyCommands) and name in VERBS and name not in commands.loaded
+                        else commands[name]).get_short_help_str(limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
 
 @click.group(cls=FrostedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Frosted: confidential face detection on camera feeds."""
-
-
-def _register() -> None:
-    from frosted.commands import attack, demo, detect, edge, evaluate, fit_noise, profiles, tail, weights
-
-    cli.add_command(attack.attack)
-    cli.add_command(demo.demo)
-    cli.add_command(detect.detect)
-    cli.add_command(edge.edge)
-    cli.add_command(evaluate.evaluate)
-    cli.add_command(fit_noise.fit_noise)
-    cli.add_command(profiles.profiles)
-    cli.add_command(tail.tail)
-    cli.add_command(weights.weights)
-
-
-_register()
 
 
 def main() -> None:

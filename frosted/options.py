@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from facesplit.faceboxes import DEFAULT_SPLIT, SPLITS
-from facesplit.preprocess import InputSize
+if TYPE_CHECKING:
+    from facesplit.preprocess import InputSize
+
+# facesplit.faceboxes.SPLITS and DEFAULT_SPLIT, spelled out because importing that module imports torch, and
+# `--help` must not wait for torch; tests/test_cli_startup.py checks they stay the same.
+SPLIT_NAMES = ("rdcl", "inception1", "inception2", "inception3")
+DEFAULT_SPLIT_NAME = "rdcl"
 
 
 class InputSizeType(click.ParamType):
     name = "SIZE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> InputSize:
+        from facesplit.preprocess import InputSize  # here: only a verb that runs needs it (and torch)
+
         if isinstance(value, InputSize):
             return value
         try:
@@ -27,9 +34,9 @@ class InputSizeType(click.ParamType):
 def model_options(default_size: str = "1024") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--weights, --split, --input-size and --threads."""
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
-        f = click.option("--split", type=click.Choice(SPLITS), default=None,
+        f = click.option("--split", type=click.Choice(SPLIT_NAMES), default=None,
                          help="Where the head ends and the tail begins: after the RDCL, or after that "
-                              f"Inception block (default: the noise profile's split, else {DEFAULT_SPLIT}).")(f)
+                              f"Inception block (default: the noise profile's split, else {DEFAULT_SPLIT_NAME}).")(f)
         f = click.option("--threads", type=click.IntRange(1), default=None,
                          help="torch CPU threads (default: torch's choice, one per core).")(f)
         f = click.option("--input-size", type=InputSizeType(), default=default_size, show_default=True,
@@ -50,3 +57,56 @@ def coco_options(purpose: str) -> Callable[[Callable[..., Any]], Callable[..., A
         return click.option("--coco", "coco_labels", type=click.Path(path_type=Path), default=None,
                             help=f"COCO labels.json of a face set {purpose}.")(f)
     return decorate
+
+
+# One spelling per idea, in every verb (tests/test_cli_spelling.py walks them):
+#   --out PATH         where the verb writes the files it makes: a FILE when it makes one (fit-noise's profile,
+#                      weights download's checkpoint), a DIRECTORY when it makes several (attack's report and
+#                      plots, detect's drawn images); the metavar says which.
+#   --json FILE        the machine-readable output, to FILE; '-' is stdout. Nothing is written unless asked,
+#                      except where the JSON lines are the verb's product (detect, edge, demo: stdout by default).
+#   --threshold P      faces scoring at least P are the ones reported, counted and sent: DEFAULT_THRESHOLD.
+#   --seed INTEGER     reproducible randomness, for evaluation only; without it every draw is fresh from the OS's
+#                      CSPRNG (the product's noise must never be predictable).
+# Old spellings stay as hidden aliases (deprecated_alias) so scripts keep working.
+
+DEFAULT_THRESHOLD = 0.7
+"""The operating threshold: the score from which a box counts as a face. `eval` reports recall and false
+positives at it (TR-4928's setting), and every verb that reports boxes keeps those scoring at least this, so what
+`detect` prints is what `eval` counted."""
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def threshold_option(help: str) -> Decorator:
+    return click.option("--threshold", type=click.FloatRange(0, 1), default=DEFAULT_THRESHOLD, show_default=True,
+                        help=help)
+
+
+def seed_option(help: str = "Reproducible noise, for evaluation only (default: fresh noise from the OS's "
+                            "CSPRNG).") -> Decorator:
+    return click.option("--seed", type=int, default=None, help=help)
+
+
+def json_option(help: str, dest: str = "json_path", default: str | None = None,
+                checked: bool = True) -> Decorator:
+    """--json FILE ('-': stdout); ``checked``: a folder is refused as the options are read (else the verb's
+    writer names it)."""
+    return click.option("--json", dest, type=click.Path(dir_okay=not checked, allow_dash=True, path_type=Path),
+                        default=default, show_default=default is not None, metavar="FILE", help=help)
+
+
+def deprecated_alias(old: str, new: str, dest: str) -> Decorator:
+    """A hidden old spelling of the option ``new`` (whose value lands in ``dest``): it still works, and says
+    once on stderr that it is deprecated. ``new`` given too wins. The value is handed to ``new`` as a default, so
+    it is checked and converted by ``new``'s own type."""
+    def forward(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None:
+            return
+        click.echo(f"Note: {old} is deprecated; use {new}.", err=True)
+        ctx.default_map = {**(ctx.default_map or {}), dest: value}
+
+    # eager: processed before ``new``, which then finds the value where a config default would be
+    return click.option(old, f"deprecated_{dest}_{old.lstrip('-').replace('-', '_')}", hidden=True,
+                        expose_value=False, is_eager=True, callback=forward, metavar="VALUE",
+                        help=f"Deprecated spelling of {new}.")

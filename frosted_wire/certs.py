@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +51,18 @@ def _write(path: Path, cert: x509.Certificate | None = None, key: ec.EllipticCur
     if cert is not None:
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     if key is not None:
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-        path.chmod(0o600)
+        _write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
     return path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create the file 0600 from the start: a chmod after writing leaves a moment in which others can read it.
+    An older file in its place is removed first, since O_CREAT keeps an existing file's mode."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def throwaway_certificates(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),

@@ -10,6 +10,7 @@ from frosted_wire.v1 import tail_pb2
 
 WIRE_DTYPES: dict[str, int] = {"float16": tail_pb2.FLOAT16, "int8": tail_pb2.INT8, "float32": tail_pb2.FLOAT32}
 _NUMPY_DTYPES = {tail_pb2.FLOAT16: np.dtype("<f2"), tail_pb2.INT8: np.dtype("i1"), tail_pb2.FLOAT32: np.dtype("<f4")}
+MAX_ACTIVATION = float(np.finfo(np.float16).max)  # 65504
 
 
 class WireError(ValueError):
@@ -47,8 +48,16 @@ def decode_tensor(message: tail_pb2.Tensor, expected_shape: tuple[int, ...]) -> 
     if message.dtype == tail_pb2.INT8:
         if not (math.isfinite(message.scale) and message.scale > 0):
             raise WireError(f"int8 activation needs a finite positive scale, got {message.scale}")
-        return values.astype(np.float32) * np.float32(message.scale)
-    decoded = values.astype(np.float32)
-    if not np.isfinite(decoded).all():
-        raise WireError("activation contains NaN or Inf")
+        with np.errstate(over="ignore"):  # an overflow to inf is refused just below
+            decoded = values.astype(np.float32) * np.float32(message.scale)
+    else:
+        decoded = values.astype(np.float32)
+    # Checked after decoding, whatever the dtype: int8's scale x 127 overflows float32 to inf just as a float32
+    # frame can carry inf. One bound for every dtype, the range of the default float16 wire: no head produces more.
+    peak = float(np.abs(decoded).max()) if decoded.size else 0.0
+    if not peak <= MAX_ACTIVATION:  # NaN compares false too
+        source = f"int8 scale {message.scale:g} x data gives {peak:g}" if message.dtype == tail_pb2.INT8 else (
+            f"largest |value| is {peak:g}")
+        raise WireError(f"activation values must be finite and within ±{MAX_ACTIVATION:g} (float16's range): "
+                        f"{source}")
     return decoded

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,21 @@ def faceboxes(weights_path: Path) -> FaceBoxes:
 @pytest.fixture(scope="session")
 def detector(faceboxes: FaceBoxes) -> SplitDetector:
     return SplitDetector(faceboxes)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for the test: thousands of tiny ops on a busy 2-core machine otherwise spend their
+    time in the thread pool's barriers (test_noise.py's DCT test: 0.7 s on one thread, over 4 minutes on two while
+    another job held the cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

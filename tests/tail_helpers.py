@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -57,10 +63,14 @@ async def running_tail(tails: dict[str, ServedTail], *, max_batch: int = 8, max_
 
 
 @contextlib.asynccontextmanager
-async def stub_for(port: int, credentials: grpc.ChannelCredentials | None = None,
+async def stub_for(port: int, credentials: grpc.ChannelCredentials | None = None, *, own_connection: bool = False,
                    ) -> AsyncIterator[tail_pb2_grpc.CloudTailStub]:
+    """A stub on a channel to the tail; ``own_connection``: its own TCP connection (grpc otherwise shares one
+    between channels of a process with the same target and options)."""
     target = f"127.0.0.1:{port}"
     options = [("grpc.max_send_message_length", 8 << 20), ("grpc.max_receive_message_length", 8 << 20)]
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
     if credentials is None:
         channel = grpc.aio.insecure_channel(target, options=options)
     else:
@@ -73,3 +83,27 @@ async def detect_all(stub: tail_pb2_grpc.CloudTailStub, frames: list[tail_pb2.Ac
                      timeout: float = 60) -> list[tail_pb2.Detections]:
     call = stub.Detect(iter(frames), timeout=timeout)
     return [answer async for answer in call]
+
+
+def start_tail_process(port: int, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """`frosted tail --listen 127.0.0.1:PORT ARGS...` in its own process, once it listens, and the lines it
+    printed on stderr until then."""
+    process = subprocess.Popen([sys.executable, "-m", "frosted", "tail", "--listen", f"127.0.0.1:{port}", *args],
+                               cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True,
+                               env=os.environ.copy())
+    assert process.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        lines.append(line.rstrip("\n"))
+        if "tail listening" in line:
+            # keep reading, so a chatty tail never blocks on a full pipe; later lines land in ``lines`` too
+            threading.Thread(target=lambda: lines.extend(x.rstrip("\n") for x in process.stderr or ()),
+                             daemon=True).start()
+            return process, lines
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError("tail did not start:\n" + "\n".join(lines[-30:]))
+

@@ -126,6 +126,7 @@ def test_metrics_identical_flat_and_detection(detector: SplitDetector, labelled_
     assert detector_finds_faces(detector, flat, victim.faces) == [False]
 
 
+@pytest.mark.slow  # trains the boxes-only decoder
 def test_the_boxes_only_guess_is_face_shaped_but_names_nobody(detector: SplitDetector,
                                                               labelled_victims: list[Victim], gallery: dict,
                                                               shared_dir: Path) -> None:
@@ -154,6 +155,7 @@ def test_the_boxes_only_guess_is_face_shaped_but_names_nobody(detector: SplitDet
     assert other["rate"] <= 2 * other["chance"]  # one face for everybody: it lands on a "hub" photo at most
 
 
+@pytest.mark.slow  # optimises an inversion
 def test_inversion_without_noise_beats_a_flat_image(detector: SplitDetector, labelled_victims: list[Victim]) -> None:
     victim = next(v for v in labelled_victims if v.photo.key == "img18.jpg")
     recon = invert(detector.model.head, victim.activation, config=InversionConfig(steps=50))  # ~4 s idle
@@ -162,6 +164,7 @@ def test_inversion_without_noise_beats_a_flat_image(detector: SplitDetector, lab
     assert inverted > flat + 0.1, (inverted, flat)  # measured 0.55 vs 0.32 (200 steps: 0.76)
 
 
+@pytest.mark.slow  # trains a decoder
 def test_decoder_loss_decreases_on_noisy_activations(detector: SplitDetector, faceboxes: FaceBoxes,
                                                      shared_dir: Path) -> None:
     from privacy_attack.datasets import read_skimage_photos
@@ -175,7 +178,7 @@ def test_decoder_loss_decreases_on_noisy_activations(detector: SplitDetector, fa
     assert np.mean(log.losses[-5:]) < 0.8 * np.mean(log.losses[:5]), log.losses
 
 
-def test_attacks_see_a_basis_profile_as_the_edge_applies_it(faceboxes: FaceBoxes) -> None:
+def test_attacks_see_a_basis_profile_as_the_edge_applies_it(faceboxes: FaceBoxes, one_torch_thread: None) -> None:
     from privacy_attack.decoder import noisy_batch
 
     flat = isotropic(faceboxes, 1.0, SMALL)
@@ -201,7 +204,7 @@ def test_attacks_see_a_basis_profile_as_the_edge_applies_it(faceboxes: FaceBoxes
     assert noise.std().item() == pytest.approx(0.5 / math.sqrt(4), rel=0.03)
 
 
-def test_averaging_k_frames_shrinks_the_noise_by_sqrt_k(faceboxes: FaceBoxes) -> None:
+def test_averaging_k_frames_shrinks_the_noise_by_sqrt_k(faceboxes: FaceBoxes, one_torch_thread: None) -> None:
     profile = isotropic(faceboxes, 1.0)
     activation = torch.rand(1, 128, 32, 32)
     stream = GaussianStream(seed_for_reproducible_evaluation=1)
@@ -212,6 +215,7 @@ def test_averaging_k_frames_shrinks_the_noise_by_sqrt_k(faceboxes: FaceBoxes) ->
     assert torch.equal(observe(activation, None, 30), activation)
 
 
+@pytest.mark.slow  # trains and runs both attacks
 def test_report_runs_both_attacks_and_draws_a_grid(detector: SplitDetector, faceboxes: FaceBoxes,
                                                    labelled_victims: list[Victim], face_recogniser: None,
                                                    tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ ROW = re.compile(r"^(\S+)\s+(\d+)\s+(decoder|inversion)\s+([0-9.]+)\s+([0-9.]+)\
 def attack(weights_path: Path, shared_dir: Path, out: Path, *args: str) -> dict:
     """Run the verb on the first two labelled victims, one thread; return attack.json and the stdout."""
     result = run_frosted("attack", *args, "--victims", "labelled", "--limit", "2", "--inversion-steps", "2",
-                         "--ap-limit", "3", "--threads", "1", "--weights", str(weights_path),
+                         "--ap-limit", "3", "--threads", "1", "--seed", "0", "--weights", str(weights_path),
                          "--shared", str(shared_dir), "--out", str(out), env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert "inversion k=" in result.stderr and "inversion k=" not in result.stdout  # progress on stderr
@@ -52,6 +52,7 @@ def check_grid(out: Path, report: dict, attack: str, columns: list[str]) -> None
     assert grid["rows"] == ["img1.jpg", "img10.jpg"]  # the first two labelled victims, by name
 
 
+@pytest.mark.slow  # an attack in a subprocess
 def test_inversion_against_a_shipped_profile(weights_path: Path, shared_dir: Path, face_recogniser: None,
                                              tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -96,6 +97,7 @@ def test_inversion_against_a_shipped_profile(weights_path: Path, shared_dir: Pat
         assert report["tradeoff"] == "tradeoff.png" and image.format == "PNG"
 
 
+@pytest.mark.slow  # both attacks in a subprocess
 def test_both_attacks_on_a_small_profile_file(weights_path: Path, shared_dir: Path, faceboxes: FaceBoxes,
                                               face_recogniser: None, tmp_path: Path) -> None:
     # a 512x512 input (a quarter of the compute) needs a profile fitted for it: an isotropic one will do
@@ -154,3 +156,58 @@ def test_missing_shared_data_is_one_line(weights_path: Path, tmp_path: Path) -> 
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error: {tmp_path / 'data/faces/unlabelled'}: not found; point --shared")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _people(shared_dir: Path, folder: Path, people: int) -> Path:
+    """The first ``people`` of the shared victims, copied into ``folder`` as <person>/<photo>.jpg."""
+    import shutil
+
+    source = shared_dir / "data" / "faces" / "lfw"
+    if not source.is_dir():
+        pytest.skip("the shared folder has no lfw/ set")
+    for person in sorted(p for p in source.iterdir() if p.is_dir())[:people]:
+        shutil.copytree(person, folder / person.name)
+    return folder
+
+
+@pytest.mark.slow
+def test_attack_on_a_folder_of_people_at_camera_scale(weights_path: Path, shared_dir: Path, face_recogniser: None,
+                                                       tmp_path: Path) -> None:
+    """--victims DIR and --attacker DIR as a site would use them: identities from the folders, every identity
+    figure with its interval and chance, one table row per condition, the files written."""
+    victims = _people(shared_dir, tmp_path / "victims", 6)
+    attacker = tmp_path / "attacker"
+    attacker.mkdir()
+    for photo in sorted((shared_dir / "data" / "faces" / "attacker" / "lfw-singletons").glob("*.jpg"))[:150]:
+        (attacker / photo.name).write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    result = run_frosted("attack", "--victims", str(victims), "--attacker", str(attacker), "--scales", "96",
+                         "--noise", "inception3-alpha-0.4", "--k", "1", "--probe-seconds", "2", "--ap-limit", "2",
+                         "--seed", "0", "--weights", str(weights_path), "--shared", str(shared_dir), "--out", str(out),
+                         env={"XDG_CACHE_HOME": str(tmp_path / "cache")}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "attack.json").read_text())
+    assert report["data"]["people"] == 6 and report["data"]["attacker_photos"] == 150
+    found = report["scales"]["96"]["splits"]["inception3"]
+    assert set(found) == {"clean/clean", "inception3-alpha-0.4/k=1"}  # the rotating secret is a k = 30 figure
+    probe = found["inception3-alpha-0.4/k=1"]["probe_linear"]
+    assert probe["people"] == 6 and probe["rank1_6"]["chance"] == pytest.approx(1 / 6)
+    low, high = probe["rank1_6"]["ci95"]
+    assert low - 1e-9 <= probe["rank1_6"]["rate"] <= high + 1e-9 and high > 1 / 6  # 12 queries: a wide interval
+    assert probe["budget"]["samples"] == 2 * report["data"]["attacker_faces"]  # two placements per face
+    ceiling = report["scales"]["96"]["baselines"]["original_photo"]
+    assert ceiling["rank1_6"]["rate"] > 0.8  # dlib on the originals names them
+    assert "inception3-alpha-0.4" in report["accuracy"]["inception3"]
+    assert "| inception3 | inception3-alpha-0.4 | k=1 |" in result.stdout
+    assert (out / "attack.md").is_file() and (out / "attack-grid.png").is_file() and (out / "attack.png").is_file()
+
+
+def test_a_victims_folder_without_people_is_one_line(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "flat").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (40, 40)).save(tmp_path / "flat" / name)
+    for victims in (tmp_path / "flat", tmp_path / "nowhere"):
+        result = run_frosted("attack", "--victims", str(victims), "--weights", str(weights_path),
+                             "--shared", str(shared_dir), "--out", str(tmp_path / "out"))
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"Error: {victims}") and len(result.stderr.strip().splitlines()) == 1

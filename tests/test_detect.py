@@ -32,7 +32,7 @@ def test_boxes_overlap_every_labelled_dlib_face(detector: SplitDetector, shared_
 
 def test_detect_cli_prints_json_lines_and_draws(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:
     photo = shared_dir / "data/faces/dlib/images/2008_001322.jpg"
-    result = run_frosted("detect", str(photo), "--sample", "astronaut", "--draw", str(tmp_path),
+    result = run_frosted("detect", str(photo), "--sample", "astronaut", "--out", str(tmp_path),
                          "--weights", str(weights_path))
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]

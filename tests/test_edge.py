@@ -80,6 +80,7 @@ async def test_agent_boxes_match_the_clean_detector_on_each_frame(service_detect
     assert set(summary.stages) >= {"decode", "head", "noise", "uplink_round_trip", "end_to_end"}
 
 
+@pytest.mark.slow  # agent and tail in a subprocess
 def test_demo_runs_the_live_path_in_one_command():
     result = run_frosted("demo", "--seconds", "1")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -104,13 +105,14 @@ def _start_tail(port: int, *extra: str) -> subprocess.Popen[str]:
     raise AssertionError(f"tail did not start: {process.stderr.read()[-2000:]}")
 
 
+@pytest.mark.slow  # agents and a tail in subprocesses (~20 s)
 def test_edge_and_tail_verbs_over_loopback(clip, tmp_path):
     port = free_port()
-    tail = _start_tail(port, "--insecure", "--noise", PROFILE)
+    tail = _start_tail(port, "--insecure", "--noise", PROFILE, "--serve-clean")  # --serve-clean: the --no-noise run
     try:
         out = tmp_path / "boxes.jsonl"
         result = run_frosted("edge", "--source", str(clip), "--camera-id", "lobby", "--tail", f"127.0.0.1:{port}",
-                             "--insecure", "--noise", PROFILE, "--output", str(out))
+                             "--insecure", "--noise", PROFILE, "--json", str(out))
         assert result.returncode == 0, result.stderr[-2000:]
         assert "WARNING: --insecure" in result.stderr
         records = read_lines(out)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -55,6 +58,7 @@ def test_dlib_set_scores_ap_1(weights_path: Path, shared_dir: Path, tmp_path: Pa
     assert scores["by_iou"]["0.5"]["pooled_ap"] == pytest.approx(coco_ap(pairs, 0.5), abs=2e-3)
 
 
+@pytest.mark.slow  # full-set accuracy run
 def test_mitcmu_reaches_the_reference_ap(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:
     mitcmu = shared_dir / "data/faces/mitcmu"
     dets = tmp_path / "mitcmu.jsonl"
@@ -142,6 +146,27 @@ def test_real_fddb_annotations_score_their_own_ellipses_perfectly(shared_dir: Pa
     assert name == "FDDB" and aps == [1.0] * 10 and mean == 1.0
     roc = json.loads((tmp_path / "f.json").read_text())["fddb_roc"]
     assert roc["discrete_tpr_at_1000_fp"] == 1.0
+
+
+def test_eval_writes_no_file_unless_asked(tmp_path: Path) -> None:
+    """No JSON lands in the working folder by default; `--json -` puts the JSON alone on stdout."""
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    (tmp_path / "labels.json").write_text(
+        '{"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}], "categories": [{"id": 1}], '
+        '"annotations": [{"id": 1, "image_id": 1, "bbox": [10, 10, 20, 20], "category_id": 1}]}')
+    (tmp_path / "det.jsonl").write_text('{"image": "a.png", "boxes": [[10, 10, 30, 30, 0.9]]}\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    base = [sys.executable, "-m", "frosted", "eval", "--coco", str(tmp_path / "labels.json"), "--detections",
+            str(tmp_path / "det.jsonl"), "--folds", "1"]
+    result = subprocess.run(base, capture_output=True, text=True, cwd=work, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert parse_blocks(result.stdout) and list(work.iterdir()) == []
+    result = subprocess.run([*base, "--json", "-"], capture_output=True, text=True, cwd=work, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["by_iou"]["0.5"]["pooled_ap"] == 1.0
+    assert parse_blocks(result.stderr) and list(work.iterdir()) == []
 
 
 @pytest.mark.parametrize("corruption,expected", [

@@ -26,7 +26,7 @@ def make_profile(fingerprint: str, shape: tuple[int, int, int] = (128, 32, 32)) 
                         alpha=0.5, input_size=(shape[2] * 32, shape[1] * 32), head_fingerprint=fingerprint)
 
 
-def test_consecutive_frames_never_share_noise() -> None:
+def test_consecutive_frames_never_share_noise(one_torch_thread: None) -> None:
     profile = make_profile("x" * 64)
     obfuscate = Obfuscator(profile)
     activation = torch.zeros(1, *profile.shape)
@@ -76,6 +76,7 @@ def test_profile_for_other_head_weights_is_refused(tmp_path: Path, faceboxes: Fa
         NoiseProfile.load(tmp_path / "junk.safetensors")
 
 
+@pytest.mark.slow  # a fit
 def test_fit_save_load_apply_round_trips_exactly(tmp_path: Path, faceboxes: FaceBoxes, shared_dir: Path) -> None:
     photos = sorted((shared_dir / "data/faces/unlabelled").glob("*.jpg"))[:2]
     config = FitConfig(alpha=0.5, epochs=1, augmentations=1, batch_size=2)
@@ -96,6 +97,7 @@ def test_fit_save_load_apply_round_trips_exactly(tmp_path: Path, faceboxes: Face
         assert torch.equal(applied, Obfuscator(loaded, GaussianStream(seed_for_reproducible_evaluation=3))(activation))
 
 
+@pytest.mark.slow  # a fit
 def test_fit_with_a_rank_keeps_the_principal_directions(tmp_path: Path, faceboxes: FaceBoxes,
                                                         shared_dir: Path) -> None:
     photos = sorted((shared_dir / "data/faces/unlabelled").glob("*.jpg"))[:2]
@@ -119,6 +121,7 @@ def test_fit_with_a_rank_keeps_the_principal_directions(tmp_path: Path, faceboxe
     assert sent.shape == (1, 128, 32, 32) and torch.allclose(loaded.expand(loaded.coordinates(sent)), sent, atol=1e-4)
 
 
+@pytest.mark.slow  # two fits
 def test_tail_epochs_train_only_the_tail_with_the_noise_frozen(faceboxes: FaceBoxes, shared_dir: Path) -> None:
     photos = sorted((shared_dir / "data/faces/unlabelled").glob("*.jpg"))[:2]
     config = FitConfig(alpha=0.5, epochs=1, augmentations=0, batch_size=1, tune_tail=True, rank=128, dct=True,
@@ -152,6 +155,7 @@ def test_information_privacy_rewards_noise_only_where_there_is_signal_to_hide() 
     assert torch.allclose(sigma.grad * sigma.detach() * sigma.numel(), -torch.ones_like(sigma))
 
 
+@pytest.mark.slow  # fit-noise then eval, in subprocesses
 def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_path: Path, shared_dir: Path) -> None:
     dlib = shared_dir / "data/faces/dlib"
     profile = tmp_path / "p.safetensors"
@@ -177,6 +181,7 @@ def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_p
     assert untuned.returncode == 2 and "--tune-tail" in untuned.stderr and not (tmp_path / "t.safetensors").exists()
 
 
+@pytest.mark.slow  # fit-noise then eval, in subprocesses
 def test_a_profile_fitted_at_a_deeper_split_runs_there_and_only_there(tmp_path: Path, weights_path: Path,
                                                                       shared_dir: Path) -> None:
     from facesplit.noise.shipped import split_for
@@ -235,7 +240,8 @@ def test_a_profile_with_a_basis_keeps_only_its_directions_and_noises_them() -> N
 
 
 @pytest.mark.parametrize("rank", [2, 6])  # 6: a full basis, where only the noise is transformed
-def test_a_profile_per_spatial_frequency_noises_the_dct_of_each_map(tmp_path: Path, rank: int) -> None:
+def test_a_profile_per_spatial_frequency_noises_the_dct_of_each_map(tmp_path: Path, rank: int,
+                                                                one_torch_thread: None) -> None:
     from facesplit.noise.dct import dct_matrix, to_frequencies, to_frequencies_channels_last
 
     matrix = dct_matrix(8)
@@ -352,6 +358,7 @@ def test_shipped_profiles_are_listed_and_fit_the_shipped_weights(weights_path: P
         assert [sigmas[a] for a in sorted(sigmas)] == sorted(sigmas.values())
 
 
+@pytest.mark.slow  # a noisy accuracy run over a face set
 def test_eval_with_a_shipped_profile_by_name(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:
     dlib = shared_dir / "data/faces/dlib"
     result = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--noise", "alpha-0.2",

@@ -22,6 +22,7 @@ from edge_agent.sources.av_source import AvSource
 from edge_agent.sources.whep import WhepSource, is_loopback_host, loopback_only_ice
 from tests.rig.servers import RtspServer, free_port
 from tests.rig.whep_camera import start_whep_camera
+from tests.waiting import DEADLINE, wait_until
 
 WIDTH, HEIGHT = 640, 480
 
@@ -71,8 +72,8 @@ def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
-async def frame_after(slot: LatestFrameSlot, after: float, timeout: float) -> Frame:
-    """The first frame in ``slot`` captured after wall time ``after``."""
+async def frame_after(slot: LatestFrameSlot, after: float, timeout: float = DEADLINE) -> Frame:
+    """The first frame in ``slot`` captured after wall time ``after`` (a timestamp, compared, not timed)."""
     async with asyncio.timeout(timeout):
         while True:
             frame = await slot.get()
@@ -135,7 +136,7 @@ async def test_realtime_file_is_paced_like_a_camera(tmp_path: Path) -> None:
         got = [frame async for frame in frames]
     elapsed = time.monotonic() - started
     assert len(got) == 8
-    assert 0.3 < elapsed < 2.0, elapsed
+    assert elapsed > 0.3, elapsed  # paced: never faster than the clip (a busy machine is only ever slower)
 
 
 def test_missing_file_is_a_source_error(tmp_path: Path) -> None:
@@ -164,20 +165,15 @@ async def test_undecodable_file_is_a_source_error_that_feed_raises(tmp_path: Pat
 async def test_rtsp_frames_resemble_the_camera_image(rtsp_server: RtspServer, astronaut_bgr: np.ndarray) -> None:
     source = open_source(rtsp_server.url)
     assert source.live
-    started = time.monotonic()
     async with contextlib.aclosing(source.frames()) as frames:
         first = await anext(frames)
-        first_latency = time.monotonic() - started
         later = [await anext(frames) for _ in range(5)]
-    print(f"RTSP first frame after {first_latency:.2f} s")
     for frame in [first, *later]:
         assert frame.image.shape == (HEIGHT, WIDTH, 3)
         assert mean_abs_diff(frame.image, astronaut_bgr) < 12
     assert [f.index for f in later] == list(range(1, 6))
-    assert first_latency < 3.0
     # Closing the generator stopped its decode thread.
-    await asyncio.sleep(0.2)
-    assert not av_threads()
+    await wait_until(lambda: not av_threads(), "the decode thread to end")
 
 
 @pytest.mark.asyncio
@@ -191,56 +187,44 @@ async def test_rtsp_errors_do_not_leak_credentials() -> None:
 
 
 @pytest.mark.asyncio
-async def test_rtsp_reconnects_within_2s_after_server_killed_and_restarted(rtsp_server: RtspServer) -> None:
+async def test_rtsp_reconnects_after_server_killed_and_restarted(rtsp_server: RtspServer) -> None:
     slot = LatestFrameSlot()
-    reconnects: list[float] = []
-    async with running(feed(open_source(rtsp_server.url), slot, on_reconnect=lambda: reconnects.append(time.time()))):
-        before = await frame_after(slot, 0, timeout=5)
+    reconnects: list[None] = []
+    async with running(feed(open_source(rtsp_server.url), slot, on_reconnect=lambda: reconnects.append(None))):
+        before = await frame_after(slot, 0)
 
-        killed_at = time.time()
         rtsp_server.kill()
-        # Stay down long enough for the backoff to reach its cap, the worst case for the return.
-        await asyncio.sleep(1.5)
-        assert reconnects and reconnects[0] - killed_at < 1.0, "feed did not notice the dead server"
+        await wait_until(lambda: reconnects, "feed to notice the dead server")
+        # Stay down while the backoff grows to its cap (pacing the scenario, not timing it).
+        await wait_until(lambda: len(reconnects) >= 5, "feed to retry the dead server")
 
         await asyncio.to_thread(rtsp_server.restart)
         ready_at = rtsp_server.ready_at
         assert ready_at is not None
-        after = await frame_after(slot, ready_at, timeout=5)
-        back_after = after.capture_time - ready_at
-        print(f"RTSP back {back_after:.2f} s after READY ({len(reconnects)} reconnect attempts)")
-        assert back_after < 2.0
+        after = await frame_after(slot, ready_at)
         assert after.index > before.index
 
 
 @pytest.mark.asyncio
-async def test_rtsp_frozen_server_is_noticed_within_read_timeout(rtsp_server: RtspServer) -> None:
-    read_timeout = 1.0
+async def test_rtsp_frozen_server_is_noticed_by_the_read_timeout(rtsp_server: RtspServer) -> None:
     slot = LatestFrameSlot()
-    noticed: list[float] = []
+    noticed: list[None] = []
     errors: list[BaseException] = []
-    source = open_source(rtsp_server.url, open_timeout=2.0, read_timeout=read_timeout)
-    async with running(feed(source, slot, on_reconnect=lambda: noticed.append(time.time()), on_error=errors.append)):
-        await frame_after(slot, 0, timeout=5)
+    source = open_source(rtsp_server.url, open_timeout=2.0, read_timeout=1.0)
+    async with running(feed(source, slot, on_reconnect=lambda: noticed.append(None), on_error=errors.append)):
+        await frame_after(slot, 0)
 
-        stopped_at = time.time()
         rtsp_server.stop_signal()
         try:
-            async with asyncio.timeout(read_timeout + 2.0):
-                while not noticed:
-                    await asyncio.sleep(0.05)
+            await wait_until(lambda: noticed, "feed to notice the frozen server")
         finally:
             rtsp_server.cont()
-        print(f"RTSP freeze noticed after {noticed[0] - stopped_at:.2f} s: {errors[0]!r}")
-        assert isinstance(errors[0], TimeoutError)
+        assert isinstance(errors[0], TimeoutError)  # the read timeout noticed it, not a closed connection
 
         # Thawed, the camera is picked up again by a new connection.
-        thawed_at = time.time()
-        await frame_after(slot, thawed_at, timeout=8)
-    # Decode threads left blocked by the freeze have all ended by now or soon (their FFmpeg timeouts fire).
-    async with asyncio.timeout(6):
-        while av_threads():
-            await asyncio.sleep(0.1)
+        await frame_after(slot, time.time())
+    # Decode threads left blocked by the freeze all end (their FFmpeg timeouts fire).
+    await wait_until(lambda: not av_threads(), "the decode threads to end")
 
 
 # -- WHEP
@@ -253,13 +237,10 @@ async def test_whep_frames_resemble_the_camera_image_and_session_is_deleted(astr
         port = url.split(":")[2].split("/")[0]
         source = open_source(f"whep://127.0.0.1:{port}/whep")
         assert isinstance(source, WhepSource) and source.live
-        started = time.monotonic()
         async with contextlib.aclosing(source.frames()) as frames:
             first = await anext(frames)
-            first_latency = time.monotonic() - started
             later = [await anext(frames) for _ in range(4)]
             assert len(camera.sessions) == 1
-        print(f"WHEP first frame after {first_latency:.2f} s")
         for frame in [first, *later]:
             assert frame.image.shape == (HEIGHT, WIDTH, 3)
             assert mean_abs_diff(frame.image, astronaut_bgr) < 12
@@ -275,21 +256,16 @@ async def test_whep_reconnects_when_the_camera_restarts(astronaut_bgr: np.ndarra
     camera, url = await start_whep_camera(astronaut_bgr, fps=15)
     restarted = None
     slot = LatestFrameSlot()
-    reconnects: list[float] = []
+    reconnects: list[None] = []
     source = open_source(url.replace("http://", "whep://"), read_timeout=1.0)
     try:
-        async with running(feed(source, slot, on_reconnect=lambda: reconnects.append(time.time()))):
-            before = await frame_after(slot, 0, timeout=5)
-            stopped_at = time.time()
+        async with running(feed(source, slot, on_reconnect=lambda: reconnects.append(None))):
+            before = await frame_after(slot, 0)
             await camera.stop()  # closes its peer connections: our track ends
-            async with asyncio.timeout(2.0):
-                while not reconnects:
-                    await asyncio.sleep(0.02)
-            print(f"WHEP camera loss noticed after {reconnects[0] - stopped_at:.2f} s")
-
-            await asyncio.sleep(0.5)
+            await wait_until(lambda: reconnects, "feed to notice the camera's loss")
+            await asyncio.sleep(0.5)  # the camera stays away a while (pacing the fake, not timing it)
             restarted, _ = await start_whep_camera(astronaut_bgr, port=camera.port, fps=15)
-            after = await frame_after(slot, time.time(), timeout=5)
+            after = await frame_after(slot, time.time())
             assert after.index > before.index
         assert restarted.deleted, "feed's cancellation did not hang up"
     finally:
@@ -328,7 +304,7 @@ async def test_latest_frame_slot_keeps_only_the_newest() -> None:
 
     # get() waits for the next put.
     waiter = asyncio.ensure_future(slot.get())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one turn of the loop: the waiter is now waiting
     assert not waiter.done()
     slot.put(make_frame(3))
     assert (await asyncio.wait_for(waiter, 1)).index == 3
@@ -344,7 +320,7 @@ async def test_latest_frame_slot_keeps_only_the_newest() -> None:
 
     other = LatestFrameSlot()
     waiter = asyncio.ensure_future(other.get())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one turn of the loop: the waiter is now waiting
     other.close()
     assert await asyncio.wait_for(waiter, 1) is None
 

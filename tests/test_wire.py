@@ -60,3 +60,17 @@ def test_decode_refuses_what_it_does_not_expect():
         decode_tensor(broken, (128, 32, 32))
     with pytest.raises(WireError, match="unknown wire dtype"):
         encode_tensor(activation, "bfloat16")
+
+
+def test_decode_refuses_values_a_float16_wire_could_not_carry():
+    """int8 is scale x data: a huge scale decodes to inf (or to finite values no head produces) unless checked."""
+    overflow = tail_pb2.Tensor(dtype=tail_pb2.INT8, shape=[128, 32, 32], data=bytes([127]) * (128 * 32 * 32),
+                               scale=1e38)
+    with pytest.raises(WireError, match=r"finite and within ±65504.*int8 scale 1e\+38 x data gives inf"):
+        decode_tensor(overflow, (128, 32, 32))
+    huge = np.zeros((128, 32, 32), np.float32)
+    huge[0, 0, 0] = -1e30
+    with pytest.raises(WireError, match="finite and within ±65504"):
+        decode_tensor(encode_tensor(huge, "float32"), (128, 32, 32))
+    edge = np.full((128, 32, 32), 65504.0, np.float32)  # float16's largest value is still an activation
+    assert decode_tensor(encode_tensor(edge, "int8"), (128, 32, 32)).max() == pytest.approx(65504, rel=1e-6)

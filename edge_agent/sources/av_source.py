@@ -1,8 +1,9 @@
 """Frames through PyAV (FFmpeg): video files, RTSP cameras, HTTP streams and local capture devices.
 
 PyAV blocks, so each connection gets its own daemon thread that opens, demuxes, decodes and converts; the
-async generator only waits on a one-frame handoff. A daemon thread rather than ``asyncio.to_thread``: a
-thread stuck in FFmpeg on a frozen camera must not hold up the executor's shutdown at interpreter exit.
+async generator only waits on a one-frame handoff (the agent's one keep-latest slot, `LatestFrameSlot`). A
+daemon thread rather than ``asyncio.to_thread``: a thread stuck in FFmpeg on a frozen camera must not hold up
+the executor's shutdown at interpreter exit.
 
 Behaviours of FFmpeg's RTSP demuxer this module relies on (measured against gst-rtsp-server):
 - a server that dies (SIGKILL) ends ``demux`` with a plain EOF, no exception: on a live source EOF is a
@@ -21,7 +22,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import av
@@ -29,6 +30,7 @@ import av.error
 import numpy as np
 
 from edge_agent.sources.base import Frame, SourceError, redact_url
+from edge_agent.sources.latest import LatestFrameSlot
 
 log = logging.getLogger("edge_agent.sources")
 
@@ -42,66 +44,6 @@ LOW_LATENCY_OPTIONS = {"flags": "low_delay", "analyzeduration": "100000", "probe
 # How long closing the generator waits for the decode thread before leaving it to exit on its own (it is
 # told to stop; a thread blocked in FFmpeg exits at the latest when its open/read timeout fires).
 _THREAD_JOIN_SECONDS = 1.0
-
-
-class _Handoff:
-    """One frame from the decode thread to the event loop, plus the end of the stream.
-
-    ``keep_latest``: a newer frame replaces one the consumer has not taken (live: the decoder never waits
-    for a slow consumer). Otherwise the thread waits until the consumer took the frame (files: every frame).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, keep_latest: bool) -> None:
-        self._loop = loop
-        self._keep_latest = keep_latest
-        self._lock = threading.Condition()
-        self._pending: Frame | None = None
-        self._ended = False
-        self._error: BaseException | None = None
-        self._wakeup = asyncio.Event()
-        self.stop = threading.Event()  # set by the consumer: the thread quits at its next check
-        self.replaced = 0
-
-    # -- decode thread side
-    def put(self, frame: Frame) -> bool:
-        """Hand over ``frame``; False once the consumer has gone (the thread should quit)."""
-        with self._lock:
-            while not self._keep_latest and self._pending is not None and not self.stop.is_set():
-                self._lock.wait(0.1)  # wake up now and then to notice ``stop``
-            if self.stop.is_set():
-                return False
-            if self._pending is not None:
-                self.replaced += 1
-            self._pending = frame
-        self._notify()
-        return True
-
-    def finish(self, error: BaseException | None = None) -> None:
-        with self._lock:
-            self._ended = True
-            self._error = error
-        self._notify()
-
-    def _notify(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody is waiting
-            self._loop.call_soon_threadsafe(self._wakeup.set)
-
-    # -- event loop side
-    async def get(self) -> Frame | None:
-        """The next frame, None at the end of the stream; raises what the thread raised."""
-        while True:
-            with self._lock:
-                if self._pending is not None:
-                    frame, self._pending = self._pending, None
-                    self._lock.notify()
-                    return frame
-                if self._ended:
-                    if self._error is not None:
-                        raise self._error
-                    return None
-                # Cleared under the lock: a put() after this point schedules a fresh set().
-                self._wakeup.clear()
-            await self._wakeup.wait()
 
 
 class AvSource:
@@ -127,6 +69,14 @@ class AvSource:
         self.read_timeout = read_timeout
         self.realtime = realtime
         self._indices = itertools.count()  # shared by all connections: indices grow across reconnects
+        self._handoffs: set[LatestFrameSlot] = set()  # the open connections' slots
+        self._dropped_closed = 0  # frames replaced in the slots of connections already closed
+
+    @property
+    def dropped(self) -> int:
+        """Frames the decode threads replaced before the loop took them (live and paced sources), over every
+        connection so far; the camera's pipeline adds them to its own keep-latest drops."""
+        return self._dropped_closed + sum(slot.dropped for slot in self._handoffs)
 
     def __repr__(self) -> str:
         return f"AvSource({self.url!r}, live={self.live})"
@@ -134,7 +84,9 @@ class AvSource:
     async def frames(self) -> AsyncIterator[Frame]:
         loop = asyncio.get_running_loop()
         # Paced sources behave like cameras: drop rather than fall behind. Plain files keep every frame.
-        handoff = _Handoff(loop, keep_latest=self.live or self.realtime)
+        handoff = LatestFrameSlot()
+        self._handoffs.add(handoff)
+        hand_over = handoff.put if self.live or self.realtime else handoff.put_when_taken
         done = loop.create_future()
 
         def mark_done() -> None:
@@ -143,11 +95,11 @@ class AvSource:
 
         def run() -> None:
             try:
-                self._read(handoff)
+                self._read(handoff, hand_over)
             except BaseException as exc:
-                handoff.finish(exc)
+                handoff.close(exc)
             else:
-                handoff.finish()
+                handoff.close()
             finally:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(mark_done)
@@ -160,7 +112,7 @@ class AvSource:
             while True:
                 try:
                     async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancel
-                        frame = await handoff.get()
+                        frame = await handoff.get()  # raises what the thread raised
                 except TimeoutError:
                     raise TimeoutError(f"no frame from {self.url} for {timeout:.1f} s") from None
                 if frame is None:
@@ -168,7 +120,9 @@ class AvSource:
                 yield frame
                 timeout = self.read_timeout if self.live else None
         finally:
-            handoff.stop.set()
+            handoff.close()  # the thread quits at its next frame or check; a closed slot replaces nothing more
+            self._handoffs.discard(handoff)
+            self._dropped_closed += handoff.dropped
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_THREAD_JOIN_SECONDS):
                     await asyncio.shield(done)
@@ -176,7 +130,7 @@ class AvSource:
                 log.debug("decode thread for %s still blocked in FFmpeg; it exits at its timeout", self.url)
 
     # -- the decode thread
-    def _read(self, handoff: _Handoff) -> None:
+    def _read(self, handoff: LatestFrameSlot, hand_over: Callable[[Frame], bool]) -> None:
         container = self._open()
         try:
             if not container.streams.video:
@@ -185,7 +139,7 @@ class AvSource:
             if not self.live:
                 # Frame threads add a few frames of latency: fine for files, not for cameras.
                 stream.thread_type = "AUTO"
-            self._decode(container, stream, handoff)
+            self._decode(container, stream, handoff, hand_over)
         except av.error.FFmpegError as exc:
             raise self._translate(exc) from None
         finally:
@@ -203,11 +157,12 @@ class AvSource:
         except av.error.FFmpegError as exc:
             raise self._translate(exc) from None
 
-    def _decode(self, container: Any, stream: Any, handoff: _Handoff) -> None:
+    def _decode(self, container: Any, stream: Any, handoff: LatestFrameSlot,
+                hand_over: Callable[[Frame], bool]) -> None:
         pacer = _Pacer(stream) if self.realtime and not self.live else None
         started = time.perf_counter()
         for packet in container.demux(stream):
-            if handoff.stop.is_set():
+            if handoff.closed:  # the consumer has gone
                 return
             if self.live:
                 # Live demux time is mostly waiting for the camera, not work: count from the packet on.
@@ -215,10 +170,10 @@ class AvSource:
             for av_frame in packet.decode():
                 image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24"))
                 now = time.perf_counter()
-                if pacer is not None and not pacer.wait(av_frame, handoff.stop):
+                if pacer is not None and not pacer.wait(av_frame, handoff):
                     return
                 frame = Frame(image, time.time(), now - started, next(self._indices))
-                if not handoff.put(frame):
+                if not hand_over(frame):
                     return
                 started = time.perf_counter()
 
@@ -246,11 +201,11 @@ class _Pacer:
         self._start = 0.0
         self._count = 0
 
-    def wait(self, av_frame: Any, stop: threading.Event) -> bool:
-        """Sleep until ``av_frame`` is due; False when told to stop meanwhile."""
+    def wait(self, av_frame: Any, handoff: LatestFrameSlot) -> bool:
+        """Sleep until ``av_frame`` is due; False when the consumer closed ``handoff`` meanwhile."""
         pts = av_frame.time if av_frame.time is not None else self._count * self._period
         self._count += 1
         if self._first_pts is None:
             self._first_pts, self._start = pts, time.monotonic()
         delay = self._start + (pts - self._first_pts) - time.monotonic()
-        return not (delay > 0 and stop.wait(delay))
+        return not (delay > 0 and handoff.wait_closed(delay))

@@ -34,6 +34,9 @@ class SourceError(FrostedError):
 class FrameSource(Protocol):
     url: str  # for logs: never contains credentials
     live: bool  # True: EOF is a disconnect (reconnect). False (files): EOF is the end.
+    # Frames the source replaced in its own keep-latest hand-off before they were taken (over all connections);
+    # the camera counts them with its own drops. 0 for a source that hands over every frame it makes.
+    dropped: int
 
     def frames(self) -> AsyncIterator[Frame]:
         """One connection/session as an async generator.

@@ -75,6 +75,7 @@ class WhepSource:
     """A WHEP endpoint (``http(s)://...``); ``frames()`` is one WebRTC session."""
 
     live = True
+    dropped = 0  # frames are yielded as aiortc hands them over: the camera's keep-latest slot does any dropping
 
     def __init__(self, endpoint: str, *, open_timeout: float = 5.0, read_timeout: float = 3.0) -> None:
         self.endpoint = endpoint  # the HTTP(S) URL that takes the offer; may hold credentials

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from facesplit.boxes import clip_boxes
 from facesplit.evaluation.errors import DatasetError
+from facesplit.images import image_size
 
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """One image of an evaluation set and its ground-truth face boxes (x1, y1, x2, y2) in its pixels."""
+    """One image of an evaluation set and its ground-truth face boxes (x1, y1, x2, y2) in its pixels, clipped
+    to the image (`truth_in_image`)."""
 
     key: str  # how the image is named in reports and saved detections
     path: Path
@@ -38,10 +41,14 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
         raise DatasetError(f"{images_dir}: image folder not found (for {labels})")
 
     files: dict[object, str] = {}
+    sizes: dict[object, tuple[float, float]] = {}  # (width, height) where the labels give them
     for i, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
             raise DatasetError(f"{labels}: images[{i}] needs an 'id' and a 'file_name'")
         files[image["id"]] = image["file_name"]
+        width, height = image.get("width"), image.get("height")
+        if all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in (width, height)):
+            sizes[image["id"]] = (float(width), float(height))
     boxes: dict[object, list[list[float]]] = {image_id: [] for image_id in files}
     for i, ann in enumerate(data["annotations"]):
         bbox = ann.get("bbox") if isinstance(ann, dict) else None
@@ -60,8 +67,18 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
         path = images_dir / name
         if not path.is_file():
             raise DatasetError(f"{path}: image listed in {labels} not found")
-        result.append(LabelledImage(name, path, np.array(boxes[image_id], dtype=np.float32).reshape(-1, 4)))
+        width, height = sizes.get(image_id) or image_size(path)
+        faces = np.array(boxes[image_id], dtype=np.float32).reshape(-1, 4)
+        result.append(LabelledImage(name, path, truth_in_image(faces, width, height)))
     return result
+
+
+def truth_in_image(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Ground-truth boxes scored like with like: detections are clipped to the frame when they are made, so
+    faces are clipped to the image too (else a face the frame cuts is a miss for the detection that covers
+    all of it the frame shows). A box with nothing left inside the image is dropped: nothing there to find."""
+    clipped = clip_boxes(boxes, width, height)
+    return clipped[(clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])]
 
 
 def split_into_folds(images: list[LabelledImage], folds: int) -> list[list[LabelledImage]]:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facesplit.evaluation.coco import LabelledImage, read_coco_faces, split_into_folds
+from facesplit.evaluation.coco import LabelledImage, read_coco_faces, split_into_folds, truth_in_image
 from facesplit.evaluation.errors import DatasetError
 from facesplit.evaluation.fddb import FddbImage, read_fddb_folds
+from facesplit.images import image_size
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ def coco_set(labels: Path, images_dir: Path, folds: int = 10, limit: int | None 
 def fddb_set(root: Path, limit: int | None = None, need_images: bool = True) -> EvalSet:
     """FDDB laid out as ``root/FDDB-folds/`` plus the images under ``root/originalPics/`` (or ``root/``).
 
-    Ground-truth boxes for AP are the ellipses' bounding boxes; the official ROC uses the ellipses.
-    Scoring saved detections needs only the annotations (``need_images=False``).
+    Ground-truth boxes for AP are the ellipses' bounding boxes, clipped to the image where it is there; the
+    official ROC uses the ellipses. Scoring saved detections needs only the annotations (``need_images=False``).
     """
     folds = read_fddb_folds(root / "FDDB-folds")
     pictures = root / "originalPics" if (root / "originalPics").is_dir() else root
@@ -73,6 +74,8 @@ def fddb_set(root: Path, limit: int | None = None, need_images: bool = True) -> 
                 raise DatasetError(f"{path}: FDDB image listed in {fold.name}.txt not found "
                                    f"(expected the images under {pictures})")
             boxes = np.array([e.bbox() for e in image.ellipses], dtype=np.float32).reshape(-1, 4)
+            if path.is_file():  # the ellipses' boxes often leave the image; without it, they stay as annotated
+                boxes = truth_in_image(boxes, *image_size(path))
             labelled.append(LabelledImage(image.path, path, boxes))
         chosen.append(tuple(labelled))
         fddb_images.extend(kept)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -36,6 +36,21 @@ from facesplit.weights import head_fingerprint
 
 Task = Literal["distill", "multibox"]
 Privacy = Literal["log-sigma", "information"]
+
+
+class Adversary(Protocol):
+    """An attacker the noise is fitted against (`privacy_attack.defence`): retrained on the current noise at
+    the start of every joint epoch, and a loss term that is lower the worse it does."""
+
+    weight: float
+
+    def refit(self, sigma: torch.Tensor) -> dict:
+        """Train afresh against noise of scale ``sigma`` (detached); returns what it then achieves."""
+        ...
+
+    def loss(self, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Differentiable in ``sigma``: minimising it makes the adversary fail."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -163,8 +178,12 @@ def _logit(p: float) -> float:
 
 
 def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
-                fitted_on: dict | None = None) -> NoiseProfile:
-    """Train mu, rho (and the tail, if asked) on the cached activations; returns the fitted profile."""
+                fitted_on: dict | None = None, adversary: Adversary | None = None) -> NoiseProfile:
+    """Train mu, rho (and the tail, if asked) on the cached activations; returns the fitted profile. With an
+    ``adversary``, its loss joins the privacy term (weighted by its own ``weight``), and it is retrained on the
+    current noise before every joint epoch."""
+    if adversary is not None and (config.rank or config.dct):
+        raise ValueError("an adversary is fitted against per-element noise: no rank, no dct")
     if config.tail_epochs and not config.tune_tail:
         raise ValueError("tail_epochs train the noise-aware tail: set tune_tail")
     torch.manual_seed(config.seed)
@@ -200,6 +219,8 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
             mu.requires_grad_(not tail_only)
             order = torch.randperm(count, generator=generator)
             totals = np.zeros(3)
+            adversary_scores = None if adversary is None or tail_only else adversary.refit(
+                (config.sigma_min + span * torch.sigmoid(rho)).detach())
             for start in range(0, count, config.batch_size):
                 index = order[start:start + config.batch_size]
                 clean = coordinates(basis, data.activations[index].float(), config.dct)
@@ -213,6 +234,8 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
                     loss, step = task, tail_optimiser
                 else:
                     loss = (1 - config.alpha) * task + config.alpha * privacy_loss(config.privacy, sigma, variance)
+                    if adversary is not None:
+                        loss = loss + adversary.weight * adversary.loss(sigma, generator)
                     step = optimiser
                 assert step is not None
                 step.zero_grad(set_to_none=True)
@@ -223,7 +246,7 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
                 bar.set_postfix(task=f"{task.item():.3f}", sigma=f"{sigma.detach().mean().item():.3f}")
             mean = totals / steps_per_epoch
             history.append({"epoch": epoch + 1, "loss": mean[0], "task": mean[1], "mean_sigma": mean[2],
-                            "tail_only": tail_only})
+                            "tail_only": tail_only, **({"adversary": adversary_scores} if adversary_scores else {})})
     sigma = (config.sigma_min + span * torch.sigmoid(rho)).detach()
     width, height = config.input_size.width, config.input_size.height
     assert width is not None and height is not None

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from facesplit.detector import load_detector
-from facesplit.noise.shipped import split_for
-from facesplit.preprocess import InputSize
-from facesplit.weights import resolve_weights, sha256_of
 from frosted.options import model_options
 
+if TYPE_CHECKING:
+    from facesplit.preprocess import InputSize
 
-def _seed(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
-    if value == "random":
+
+def _seed(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None or value == "random":  # 'random': the old spelling of no seed, still accepted
         return None
     try:
         return int(value)
@@ -39,9 +39,19 @@ def _seed(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
               help="Optimisation steps of the inversion, per victim and k (about 0.1 s each on 2 cores). Fewer "
                    "understate the leak: against information-dct-alpha-0.7, face SSIM 0.24 at 40 steps, 0.43 at "
                    "100, 0.49 at 250.")
-@click.option("--victims", type=click.Choice(["all", "labelled"]), default="all", show_default=True,
-              help="The unlabelled set's photos; 'labelled': only those with a known identity (faster; "
-                   "re-identification is scored on those either way).")
+@click.option("--victims", default="all", show_default=True, metavar="all|labelled|DIR",
+              help="'all': the unlabelled set's photos, attacked whole (decoder, inversion); 'labelled': only "
+                   "those with a known identity. DIR: a folder of <person>/<photo>.jpg (identities from the folder "
+                   "names), attacked at camera scale: each person's first photo is the gallery, the others are "
+                   "placed in frames at each --scales face size and attacked by the identity probe and the face "
+                   "decoder (rank-1 among 100 and all, TAR at FAR 1 %, face SSIM).")
+@click.option("--attacker", "attacker_dirs", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="With --victims DIR: a folder of the attacker's face photos (any layout; repeat for several). "
+                   "Default: the shared folder's data/faces/attacker.")
+@click.option("--scales", default="48,96,192", show_default=True, metavar="PX[,PX...]",
+              help="With --victims DIR: face sizes (box side in pixels at the model input) to place victims at.")
+@click.option("--probe-seconds", type=click.FloatRange(0, min_open=True), default=120.0, show_default=True,
+              help="With --victims DIR: training budget of the identity probe's MLP, per profile and k.")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Attack only the first N victims (quick runs); re-identification still searches all of them.")
 @click.option("--ap-limit", type=click.IntRange(1), default=None,
@@ -54,15 +64,17 @@ def _seed(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
               show_default=True,
               help="Folder for attack.json, grid-<attack>.png (original | no noise | each profile at the "
                    "smallest and largest k) and tradeoff.png (AP against face SSIM and re-identification).")
-@click.option("--seed", default="0", callback=_seed, show_default=True, metavar="INTEGER|random",
+@click.option("--seed", default=None, callback=_seed, metavar="INTEGER",
               help="Seed of the victims' noise (the product's AES stream with a fixed key): reproducible, and "
-                   "every attack sees the same draws; 'random' for fresh noise from the OS's CSPRNG.")
+                   "every attack sees the same draws; for evaluation only. No seed: fresh noise from the OS's "
+                   "CSPRNG, as the product draws it.")
 @click.option("--draws", type=click.IntRange(1), default=1, show_default=True,
               help="Independent noise draws per victim and k, each attacked; SSIM and re-identification are "
                    "pooled over them (steadier on a handful of victims; each draw costs one more inversion).")
 @model_options()
 def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decoder_seconds: float,
-           inversion_steps: int, victims: str, limit: int | None, ap_limit: int | None, shared: Path, out: Path,
+           inversion_steps: int, victims: str, attacker_dirs: tuple[Path, ...], scales: str, probe_seconds: float,
+           limit: int | None, ap_limit: int | None, shared: Path, out: Path,
            seed: int | None, draws: int, weights: Path | None, split: str | None, input_size: InputSize,
            threads: int | None) -> None:
     """Attack noisy activations (and clean ones) of held-out victims: SSIM/PSNR, dlib re-identification,
@@ -72,7 +84,11 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
     face photos disjoint from the victims. Prints a table and writes attack.json, the grids and a plot
     of each profile's AP (on face-set photos none of them was fitted on) against what the attack recovers.
     """
-    # imported here: scikit-image's metrics alone add most of a second to every other verb's start
+    # imported here: scikit-image's metrics alone add most of a second to every other verb's start, and
+    # torch several seconds to `frosted attack --help`
+    from facesplit.detector import load_detector
+    from facesplit.noise.shipped import split_for
+    from facesplit.weights import resolve_weights, sha256_of
     from privacy_attack.decoder import DecoderConfig
     from privacy_attack.inversion import InversionConfig
     from privacy_attack.measure import (
@@ -89,6 +105,15 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
     from privacy_attack.report import ATTACKS, AttackConfig
 
     started = time.perf_counter()
+    if victims not in ("all", "labelled"):
+        if attack != "both" or limit is not None or draws != 1:
+            raise click.UsageError("--attack, --limit and --draws apply to the unlabelled set's whole-frame "
+                                   "attacks, not to --victims DIR")
+        _attack_people(Path(victims), attacker_dirs, _scales(scales), noise, k_values, probe_seconds, shared,
+                       out, weights, split, input_size, threads, ap_limit)
+        return
+    if attacker_dirs:
+        raise click.UsageError("--attacker goes with --victims DIR")
     if input_size.native:
         raise click.UsageError("the attack needs a fixed --input-size (profiles are fitted for one), not 'native'")
     split = split_for(split, [name for name in noise if name not in NO_NOISE_ALIASES])
@@ -116,3 +141,51 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
     pictures = [out / g["file"] for g in report["grids"].values()] + [out / report["tradeoff"]]
     click.echo(f"Wrote {out / 'attack.json'} and {', '.join(map(str, pictures))} "
                f"(wall time {report['wall_time_s']} s)")
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        sides = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected face sizes in pixels, e.g. 48,96,192",
+                                 param_hint="--scales") from None
+    if not sides or any(not 16 <= side <= 256 for side in sides):
+        raise click.BadParameter(f"{text!r}: each face size must be 16-256 px", param_hint="--scales")
+    return sides
+
+
+def _attack_people(victims_dir: Path, attacker_dirs: tuple[Path, ...], scales: tuple[int, ...],
+                   noise: tuple[str, ...], k_values: tuple[int, ...], probe_seconds: float, shared: Path, out: Path,
+                   weights: Path | None, split: str | None, input_size: InputSize, threads: int | None,
+                   ap_limit: int | None) -> None:
+    """`frosted attack --victims DIR`: the camera-scale identity attacks (`privacy_attack.scale_report`)."""
+    from facesplit.detector import load_detector
+    from facesplit.noise.shipped import split_for
+    from privacy_attack.at_scale import ScaleConfig
+    from privacy_attack.measure import NO_NOISE_ALIASES, require_reid
+    from privacy_attack.people import read_faces, read_people
+    from privacy_attack.scale_report import TableInputs, TablePlan, markdown, run_table, write_outputs
+    from privacy_attack.scene import Backgrounds
+
+    if input_size.native or (input_size.width, input_size.height) != (1024, 1024):
+        raise click.UsageError("--victims DIR places faces in 1024x1024 frames: leave --input-size at 1024")
+    names = tuple(dict.fromkeys(name for name in noise if name not in NO_NOISE_ALIASES))
+    split = split_for(split, list(names))
+    people = read_people(victims_dir)
+    attacker = read_faces(list(attacker_dirs) or [shared / "data" / "faces" / "attacker"])
+    require_reid()
+    detector = load_detector(weights, input_size, threads=threads, split=split)
+    plan = TablePlan({split: names}, full_scales=scales, focus=names)
+    from facesplit.noise.rotating import ROTATION_FRAMES
+
+    k_values = tuple(sorted(set(k_values or (1, ROTATION_FRAMES))))
+    config = ScaleConfig(scales=scales, k_values=k_values, rotating=ROTATION_FRAMES in k_values,
+                         probe_seconds=probe_seconds)
+    accuracy_from = shared if (shared / "data" / "faces").is_dir() else None
+    inputs = TableInputs(people, attacker, Backgrounds.shipped(), accuracy_from, ap_limit)
+    report = run_table(detector, inputs, plan, config,
+                       settings={"victims": str(victims_dir), "attacker": [str(p) for p in attacker_dirs],
+                                 "noise": list(names), "split": split})
+    paths = write_outputs(report, out, "attack")
+    click.echo(markdown(report))
+    click.echo(f"Wrote {', '.join(map(str, paths))} (wall time {report['wall_time_s']} s)")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from facesplit.noise.shipped import split_for
-from facesplit.preprocess import InputSize
-from frosted.demo import demo_detector, run_demo
-from frosted.logs import setup_logging
-from frosted.options import model_options
+from frosted.options import deprecated_alias, json_option, model_options
+
+if TYPE_CHECKING:
+    from facesplit.preprocess import InputSize
 
 
 @click.command()
@@ -19,13 +18,21 @@ from frosted.options import model_options
               help="Length of the clip streamed through the service.")
 @click.option("--noise", "profile", default="inception3-alpha-0.4", show_default=True, metavar="PROFILE",
               help="Noise profile the agent applies and the tail serves.")
-@click.option("--output", default="-", show_default=True, help="JSON lines of boxes: '-' or a file.")
+@json_option("Write the JSON lines of boxes here ('-': stdout).", default="-", checked=False)
+@deprecated_alias("--output", "--json", "json_path")
 @model_options()
-def demo(seconds: float, profile: str, output: str, weights: Path | None, split: str | None, input_size: InputSize,
+def demo(seconds: float, profile: str, json_path: Path, weights: Path | None, split: str | None, input_size: InputSize,
          threads: int | None) -> None:
     """Stream a clip made from scikit-image's astronaut photo through edge agent -> gRPC (mTLS) -> tail."""
+    # imported here, not at the top: `frosted --help` and `frosted demo --help` must not wait for torch
+    import asyncio
+
+    from facesplit.noise.shipped import split_for
+    from frosted.demo import demo_detector, run_demo
+    from frosted.logs import setup_logging
+
     setup_logging()
     detector = demo_detector(str(weights) if weights else None, input_size, threads, split_for(split, [profile]))
-    summary = asyncio.run(run_demo(detector, profile, seconds, output))
+    summary = asyncio.run(run_demo(detector, profile, seconds, str(json_path)))
     click.echo("per-stage latency (ms):", err=True)
     click.echo(summary.table(), err=True)

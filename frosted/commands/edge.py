@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from edge_agent.agent import EdgeAgent
-from edge_agent.backend import torch_backend
-from edge_agent.config import AgentConfig, load_agent_config
-from edge_agent.sink import JsonLinesSink
-from facesplit.faceboxes import SPLITS
-from frosted.logs import setup_logging
+from frosted.options import SPLIT_NAMES, deprecated_alias, json_option
+
+if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig
 
 NO_NOISE_WARNING = ("WARNING: --no-noise: CLEAN activations will leave this site. Anyone who sees the uplink can "
                     "reconstruct the frames. Use only for testing.")
@@ -55,9 +52,11 @@ def warnings_for(config: AgentConfig) -> list[str]:
 @click.option("--dtype", type=click.Choice(["float16", "int8"]), default=None, help="Activation wire format.")
 @click.option("--window", type=int, default=None, help="Unanswered frames per camera.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
-@click.option("--output", default=None, help="JSON lines of boxes: '-' (stdout, default) or a file.")
+@json_option("Write the JSON lines of boxes here ('-': stdout; default: the config's output, else stdout).",
+             checked=False)  # the sink names a bad file in one line, as for the config's output
+@deprecated_alias("--output", "--json", "json_path")
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="FaceBoxes checkpoint.")
-@click.option("--split", type=click.Choice(SPLITS), default=None,
+@click.option("--split", type=click.Choice(SPLIT_NAMES), default=None,
               help="Where the head ends (default: the noise profile's split; rdcl with --no-noise).")
 @click.option("--input-size", default=None, help="Model input, e.g. 1024 or 1024x576.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
@@ -65,10 +64,21 @@ def warnings_for(config: AgentConfig) -> list[str]:
               help="Stop after this long (default: until the sources end or Ctrl-C).")
 def edge(config_path: Path | None, source: str | None, camera_id: str | None, tail_address: str | None,
          profile: str | None, no_noise: bool, insecure: bool, tls_ca: Path | None, tls_cert: Path | None,
-         tls_key: Path | None, dtype: str | None, window: int | None, metrics_port: int | None, output: str | None,
+         tls_key: Path | None, dtype: str | None, window: int | None, metrics_port: int | None,
+         json_path: Path | None,
          weights: Path | None, split: str | None, input_size: str | None, threads: int | None,
          seconds: float | None) -> None:
     """Run the edge agent on the cameras of --config, or on one --source."""
+    # imported here, not at the top: `frosted --help` and `frosted edge --help` must not wait for torch
+    import asyncio
+
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.backend import torch_backend
+    from edge_agent.config import load_agent_config
+    from edge_agent.signals import run_until_signalled
+    from edge_agent.sink import JsonLinesSink
+    from frosted.logs import setup_logging
+
     setup_logging()
     if config_path is None and (source is None or tail_address is None):
         raise click.UsageError("give --config cameras.yaml, or --source URL and --tail HOST:PORT")
@@ -78,21 +88,23 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
     overrides = _overrides(cameras=cameras, tail__address=tail_address, tail__insecure=insecure,
                            tail__tls__ca=tls_ca, tail__tls__cert=tls_cert, tail__tls__key=tls_key,
                            tail__dtype=dtype, tail__window=window, noise__profile=profile,
-                           noise__disabled=no_noise, metrics__port=metrics_port, output=output,
+                           noise__disabled=no_noise, metrics__port=metrics_port,
+                           output=None if json_path is None else str(json_path),
                            model__weights=weights, model__split=split, model__input_size=input_size,
                            model__threads=threads)
     config = load_agent_config(config_path, overrides)
     for warning in warnings_for(config):
         click.secho(warning, fg="red", bold=True, err=True)
-    backend = torch_backend(config.model.weights, config.model.input_size, config.model.threads,
-                            None if config.noise.disabled else config.noise.profile, config.tail.dtype,
-                            config.model.split)
-    sink = JsonLinesSink(config.output)
-    agent = EdgeAgent(config, backend, sink)
+    sink = JsonLinesSink(config.output)  # before the model loads: a bad --json fails at once
     try:
-        summary = asyncio.run(agent.run(seconds))
-    except KeyboardInterrupt:
-        summary = agent.summary()
+        backend = torch_backend(config.model.weights, config.model.input_size, config.model.threads,
+                                None if config.noise.disabled else config.noise.profile, config.tail.dtype,
+                                config.model.split)
+        agent = EdgeAgent(config, backend, sink)
+        try:
+            summary = asyncio.run(run_until_signalled(agent, seconds))
+        except (KeyboardInterrupt, asyncio.CancelledError):  # a second stop signal: no drain
+            summary = agent.summary()
     finally:
         sink.close()
     click.echo(summary.table(), err=True)

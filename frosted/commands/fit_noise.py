@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from facesplit.faceboxes import DEFAULT_SPLIT, activation_shape
-from facesplit.noise.fit import FitConfig, build_training_set, fit_profile
-from facesplit.noise.fit_data import frames_from, labelled_from_coco
-from facesplit.preprocess import InputSize
-from facesplit.runtime import tune_cpu_runtime
-from facesplit.weights import load_faceboxes
-from frosted.options import coco_options, model_options
+from frosted.options import coco_options, model_options, seed_option
+
+if TYPE_CHECKING:
+    from facesplit.faceboxes import FaceBoxes
+    from facesplit.preprocess import InputSize
+    from privacy_attack.defence import IdentityAdversary
 
 
 def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int]:
@@ -60,14 +60,31 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
                    "neighbouring positions are correlated, frequencies nearly are not.")
 @click.option("--max-frames", type=click.IntRange(1), default=300, show_default=True,
               help="At most this many frames from each folder or video.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fit (augmentation, training noise).")
+@click.option("--adversary-faces", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="Fit against an identity probe trained on these face photos (any layout; repeat for several; "
+                   "needs the attack extra): before every epoch the probe is retrained on the current noise, and "
+                   "every step also pays for what it still identifies. Per-element noise only (no --rank, --dct).")
+@click.option("--adversary-weight", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Weight of the identity probe's term beside (1 - alpha) task + alpha privacy.")
+@seed_option("Seed of the fit (augmentation, training noise); the profile records it (default: one drawn "
+             "fresh from the OS's CSPRNG, printed).")
 @model_options()
 def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_labels: Path | None,
               images_dir: Path | None, folds: int, use_folds: list[int], task: str, epochs: int, batch_size: int,
               augmentations: int, tune_tail: bool, tail_epochs: int, rank: int | None, privacy: str, dct: bool,
-              max_frames: int, seed: int, weights: Path | None, split: str | None, input_size: InputSize,
+              max_frames: int, adversary_faces: tuple[Path, ...], adversary_weight: float, seed: int | None,
+              weights: Path | None, split: str | None, input_size: InputSize,
               threads: int | None) -> None:
     """Fit a noise profile: the frozen head's activations plus learned noise that the tail tolerates."""
+    # imported here, not at the top: `frosted --help` and `frosted fit-noise --help` must not wait for torch
+    import secrets
+
+    from facesplit.faceboxes import DEFAULT_SPLIT, activation_shape
+    from facesplit.noise.fit import FitConfig, build_training_set, fit_profile
+    from facesplit.noise.fit_data import frames_from, labelled_from_coco
+    from facesplit.runtime import tune_cpu_runtime
+    from facesplit.weights import load_faceboxes
+
     images = [image for source in frame_sources for image in frames_from(source, max_frames)]
     if coco_labels is not None:
         if not use_folds:
@@ -79,6 +96,8 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
         raise click.UsageError("--task multibox needs labels: use --coco only (frames are unlabelled)")
     if tail_epochs and not tune_tail:
         raise click.UsageError("--tail-epochs trains the noise-aware tail: add --tune-tail")
+    if seed is None:  # drawn, so the profile's fitted_on records the seed the fit really used
+        seed = secrets.randbits(31)
     tune_cpu_runtime(threads)
     model = load_faceboxes(weights, split or DEFAULT_SPLIT)
     config = FitConfig(alpha=alpha, task=task, input_size=input_size, epochs=epochs,  # type: ignore[arg-type]
@@ -87,9 +106,16 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     channels = activation_shape(32, 32)[0]  # the same for every input size
     if rank is not None and rank > channels:
         raise click.BadParameter(f"{rank}: the activation has only {channels} channels", param_hint="--rank")
+    if adversary_faces and (rank is not None or dct):
+        raise click.UsageError("--adversary-faces fits per-element noise: drop --rank and --dct")
     data = build_training_set(model, images, config)
+    adversary = _adversary(model, adversary_faces, adversary_weight, seed) if adversary_faces else None
     sources = [str(s) for s in frame_sources] + ([f"{coco_labels} folds {use_folds}"] if coco_labels else [])
-    profile = fit_profile(model, data, config, fitted_on={"sources": sources, "images": len(images)})
+    fitted_on: dict = {"sources": sources, "images": len(images)}
+    if adversary is not None:
+        fitted_on["adversary"] = {"faces": [str(p) for p in adversary_faces], "crops": len(adversary.faces),
+                                  "weight": adversary_weight, "probe": "noise-aware ridge, retrained every epoch"}
+    profile = fit_profile(model, data, config, fitted_on=fitted_on, adversary=adversary)
     profile.save(out)
     history = profile.fitted_on["history"][-1]
     objective = privacy + (", per frequency" if dct else "")
@@ -98,4 +124,16 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
                f"{profile.fitted_on['fit_seconds']} s, final task loss {history['task']:.4f}, "
                f"mean sigma {history['mean_sigma']:.4f}, "
                + (f"rank {rank} ({profile.fitted_on['energy_kept']:.1%} of the activation's energy), " if rank else "")
-               + f"fingerprint {profile.fingerprint}")
+               + f"seed {seed}, fingerprint {profile.fingerprint}")
+
+
+def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, seed: int) -> IdentityAdversary:
+    """The identity probe to fit against (`privacy_attack.defence`), on the faces of ``folders``."""
+    from privacy_attack.defence import IdentityAdversary, adversary_crops
+    from privacy_attack.measure import require_reid
+    from privacy_attack.people import read_faces
+
+    photos = read_faces(list(folders))
+    require_reid()
+    crops = adversary_crops(model.head.eval(), model.split, photos, seed=seed)
+    return IdentityAdversary(crops, weight, seed=seed)

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from facesplit.noise.shipped import describe, shipped_profiles
-
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON list: name, alpha, split, input size, path, ...")
-def profiles(as_json: bool) -> None:
+@click.option("--json", "json_path", is_flag=False, flag_value="-", default=None, metavar="[FILE]",
+              type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="One JSON list (name, alpha, split, input size, path, ...) to FILE; bare or '-': stdout.")
+def profiles(json_path: Path | None) -> None:
     """List the shipped noise profiles (usable by name wherever a PROFILE is asked for)."""
+    # imported here, not at the top: `frosted --help` and `frosted profiles --help` must not wait for torch
+    from facesplit.noise.shipped import describe, shipped_profiles
+
     rows = [describe(path) for path in shipped_profiles().values()]
-    if as_json:
-        click.echo(json.dumps(rows, indent=1))
+    if json_path is not None:
+        if str(json_path) == "-":
+            click.echo(json.dumps(rows, indent=1))
+            return
+        try:
+            json_path.write_text(json.dumps(rows, indent=1) + "\n")
+        except OSError as exc:
+            raise click.FileError(str(json_path), hint=exc.strerror or str(exc)) from None
         return
     width = max((len(row["name"]) for row in rows), default=0)
     for row in rows:

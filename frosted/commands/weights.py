@@ -6,15 +6,7 @@ from pathlib import Path
 
 import click
 
-from facesplit.weights import (
-    OFFICIAL_SHA256,
-    OFFICIAL_URL,
-    cache_path,
-    download_weights,
-    load_faceboxes,
-    resolve_weights,
-    sha256_of,
-)
+from frosted.options import deprecated_alias
 
 
 @click.group()
@@ -23,13 +15,19 @@ def weights() -> None:
 
 
 @weights.command()
-@click.option("--url", default=OFFICIAL_URL, show_default=True, help="Where to fetch the checkpoint from.")
-@click.option("--to", "destination", type=click.Path(path_type=Path), default=None,
-              help="Where to save it (default: the user cache, where every verb looks).")
-@click.option("--sha256", "expected", default=OFFICIAL_SHA256, show_default=True,
-              help="Refuse the file unless its sha256 is this.")
-def download(url: str, destination: Path | None, expected: str) -> None:
+@click.option("--url", default=None, help="Where to fetch the checkpoint from (default: the official release).")
+@click.option("--out", "destination", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The file to save it as (default: the user cache, where every verb looks).")
+@deprecated_alias("--to", "--out", "destination")
+@click.option("--sha256", "expected", default=None,
+              help="Refuse the file unless its sha256 is this (default: the official checkpoint's).")
+def download(url: str | None, destination: Path | None, expected: str | None) -> None:
     """Download the pinned official checkpoint and verify its sha256 before saving it."""
+    # imported here, not at the top: `frosted --help` and `frosted weights download --help` must not wait for torch
+    from facesplit.weights import OFFICIAL_SHA256, OFFICIAL_URL, cache_path, download_weights, load_faceboxes
+
+    url = url or OFFICIAL_URL
+    expected = expected or OFFICIAL_SHA256
     saved = download_weights(url, destination or cache_path(), expected)
     load_faceboxes(saved)  # a file with the right hash always loads; this guards a custom --sha256
     click.echo(str(saved))
@@ -39,6 +37,8 @@ def download(url: str, destination: Path | None, expected: str) -> None:
 @click.option("--weights", "path", type=click.Path(path_type=Path), default=None)
 def check(path: Path | None) -> None:
     """Load the weights that the other verbs would use and print where they are."""
+    from facesplit.weights import OFFICIAL_SHA256, load_faceboxes, resolve_weights, sha256_of
+
     found = resolve_weights(path)
     load_faceboxes(found)
     digest = sha256_of(found)

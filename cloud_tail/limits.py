@@ -1,0 +1,18 @@
+"""What one tail admits, and its defaults: apart from the service (gRPC) so `frosted tail --help` can show
+the defaults without importing gRPC or torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    max_in_flight: int = 8  # frames of one stream being batched/computed at once; the rest wait in HTTP/2
+    max_message_bytes: int = 1 << 20
+    # Each stream can hold max_in_flight decoded frames (~4 MB at the defaults): the caps bound the tail's memory.
+    # One agent sends all its cameras over one connection, so the per-connection cap is its camera limit.
+    max_streams: int = 64
+    max_streams_per_connection: int = 32
+    max_connections: int = 128  # TCP connections; gRPC closes the ones over it (the client sees UNAVAILABLE)
+    idle_timeout_seconds: float = 60.0  # a stream with no frame (and none in the tail) this long is closed

@@ -1,0 +1,30 @@
+"""HOST:PORT, spelled and checked one way for the agent's tail address and the tail's --listen."""
+
+from __future__ import annotations
+
+import pytest
+
+from frosted_wire.address import check_host_port
+
+
+@pytest.mark.parametrize("text", ["tail.example:1", "10.0.0.7:65535", "[::1]:50051", "[2001:db8::2]:443",
+                                  "0.0.0.0:50051"])
+def test_addresses_a_user_would_write_are_accepted(text):
+    assert check_host_port(text) == text
+    assert check_host_port(text, listening=True) == text
+
+
+@pytest.mark.parametrize(("text", "message"), [("h:0", "port 0 is out of range (1-65535)"),
+                                               ("h:99999", "port 99999 is out of range (1-65535)"),
+                                               ("::1:50051", "IPv6 in brackets"), ("h", "expected HOST:PORT"),
+                                               ("h:-1", "expected HOST:PORT"), ("h :1", "expected HOST:PORT")])
+def test_a_bad_address_says_what_is_wrong(text, message):
+    with pytest.raises(ValueError) as refused:
+        check_host_port(text)
+    assert message in str(refused.value)
+
+
+def test_a_listener_may_ask_the_os_for_a_port_but_not_past_65535():
+    assert check_host_port("127.0.0.1:0", listening=True) == "127.0.0.1:0"  # the tail logs the port it got
+    with pytest.raises(ValueError, match=r"port 99999 is out of range \(0-65535\)"):
+        check_host_port("127.0.0.1:99999", listening=True)

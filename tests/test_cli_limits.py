@@ -1,0 +1,142 @@
+"""Inputs too large to process are refused in one line naming the value, never with a traceback or gigabytes
+of memory: images by their header before decoding, model input sizes, native sizes; and the edge's metrics
+endpoint that cannot listen."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.config import AgentConfig
+from edge_agent.sink import JsonLinesSink
+from facesplit.errors import FrostedError
+from facesplit.images import ImageError, read_image_bgr
+from facesplit.preprocess import MAX_INPUT_SIDE, InputSize, preprocess
+from tests.conftest import run_frosted
+from tests.test_edge_tls import NoFrameBackend
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims ``width`` x ``height`` pixels but holds a few bytes: what a decompression bomb's header
+    looks like, without anyone having to build the bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64)))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+
+
+@pytest.mark.parametrize("width, height, shown", [(12000, 12000, "12000x12000"),
+                                                  (40000, 40000, "1600000000")])  # PIL gives only the count
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path, width, height, shown):
+    huge = png_header_only(tmp_path / "huge.png", width, height)
+    with pytest.raises(ImageError, match=rf"huge\.png: {shown} pixels, more than the \d+ allowed "
+                                         r"\(FROSTED_MAX_IMAGE_PIXELS\)"):
+        read_image_bgr(huge)
+
+
+def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((40, 60, 3), np.uint8))
+    assert read_image_bgr(small).shape == (40, 60, 3)
+    monkeypatch.setenv("FROSTED_MAX_IMAGE_PIXELS", "2000")
+    with pytest.raises(ImageError, match=r"small\.png: 60x40 pixels, more than the 2000 allowed"):
+        read_image_bgr(small)
+    monkeypatch.setenv("FROSTED_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ImageError, match="FROSTED_MAX_IMAGE_PIXELS='lots'"):
+        read_image_bgr(small)
+
+
+@pytest.mark.parametrize("text", ["65536", "99999999999999999968", "1024x65536", "9" * 5000])
+def test_input_sizes_are_bounded(text):
+    with pytest.raises(ValueError, match=f"at most {MAX_INPUT_SIDE}") as error:
+        InputSize.parse(text)
+    assert text[:20] in str(error.value) and len(str(error.value)) < 200
+
+
+def test_a_native_input_over_the_bound_is_refused_before_allocating():
+    strip = np.zeros((32, MAX_INPUT_SIDE + 32, 3), np.uint8)
+    with pytest.raises(FrostedError, match=f"{MAX_INPUT_SIDE + 32}x32 .*native"):
+        preprocess(strip, InputSize.parse("native"))
+
+
+def test_detect_reports_each_bad_image_and_keeps_the_others(weights_path, tmp_path):
+    huge = png_header_only(tmp_path / "huge.png", 40000, 40000)
+    strip = tmp_path / "strip.png"  # within the pixel limit, too wide for a native-size model input
+    cv2.imwrite(str(strip), np.zeros((32, MAX_INPUT_SIDE + 32, 3), np.uint8))
+    result = run_frosted("detect", str(huge), str(strip), "--sample", "astronaut", "--input-size", "native",
+                         "--weights", str(weights_path))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert [line.split('"')[3] for line in result.stdout.splitlines()] == ["skimage:astronaut"]
+    errors = error_lines(result.stderr)
+    assert len(errors) == 2 and "huge.png: 1600000000 pixels" in errors[0] and "native" in errors[1], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_detect_with_a_lowered_pixel_limit(weights_path, tmp_path):
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((400, 600, 3), 128, np.uint8))
+    result = run_frosted("detect", str(photo), "--sample", "astronaut", "--weights", str(weights_path),
+                         env={"FROSTED_MAX_IMAGE_PIXELS": "100000"})
+    assert result.returncode == 1 and len(result.stdout.splitlines()) == 1, result.stderr[-2000:]
+    assert error_lines(result.stderr) == [f"Error: {photo}: 600x400 pixels, more than the 100000 allowed "
+                                          "(FROSTED_MAX_IMAGE_PIXELS)"]
+
+
+@pytest.mark.parametrize("size", ["65536", "99999999999999999968"])
+def test_detect_input_size_out_of_bounds_is_one_line(size):
+    result = run_frosted("detect", "--sample", "astronaut", "--input-size", size)
+    assert result.returncode == 2
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and size in errors[0] and str(MAX_INPUT_SIDE) in errors[0], result.stderr
+
+
+def _agent(tmp_path: Path, metrics: dict) -> EdgeAgent:
+    config = AgentConfig(tail={"address": "127.0.0.1:1", "insecure": True}, metrics=metrics,
+                         cameras=[{"id": "door", "url": str(tmp_path / "none.mp4")}], output=str(tmp_path / "o"))
+    return EdgeAgent(config, NoFrameBackend(), JsonLinesSink(str(tmp_path / "o")))
+
+
+async def test_metrics_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(FrostedError, match=f"metrics: cannot serve on 127.0.0.1:{port} .*in use"):
+            await _agent(tmp_path, {"port": port}).run()
+
+
+async def test_metrics_host_that_does_not_resolve_is_one_line(tmp_path):
+    with pytest.raises(FrostedError, match=r"metrics: cannot serve on 999\.1\.1\.1:9"):
+        await _agent(tmp_path, {"host": "999.1.1.1", "port": 9}).run()
+
+
+def test_eval_json_into_a_folder_is_one_line(tmp_path):
+    """Refused when the options are read, not after the evaluation has run (with a traceback)."""
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    (tmp_path / "labels.json").write_text(
+        '{"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}], "categories": [{"id": 1}], '
+        '"annotations": [{"id": 1, "image_id": 1, "bbox": [10, 10, 20, 20], "category_id": 1}]}')
+    (tmp_path / "det.jsonl").write_text('{"image": "a.png", "boxes": [[10, 10, 30, 30, 0.9]]}\n')
+    base = ("eval", "--coco", str(tmp_path / "labels.json"), "--detections", str(tmp_path / "det.jsonl"),
+            "--folds", "1")
+    assert run_frosted(*base, "--json", str(tmp_path / "ok.json")).returncode == 0
+    for option in ("--json", "--save-detections"):
+        result = run_frosted(*base, option, str(tmp_path))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        errors = error_lines(result.stderr)
+        assert len(errors) == 1 and option in errors[0] and "is a directory" in errors[0], result.stderr

@@ -1,0 +1,333 @@
+"""The camera-scale identity attacks: readers, placement, crops, the noise on crops, identity metrics, probes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facesplit.detector import SplitDetector
+from facesplit.faceboxes import FaceBoxes
+from facesplit.noise.profile import NoiseProfile, Obfuscator
+from facesplit.noise.sampler import GaussianStream
+from privacy_attack.crop_noise import CropObserver, NoiseCondition, crop_maps, noise_conditions
+from privacy_attack.crops import CropSet, cell_origin, crop_cells, head_outputs
+from privacy_attack.identity import (
+    Scored,
+    cosine_scores,
+    euclidean_scores,
+    identity_metrics,
+    rank1_rates,
+    split_gallery,
+)
+from privacy_attack.people import PeopleError, check_disjoint, read_faces, read_people
+from privacy_attack.probe import LinearMap, fit_ridge, train_probe
+from privacy_attack.scene import place_face
+
+
+def _photo(path: Path, value: int = 128) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.full((40, 30, 3), value, np.uint8)
+    image[5:10, 5:10] = (value * 7) % 256  # each value a distinct file content
+    cv2.imwrite(str(path), image)
+    return path
+
+
+# --- readers -------------------------------------------------------------------------------------------------
+
+def test_victims_take_their_identity_from_the_folder_and_need_two_photos(tmp_path: Path) -> None:
+    _photo(tmp_path / "Ann_Lee" / "a.jpg", 10)
+    _photo(tmp_path / "Ann_Lee" / "b.png", 20)
+    _photo(tmp_path / "Bo" / "x.jpg", 30)
+    _photo(tmp_path / "Bo" / "y.jpg", 40)
+    _photo(tmp_path / "Solo" / "only.jpg", 50)  # one photo: nothing to query with
+    (tmp_path / "Bo" / "notes.txt").write_text("not a photo")
+    photos = read_people(tmp_path)
+    assert [(p.identity, p.path.name) for p in photos] == [("Ann_Lee", "a.jpg"), ("Ann_Lee", "b.png"),
+                                                          ("Bo", "x.jpg"), ("Bo", "y.jpg")]
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty", "loose", "file"])
+def test_a_bad_victims_folder_is_a_one_line_error(tmp_path: Path, layout: str) -> None:
+    folder = tmp_path / "victims"
+    if layout == "empty":
+        folder.mkdir()
+    elif layout == "loose":
+        _photo(folder / "a.jpg")
+        _photo(folder / "b.jpg")
+    elif layout == "file":
+        folder.write_text("x")
+    with pytest.raises(PeopleError) as caught:
+        read_people(folder)
+    message = str(caught.value)
+    assert "\n" not in message and str(folder) in message
+    if layout == "loose":
+        assert "2 loose photos" in message
+
+
+def test_attacker_faces_are_read_recursively_and_an_empty_folder_is_an_error(tmp_path: Path) -> None:
+    _photo(tmp_path / "a" / "one.jpg")
+    _photo(tmp_path / "a" / "deep" / "two.jpg")
+    faces = read_faces([tmp_path / "a"])
+    assert sorted(f.path.name for f in faces) == ["one.jpg", "two.jpg"]
+    assert len({f.identity for f in faces}) == 2
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PeopleError, match="no photos"):
+        read_faces([tmp_path / "empty"])
+    with pytest.raises(PeopleError, match="not found"):
+        read_faces([tmp_path / "nowhere"])
+
+
+def test_a_victim_in_the_attackers_faces_is_refused(tmp_path: Path) -> None:
+    _photo(tmp_path / "v" / "Ann_Lee" / "Ann_Lee_0001.jpg", 1)
+    _photo(tmp_path / "v" / "Ann_Lee" / "Ann_Lee_0002.jpg", 2)
+    people = read_people(tmp_path / "v")
+    _photo(tmp_path / "a" / "Someone_Else_0001.jpg", 3)
+    check_disjoint(people, read_faces([tmp_path / "a"]))  # nobody in common
+    _photo(tmp_path / "by-name" / "Ann_Lee_0003.jpg", 4)  # the same person, another photo
+    with pytest.raises(PeopleError, match="Ann_Lee"):
+        check_disjoint(people, read_faces([tmp_path / "by-name"]))
+    copy = tmp_path / "by-content" / "renamed.jpg"
+    copy.parent.mkdir()
+    copy.write_bytes((tmp_path / "v" / "Ann_Lee" / "Ann_Lee_0002.jpg").read_bytes())
+    with pytest.raises(PeopleError, match="same photo"):
+        check_disjoint(people, read_faces([tmp_path / "by-content"]))
+
+
+def test_the_shared_attacker_faces_hold_no_victim(shared_dir: Path) -> None:
+    faces = shared_dir / "data" / "faces"
+    if not (faces / "lfw").is_dir() or not (faces / "attacker").is_dir():
+        pytest.skip("the shared folder has no lfw/ and attacker/ sets")
+    victims, attacker = read_people(faces / "lfw"), read_faces([faces / "attacker"])
+    assert len({v.identity for v in victims}) == 500 and len(attacker) == 13_744
+    check_disjoint(victims, attacker)
+
+
+# --- placement and crops -------------------------------------------------------------------------------------
+
+def test_a_placed_face_has_the_asked_size_and_centre_over_the_scene() -> None:
+    photo = np.full((250, 250, 3), 200, np.uint8)
+    background = np.zeros((1024, 1024, 3), np.uint8)
+    placed = place_face(photo, np.array([75, 60, 175, 190]), 48, background, (300.0, 700.0))
+    x1, y1, x2, y2 = placed.box
+    assert np.sqrt((x2 - x1) * (y2 - y1)) == pytest.approx(48, rel=0.02)
+    assert placed.centre == pytest.approx((300.0, 700.0), abs=1.0)
+    assert placed.image[700, 300].tolist() == [200, 200, 200]  # the face, fully opaque at its centre
+    assert placed.image[100, 100].tolist() == [0, 0, 0]  # the scene, far from the photo
+
+
+def test_the_crop_follows_the_face_and_stays_inside_the_grid() -> None:
+    assert crop_cells(48) == 4 and crop_cells(96) == 6 and crop_cells(192) == 8
+    assert cell_origin((512.0, 512.0), 6, (32, 32)) == (13, 13)
+    assert cell_origin((5.0, 1020.0), 6, (32, 32)) == (26, 0)  # (x, y) in, (row, column) out
+
+
+def test_one_head_pass_gives_every_split(detector: SplitDetector, faceboxes: FaceBoxes) -> None:
+    from facesplit.detector import at_split
+
+    deep = at_split(detector, "inception3")
+    x = torch.randn(1, 3, 256, 256) * 50
+    with torch.no_grad():
+        outputs = head_outputs(deep.model.head, x)
+        for split in ("rdcl", "inception1", "inception3"):
+            alone = at_split(detector, split).head(x)
+            assert torch.allclose(outputs[split], alone, atol=1e-4)
+
+
+# --- the noise on crops --------------------------------------------------------------------------------------
+
+def _profile(basis: torch.Tensor | None = None, dct: bool = False, channels: int = 8) -> NoiseProfile:
+    generator = torch.Generator().manual_seed(0)
+    rank = channels if basis is None else basis.shape[1]
+    sigma = torch.rand(rank, 32, 32, generator=generator) + 0.2
+    return NoiseProfile(torch.zeros(rank, 32, 32), sigma, 0.4, (1024, 1024), "head", basis=basis, dct=dct)
+
+
+@pytest.mark.parametrize("kind", ["per-element", "per-frequency"])
+def test_noise_drawn_for_crops_has_the_edges_statistics(kind: str) -> None:
+    """The crops' noise has the same per-element spread as crops of what the product's Obfuscator sends."""
+    profile = _profile(dct=kind == "per-frequency")
+    origins = torch.tensor([[3, 20]] * 4000)
+    observer = CropObserver(NoiseCondition("k=1", profile), cells=4)
+    drawn = observer.noise(origins, torch.Generator().manual_seed(1))
+    obfuscate = Obfuscator(profile, GaussianStream(seed_for_reproducible_evaluation=2))
+    sent = obfuscate(torch.zeros(4000, 8, 32, 32))
+    edge = crop_maps(sent, origins, 4)
+    ratio = drawn.std(0) / edge.std(0)
+    assert float((ratio - 1).abs().max()) < 0.12
+    assert float(drawn.mean(0).abs().max()) < 0.1 * float(edge.std(0).min()) * 4
+
+
+def test_a_dropped_direction_never_reaches_the_attacker() -> None:
+    basis = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(3)))[0][:, :3]
+    profile = _profile(basis=basis)
+    observer = CropObserver(NoiseCondition("k=1", profile), cells=4)
+    crops = torch.randn(5, 8, 4, 4)
+    observed = observer.observe(crops, torch.zeros(5, 2, dtype=torch.int64))
+    dropped = torch.linalg.qr(torch.cat([basis, torch.randn(8, 5)], 1))[0][:, 3:]
+    assert torch.einsum("cr,nchw->nrhw", dropped, observed).abs().max() < 1e-4
+
+
+def test_conditions_scale_sigma_for_averaging_and_the_rotating_secret() -> None:
+    profile = _profile()
+    found = {c.label: c.scale for c in noise_conditions(profile)}
+    assert found["k=1"] == 1.0 and found["k=30"] == pytest.approx(30 ** -0.5)
+    assert found["k=30 rotating"] == pytest.approx((0.5 + 0.5 / 30) ** 0.5)
+    assert [c.label for c in noise_conditions(None)] == ["clean"]
+
+
+# --- identity metrics ----------------------------------------------------------------------------------------
+
+def test_originals_as_queries_give_the_ceiling() -> None:
+    gallery = np.random.default_rng(0).normal(size=(300, 128))
+    truth = np.repeat(np.arange(300), 2)
+    queries = gallery[truth] + 0.01
+    for scores in (euclidean_scores(queries, gallery), cosine_scores(queries, gallery)):
+        found = identity_metrics(Scored(scores, truth))
+        assert found["rank1_100"]["rate"] == 1.0 and found["rank1_all"]["rate"] == 1.0
+        assert found["tar_at_far"]["rate"] == 1.0
+
+
+def test_random_queries_give_chance_within_its_interval() -> None:
+    rng = np.random.default_rng(1)
+    gallery = rng.normal(size=(500, 128))
+    truth = rng.integers(0, 500, size=10_000)
+    found = identity_metrics(Scored(cosine_scores(rng.normal(size=(10_000, 128)), gallery), truth))
+    for key, chance in (("rank1_100", 0.01), ("rank1_all", 0.002), ("tar_at_far", 0.01)):
+        low, high = found[key]["ci95"]
+        assert low <= found[key]["rate"] <= high
+        # queries share one gallery, so the rate wanders a little wider than independent draws would
+        assert abs(found[key]["rate"] - chance) < 3 * np.sqrt(chance / 10_000), (key, found[key])
+
+
+def test_rank1_among_100_is_the_expectation_over_random_galleries() -> None:
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=(40, 300))
+    truth = rng.integers(0, 300, size=40)
+    scores[np.arange(40), truth] += 2.0  # informative, not perfect
+    exact = rank1_rates(Scored(scores, truth), 100)
+    sampled = np.zeros(40)
+    for _ in range(3000):
+        for q in range(40):
+            others = rng.choice(np.delete(np.arange(300), truth[q]), 99, replace=False)
+            sampled[q] += scores[q, truth[q]] > scores[q, others].max()
+    assert np.abs(exact - sampled / 3000).max() < 0.04
+
+
+def test_the_gallery_is_each_persons_first_photo_and_queries_the_rest() -> None:
+    gallery, queries, truth = split_gallery(["a", "a", "b", "c", "c", "c"])
+    assert gallery == [0, 3] and queries == [1, 4, 5] and truth == [0, 1, 1]
+
+
+# --- the probes learn ----------------------------------------------------------------------------------------
+
+def _synthetic_crops(n: int, seed: int) -> CropSet:
+    """Crops that carry their descriptor linearly, under a per-element profile's noise."""
+    generator = torch.Generator().manual_seed(seed)
+    descriptors = torch.randn(n, 128, generator=generator)
+    mixing = torch.randn(128, 8 * 4 * 4, generator=torch.Generator().manual_seed(99)) / 11
+    crops = (descriptors @ mixing).view(n, 8, 4, 4).to(torch.float16)
+    origins = torch.randint(0, 28, (n, 2), generator=generator)
+    return CropSet(crops, origins, descriptors, [str(i) for i in range(n)], (32, 32),
+                   torch.zeros(n, 3, 32, 32, dtype=torch.uint8), torch.zeros(n, 3))
+
+
+@pytest.mark.slow
+def test_the_identity_probes_learn_identity_through_noise() -> None:
+    train, test = _synthetic_crops(3000, 0), _synthetic_crops(300, 1)
+    profile = NoiseProfile(torch.zeros(8, 32, 32), torch.full((8, 32, 32), 0.5), 0.4, (1024, 1024), "x")
+    observer = CropObserver(NoiseCondition("k=1", profile), cells=4)
+    linear, log = fit_ridge(train, observer, train.descriptors)
+    assert log.ridge in (1e-2, 1e-1, 1.0, 10.0) and set(log.validation) == {"0.01", "0.1", "1", "10"}
+    observed = observer.observe(test.crops, test.origins, torch.Generator().manual_seed(5))
+    scores = cosine_scores(linear(observed).detach().numpy(), test.descriptors.numpy())
+    rate = identity_metrics(Scored(scores, np.arange(300)))["rank1_100"]["rate"]
+    assert rate > 0.2  # chance is 0.01
+    # from an untrained start (the ridge alone already solves this linear task), the MLP must learn
+    untrained = LinearMap(linear.mean, linear.std, torch.zeros_like(linear.weight), linear.bias, 0.0)
+    _, log = train_probe(train, observer, untrained, seconds=60, check_every=20, patience=3, progress=False)
+    assert log.steps >= 20
+    tenth = max(1, len(log.losses) // 5)
+    assert np.mean(log.losses[-tenth:]) < np.mean(log.losses[:tenth])
+    assert max(log.validation.values()) >= log.validation["0"]
+
+
+def test_the_face_decoder_ridge_lowers_its_pixel_error() -> None:
+    train = _synthetic_crops(2000, 3)
+    pixels = train.descriptors[:, :48] / 4 + 0.5  # a "face" the crop determines
+    observer = CropObserver(NoiseCondition("clean", None), cells=4)
+    decoder, log = fit_ridge(train, observer, pixels, score="mse")
+    error = float(((decoder(train.crops) - pixels) ** 2).mean())
+    assert error < 0.1 * float(pixels.var(0).mean())
+    assert max(log.validation.values()) <= 0
+
+
+# --- real faces through the real head ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lfw_faces(detector: SplitDetector, shared_dir: Path) -> list:
+    from facesplit.detector import SplitDetector as Detector
+    from facesplit.images import read_image_bgr
+    from facesplit.preprocess import InputSize
+    from privacy_attack.descriptors import DescribedFace, find_face
+
+    folder = shared_dir / "data" / "faces" / "lfw"
+    if not folder.is_dir():
+        pytest.skip("the shared folder has no lfw/ set")
+    native = Detector(detector.source, InputSize.parse("native"))
+    faces = []
+    for photo in read_people(folder)[:4]:
+        box = find_face(native, read_image_bgr(photo.path))
+        assert box is not None, photo.path
+        faces.append(DescribedFace(photo, box, np.zeros(128, np.float32)))
+    return faces
+
+
+def test_the_attackers_window_gives_the_crop_of_the_whole_frame(detector: SplitDetector, lfw_faces: list) -> None:
+    """The attacker's faces go through a 512x512 window of their frame: the crop must match the whole
+    frame's to within a few percent, or the attacker would train on something the edge never sends."""
+    from facesplit.detector import at_split
+    from privacy_attack.crops import face_crops
+    from privacy_attack.scene import Backgrounds
+
+    head = at_split(detector, "inception3").model.head
+    backgrounds = Backgrounds.shipped()
+    whole = face_crops(head, lfw_faces, 96, backgrounds, seed=4, whole_frame=True, progress=False)
+    window = face_crops(head, lfw_faces, 96, backgrounds, seed=4, whole_frame=False, progress=False)
+    assert torch.equal(whole["rdcl"].origins, window["rdcl"].origins)
+    for split in ("rdcl", "inception3"):
+        a, b = whole[split].crops.float(), window[split].crops.float()
+        assert a.shape == (4, 128, 6, 6)
+        assert float((a - b).norm() / a.norm()) < 0.02, split
+    # the face itself is there: the crops of a face differ from those of another face
+    assert float((whole["inception3"].crops[0].float() - whole["inception3"].crops[1].float()).norm()) > 1.0
+
+
+# --- the defence ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_noise_fitted_against_the_probe_grows_where_identity_is(faceboxes: FaceBoxes, shared_dir: Path) -> None:
+    """Identity carried by channels 0-7 only: fitted against the probe, sigma grows there, not elsewhere."""
+    from facesplit.noise.fit import FitConfig, FitImage, build_training_set, fit_profile
+    from privacy_attack.defence import IdentityAdversary
+
+    photos = sorted((shared_dir / "data/faces/unlabelled").glob("*.jpg"))[:2]
+    config = FitConfig(alpha=0.3, epochs=4, augmentations=1, batch_size=1)
+    data = build_training_set(faceboxes, [FitImage(f"unlabelled/{p.name}", p, None) for p in photos], config)
+    generator = torch.Generator().manual_seed(0)
+    n = 1500
+    descriptors = torch.randn(n, 128, generator=generator)
+    crops = torch.zeros(n, 128, 4, 4)
+    crops[:, :8] = (descriptors @ torch.randn(128, 8 * 16, generator=generator) / 11).view(n, 8, 4, 4)
+    faces = CropSet(crops.half(), torch.randint(0, 28, (n, 2), generator=generator), descriptors,
+                    [str(i) for i in range(n)], (32, 32), torch.zeros(n, 3, 32, 32, dtype=torch.uint8),
+                    torch.zeros(n, 3))
+    plain = fit_profile(faceboxes, data, config)
+    defended = fit_profile(faceboxes, data, config, adversary=IdentityAdversary(faces, weight=2.0, batch=128))
+    growth = defended.sigma / plain.sigma
+    assert float(growth[:8].mean()) > float(growth[8:].mean()) + 0.1
+    scores = [epoch["adversary"]["probe_held_out_rank1_100"] for epoch in defended.fitted_on["history"]]
+    assert len(scores) == config.epochs and all(0 <= score <= 1 for score in scores)  # retrained every epoch
