@@ -90,7 +90,8 @@ class ScaleData:
     baselines: dict = field(default_factory=dict)
 
 
-def _bgr(face: torch.Tensor) -> np.ndarray:
+def as_image(face: torch.Tensor) -> np.ndarray:
+    """(3, s, s) BGR tensor -> (s, s, 3) array, as OpenCV and the metrics take images."""
     return np.ascontiguousarray(face.permute(1, 2, 0).numpy())
 
 
@@ -98,7 +99,7 @@ def face_ssim(originals: torch.Tensor, guesses: Sequence[np.ndarray]) -> dict:
     """Mean face SSIM of ``guesses`` against the originals (N, 3, s, s) at 112 and at 32 px."""
     at_112, at_32 = [], []
     for original, guess in zip(originals, guesses, strict=True):
-        a = _bgr(original)
+        a = as_image(original)
         b = resize(guess, a.shape[1], a.shape[0])
         at_112.append(similarity(resize(a, FACE_COMPARE_SIDE, FACE_COMPARE_SIDE),
                                  resize(b, FACE_COMPARE_SIDE, FACE_COMPARE_SIDE)).ssim)
@@ -127,7 +128,7 @@ def prepare_scale(head: torch.nn.Module, side: int, attacker: Sequence[Described
                              progress=config.progress, desc=f"victims at {side} px")
     any_split = next(iter(attacker_sets.values()))
     mean_face = any_split.faces.float().mean(0)
-    template = np.clip(np.round(resize(_bgr(mean_face), FACE_COMPARE_SIDE, FACE_COMPARE_SIDE)), 0, 255
+    template = np.clip(np.round(resize(as_image(mean_face), FACE_COMPARE_SIDE, FACE_COMPARE_SIDE)), 0, 255
                        ).astype(np.uint8)
     data = ScaleData(side, attacker_sets, victim_sets, template)
     queries = next(iter(victim_sets.values()))
@@ -189,7 +190,7 @@ def attack_condition(data: ScaleData, split: str, condition: NoiseCondition, vic
         decoder, log = fit_ridge(train, observer, pixels, seed=config.seed, score="mse", design=design)
         with torch.no_grad():
             decoded = decoder(observed).clamp(0, 1).mul(255).round().to(torch.uint8)
-        faces = [_bgr(face.view(3, DECODED_SIDE, DECODED_SIDE)) for face in decoded]
+        faces = [as_image(face.view(3, DECODED_SIDE, DECODED_SIDE)) for face in decoded]
         found = {**face_ssim(test.faces, faces), "budget": log.as_dict()}
         if strong and config.dlib_on_decoded:
             embedded = embed_faces(faces, progress=config.progress)

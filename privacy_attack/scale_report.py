@@ -13,13 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from facesplit.detector import SplitDetector, at_split
 from facesplit.faceboxes import SPLITS
 from facesplit.noise.profile import split_of
 from facesplit.noise.shipped import load_profile_for, shipped_profiles
-from privacy_attack.at_scale import ScaleConfig, measure_split, prepare_scale, rank1_key, victims_from
+from privacy_attack.at_scale import ScaleConfig, as_image, measure_split, prepare_scale, rank1_key, victims_from
 from privacy_attack.descriptors import describe
 from privacy_attack.people import FacePhoto, check_disjoint
 from privacy_attack.scene import Backgrounds
@@ -116,7 +114,7 @@ def run_table(detector: SplitDetector, inputs: TableInputs, plan: TablePlan, con
         at_side: dict = {"baselines": data.baselines, "cells": next(iter(data.victims.values())).cells,
                          "splits": {}}
         shown = min(GRID_ROWS, len(victims.queries))
-        grid[side] = {"original": [_face(data.victims[SPLITS[0]].faces[i]) for i in range(shown)],
+        grid[side] = {"original": [as_image(data.victims[SPLITS[0]].faces[i]) for i in range(shown)],
                       "boxes only": [data.template] * shown}
         for split, by_name in profiles.items():
             chosen = by_name if full else {name: p for name, p in by_name.items() if name == CLEAN or name in focus}
@@ -132,10 +130,6 @@ def run_table(detector: SplitDetector, inputs: TableInputs, plan: TablePlan, con
             checkpoint(report)
     report["wall_time_s"] = round(time.monotonic() - started, 1)
     return report
-
-
-def _face(face) -> np.ndarray:
-    return np.ascontiguousarray(face.permute(1, 2, 0).numpy())
 
 
 def _pct(found: dict | None) -> str:

@@ -15,7 +15,9 @@ import pytest
 
 from facesplit.detector import SplitDetector
 from facesplit.faceboxes import FaceBoxes
+from facesplit.postprocess import PostprocessConfig
 from facesplit.weights import load_faceboxes
+from frosted_wire.certs import CertFiles, throwaway_certificates
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FROSTED_SHARED", REPO.parent / "shared"))
@@ -90,3 +92,48 @@ def run_frosted(*args: str, env: dict[str, str] | None = None,
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "frosted", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=REPO)
+
+
+# Shared by the edge's TLS tests (a CA with its tail and client certificates, and a second, unrelated CA) and
+# the tail's service tests (the service's detector, its tails, a noisy activation): one copy each.
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    return throwaway_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    return throwaway_certificates(tmp_path_factory.mktemp("other"), ca_name="someone else's CA")
+
+
+@pytest.fixture(scope="module")
+def service_detector(faceboxes: FaceBoxes) -> SplitDetector:
+    return SplitDetector(faceboxes, postprocess=PostprocessConfig(score_threshold=0.5))
+
+
+@pytest.fixture(scope="module")
+def tails(service_detector: SplitDetector):
+    from tests.tail_helpers import tails_for
+
+    return tails_for(service_detector)
+
+
+@pytest.fixture(scope="module")
+def noisy(service_detector: SplitDetector):
+    from tests.tail_helpers import noisy_activation
+
+    return noisy_activation(service_detector)
+
+
+def write_one_face_set(folder: Path) -> None:
+    """A COCO set of one 64x64 image with one face (``labels.json``, ``images/``) and saved detections that
+    find it (``det.jsonl``): enough for the eval verb's option handling."""
+    import cv2
+    import numpy as np
+
+    (folder / "images").mkdir()
+    cv2.imwrite(str(folder / "images" / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    (folder / "labels.json").write_text(
+        '{"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}], "categories": [{"id": 1}], '
+        '"annotations": [{"id": 1, "image_id": 1, "bbox": [10, 10, 20, 20], "category_id": 1}]}')
+    (folder / "det.jsonl").write_text('{"image": "a.png", "boxes": [[10, 10, 30, 30, 0.9]]}\n')

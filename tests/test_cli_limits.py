@@ -19,7 +19,7 @@ from edge_agent.sink import JsonLinesSink
 from facesplit.errors import FrostedError
 from facesplit.images import ImageError, read_image_bgr
 from facesplit.preprocess import MAX_INPUT_SIDE, InputSize, preprocess
-from tests.conftest import run_frosted
+from tests.conftest import run_frosted, write_one_face_set
 from tests.test_edge_tls import NoFrameBackend
 
 
@@ -126,12 +126,7 @@ async def test_metrics_host_that_does_not_resolve_is_one_line(tmp_path):
 
 def test_eval_json_into_a_folder_is_one_line(tmp_path):
     """Refused when the options are read, not after the evaluation has run (with a traceback)."""
-    (tmp_path / "images").mkdir()
-    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((64, 64, 3), np.uint8))
-    (tmp_path / "labels.json").write_text(
-        '{"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}], "categories": [{"id": 1}], '
-        '"annotations": [{"id": 1, "image_id": 1, "bbox": [10, 10, 20, 20], "category_id": 1}]}')
-    (tmp_path / "det.jsonl").write_text('{"image": "a.png", "boxes": [[10, 10, 30, 30, 0.9]]}\n')
+    write_one_face_set(tmp_path)
     base = ("eval", "--coco", str(tmp_path / "labels.json"), "--detections", str(tmp_path / "det.jsonl"),
             "--folds", "1")
     assert run_frosted(*base, "--json", str(tmp_path / "ok.json")).returncode == 0

@@ -13,20 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edge_agent.config import ConfigError, load_agent_config
-from frosted_wire.certs import CertFiles, throwaway_certificates
+from frosted_wire.certs import CertFiles
 from tests.conftest import run_frosted
 
 CAMERAS = [{"id": "door", "url": "door.mp4"}]
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory) -> CertFiles:
-    return throwaway_certificates(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
-def other(tmp_path_factory) -> CertFiles:
-    return throwaway_certificates(tmp_path_factory.mktemp("other"), ca_name="someone else's CA")
 
 
 def config(**sections) -> dict:

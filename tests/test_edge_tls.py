@@ -20,7 +20,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.sink import JsonLinesSink
 from edge_agent.tail_check import TailUnusableError
 from frosted.demo import make_clip
-from frosted_wire.certs import CertFiles, throwaway_certificates
+from frosted_wire.certs import throwaway_certificates
 from tests.conftest import REPO
 from tests.rig.servers import free_port
 from tests.tail_helpers import running_tail
@@ -36,16 +36,6 @@ class NoFrameBackend:
 
     def encode(self, frame_bgr: np.ndarray):
         raise AssertionError("no frame should reach the head: the uplink never had room")
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory) -> CertFiles:
-    return throwaway_certificates(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
-def other(tmp_path_factory) -> CertFiles:
-    return throwaway_certificates(tmp_path_factory.mktemp("other"), ca_name="someone else's CA")
 
 
 @pytest.fixture(scope="module")

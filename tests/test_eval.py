@@ -9,14 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from facesplit.evaluation.coco import read_coco_faces, split_into_folds
 from facesplit.evaluation.detections import load_detections
 from facesplit.evaluation.errors import DatasetError
-from tests.conftest import run_frosted
+from tests.conftest import run_frosted, write_one_face_set
 from tests.test_ap import coco_ap
 
 BLOCK = re.compile(
@@ -150,12 +149,7 @@ def test_real_fddb_annotations_score_their_own_ellipses_perfectly(shared_dir: Pa
 
 def test_eval_writes_no_file_unless_asked(tmp_path: Path) -> None:
     """No JSON lands in the working folder by default; `--json -` puts the JSON alone on stdout."""
-    (tmp_path / "images").mkdir()
-    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((64, 64, 3), np.uint8))
-    (tmp_path / "labels.json").write_text(
-        '{"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}], "categories": [{"id": 1}], '
-        '"annotations": [{"id": 1, "image_id": 1, "bbox": [10, 10, 20, 20], "category_id": 1}]}')
-    (tmp_path / "det.jsonl").write_text('{"image": "a.png", "boxes": [[10, 10, 30, 30, 0.9]]}\n')
+    write_one_face_set(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
     base = [sys.executable, "-m", "frosted", "eval", "--coco", str(tmp_path / "labels.json"), "--detections",

@@ -15,33 +15,17 @@ from cloud_tail import metrics
 from cloud_tail.models import served_tails
 from cloud_tail.server import ServerTls
 from cloud_tail.service import StreamLimits
-from facesplit.detector import SplitDetector, at_split
+from facesplit.detector import at_split
 from facesplit.images import sample_image
-from facesplit.postprocess import PostprocessConfig
 from frosted_wire.certs import throwaway_certificates
 from frosted_wire.v1 import tail_pb2
-from tests.tail_helpers import PROFILE, detect_all, frame, noisy_activation, running_tail, stub_for, tails_for
+from tests.tail_helpers import PROFILE, detect_all, frame, noisy_activation, running_tail, stub_for
 from tests.waiting import DEADLINE, wait_until
 
 
 def accepted_frames() -> float:
     """Frames the tail has read and accepted so far, in this process (its Prometheus counter)."""
     return metrics.REGISTRY.get_sample_value("frosted_tail_frames_total", {"outcome": "accepted"}) or 0.0
-
-
-@pytest.fixture(scope="module")
-def service_detector(faceboxes) -> SplitDetector:
-    return SplitDetector(faceboxes, postprocess=PostprocessConfig(score_threshold=0.5))
-
-
-@pytest.fixture(scope="module")
-def tails(service_detector):
-    return tails_for(service_detector)
-
-
-@pytest.fixture(scope="module")
-def noisy(service_detector):
-    return noisy_activation(service_detector)
 
 
 async def test_get_info_health_and_reflection(tails):

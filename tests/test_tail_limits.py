@@ -16,37 +16,18 @@ import pytest
 from cloud_tail import metrics
 from cloud_tail.models import ServedTail
 from cloud_tail.service import StreamLimits
-from facesplit.detector import SplitDetector
-from facesplit.postprocess import PostprocessConfig
 from tests.rig.servers import free_port
 from tests.tail_helpers import (
     PROFILE,
     detect_all,
     frame,
-    noisy_activation,
     running_tail,
     start_tail_process,
     stub_for,
-    tails_for,
 )
 from tests.waiting import wait_until
 
 _CALL_ENDED = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)
-
-
-@pytest.fixture(scope="module")
-def service_detector(faceboxes) -> SplitDetector:
-    return SplitDetector(faceboxes, postprocess=PostprocessConfig(score_threshold=0.5))
-
-
-@pytest.fixture(scope="module")
-def tails(service_detector):
-    return tails_for(service_detector)
-
-
-@pytest.fixture(scope="module")
-def noisy(service_detector):
-    return noisy_activation(service_detector)
 
 
 def refused(reason: str) -> float:
