@@ -3,14 +3,15 @@
     FROSTED_WEIGHTS=... python bench/privacy_scale.py [--scales 48,96,192] [--full-scales 96] [--probe-seconds 120]
 
 Victims: ``shared/data/faces/lfw`` (500 people; each person's first photo is the gallery, their other photos are
-placed in 1024x1024 frames at each face size, over scikit-image's scenes). Attacker: ``shared/data/faces/attacker``
-(13,744 public faces, no person in common; checked). Attacks (`privacy_attack.at_scale`): the identity probe
-(noise-aware ridge, and ridge + residual MLP trained contrastively with fresh noise), and the face decoder
-(noise-aware ridge to the face's pixels; face SSIM, and dlib on the decoded face). Conditions: clean, each
-profile at k = 1 and k = 30 (averaging), and k = 30 under the rotating secret. AP: MIT+CMU folds 6-10 pooled
-AP@0.3 and dlib AP@0.5, the mean of 5 noise draws. Every shipped profile is attacked at --full-scales; at the
-other scales only clean and the --focus profiles, which also get the costly attacks (MLP probe, dlib on the
-decoded faces). Writes privacy_scale.{md,json,png} and privacy_scale-grid.png under --out.
+placed in 1024x1024 frames at each face size, over scikit-image's scenes; ``--staging centred``: at the frame's
+centre over the model's mean grey, REFERENCE.md's setting, to compare with its probe). Attacker:
+``shared/data/faces/attacker`` (13,744 public faces, no person in common; checked). Attacks
+(`privacy_attack.at_scale`): the identity probe (noise-aware ridge, and ridge + residual MLP trained contrastively
+with fresh noise), and the face decoder (noise-aware ridge to the face's pixels; face SSIM, and dlib on the decoded
+face). Conditions: clean, each profile at k = 1 and k = 30 (averaging), and k = 30 under the rotating secret. AP:
+MIT+CMU folds 6-10 pooled AP@0.3 and dlib AP@0.5, the mean of 5 noise draws. Every shipped profile is attacked at
+--full-scales; at the other scales only clean and the --focus profiles, which also get the costly attacks (MLP
+probe, dlib on the decoded faces). Writes privacy_scale.{md,json,png} and privacy_scale-grid.png under --out.
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ def main() -> None:
     parser.add_argument("--profile", action="append", default=[], metavar="FILE",
                         help="also attack this profile file (at its split, as a focus profile); repeatable")
     parser.add_argument("--probe-seconds", type=float, default=120.0)
-    parser.add_argument("--attacker-placements", type=int, default=2)
+    parser.add_argument("--attacker-placements", type=int, default=None,
+                        help="frames each attacker face is placed in (default: 2; 1 with --staging centred)")
+    parser.add_argument("--staging", choices=("scene", "centred"), default="scene",
+                        help="scene: each face at a random position over scikit-image's scenes; centred: at the "
+                             "frame's centre over the model's mean grey, REFERENCE.md's identity-probe setting")
     parser.add_argument("--limit-people", type=int, default=None, help="quick runs: the first N victims' photos")
     parser.add_argument("--no-ap", action="store_true")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -56,10 +61,13 @@ def main() -> None:
         victims = [v for v in victims if v.identity in keep]
     plan = with_files(shipped_plan(args.splits.split(","), tuple(args.focus.split(",")), args.full_scales),
                       args.profile)
-    inputs = TableInputs(victims, read_faces([faces / "attacker"]), Backgrounds.shipped(),
-                         None if args.no_ap else shared)
-    config = ScaleConfig(scales=args.scales, attacker_placements=args.attacker_placements,
-                         probe_seconds=args.probe_seconds)
+    centred = args.staging == "centred"
+    backgrounds = Backgrounds.flat() if centred else Backgrounds.shipped()
+    inputs = TableInputs(victims, read_faces([faces / "attacker"]), backgrounds, None if args.no_ap else shared)
+    # on one flat frame at one position a second placement of a face is the same crop
+    placements = args.attacker_placements or (1 if centred else 2)
+    config = ScaleConfig(scales=args.scales, attacker_placements=placements, probe_seconds=args.probe_seconds,
+                         centred=centred)
     def checkpoint(partial: dict) -> None:
         write_outputs(partial, Path(args.out), args.stem)
 

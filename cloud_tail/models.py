@@ -1,18 +1,20 @@
-"""The tails one process serves: one per noise profile (with its noise-aware tail) and, optionally, clean."""
+"""The tails one process serves: one per noise profile (with its noise-aware tail) and, optionally, clean; each
+on a tail runtime (`facesplit.runtimes`), with post-processing composed around it (`facesplit.pipeline`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from facesplit.detector import SplitDetector, at_split, with_tail
 from facesplit.errors import FrostedError
 from facesplit.faceboxes import activation_shape
 from facesplit.noise.profile import NoiseProfile, split_of
 from facesplit.noise.shipped import load_profile_for, resolve_profile
-from facesplit.postprocess import detections_from_outputs
+from facesplit.pipeline import TailBoxes
+from facesplit.runtimes import DEFAULT_RUNTIME
+from facesplit.runtimes.factory import tail_runtime
 from facesplit.weights import clean_fingerprint
 
 
@@ -29,20 +31,24 @@ class ServedTail:
     input_width: int
     input_height: int
     activation_shape: tuple[int, int, int]
-    detector: SplitDetector
+    split: str  # where the edge's head ends for this profile
+    boxes: TailBoxes  # the tail on its runtime, then post-processing
+    detector: SplitDetector | None = None  # the torch model the tail came from (its weights, split, thresholds)
 
     def detect_batch(self, activations: np.ndarray) -> list[np.ndarray]:
         """(B, C, H, W) float32 -> per item (N, 5) [x1, y1, x2, y2, score] in model-input pixels."""
-        loc, scores = self.detector.tail(torch.from_numpy(activations))
-        postprocess = self.detector.postprocess
-        return [detections_from_outputs(loc[i].numpy(), scores[i].numpy(), self.input_height, self.input_width,
-                                        postprocess) for i in range(activations.shape[0])]
+        return self.boxes(activations, self.input_width, self.input_height)
 
 
-def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: bool = False
-                 ) -> dict[str, ServedTail]:
+def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: bool = False,
+                 runtime: str = DEFAULT_RUNTIME, threads: int | None = None) -> dict[str, ServedTail]:
     """fingerprint -> tail, for each profile (shipped name or path), each at the model split it was fitted for,
-    and, only if asked, for clean activations at ``detector``'s split (those expose the frames they came from)."""
+    and, only if asked, for clean activations at ``detector``'s split (those expose the frames they came from);
+    every tail on ``runtime`` (`facesplit.runtimes.RUNTIME_NAMES`)."""
+
+    def on_runtime(at: SplitDetector) -> TailBoxes:
+        return TailBoxes(tail_runtime(runtime, at, threads), at.postprocess)
+
     size = detector.input_size
     if size.native or size.width is None or size.height is None:
         raise TailInputSizeError("the tail needs a fixed input size (e.g. --input-size 1024), not 'native': "
@@ -52,11 +58,14 @@ def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: b
     splits = {detector.split: detector}
     if serve_clean:
         fingerprint = clean_fingerprint(detector.source)
-        tails[fingerprint] = ServedTail(fingerprint, "clean", 0.0, False, size.width, size.height, shape, detector)
+        tails[fingerprint] = ServedTail(fingerprint, "clean", 0.0, False, size.width, size.height, shape,
+                                        detector.split, on_runtime(detector), detector)
     for name in profiles:
         split = split_of(resolve_profile(name))
         at = splits[split] if split in splits else splits.setdefault(split, at_split(detector, split))
         profile: NoiseProfile = load_profile_for(at, name)
+        tuned = with_tail(at, profile.tail_state)
         tails[profile.fingerprint] = ServedTail(profile.fingerprint, resolve_profile(name).stem, profile.alpha, True,
-                                                size.width, size.height, shape, with_tail(at, profile.tail_state))
+                                                size.width, size.height, shape, tuned.split, on_runtime(tuned),
+                                                tuned)
     return tails

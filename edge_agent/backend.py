@@ -1,4 +1,5 @@
-"""Head + noise behind one interface, so other backends (TensorRT on a Jetson) can slot in later."""
+"""What the agent runs on each frame: the head on a runtime with the noise profile around it (composed in
+`facesplit.pipeline.EdgeHead`), then the wire encoding. Any head runtime plugs in (`facesplit.runtimes`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import numpy as np
 from facesplit.detector import SplitDetector, load_detector
 from facesplit.noise.profile import NoiseProfile, Obfuscator
 from facesplit.noise.shipped import load_profile_for, split_for
-from facesplit.preprocess import InputSize, Letterbox, preprocess
+from facesplit.pipeline import EdgeHead
+from facesplit.preprocess import InputSize, Letterbox
+from facesplit.runtimes import DEFAULT_RUNTIME, HeadRuntime
+from facesplit.runtimes.factory import head_runtime
+from facesplit.runtimes.torch_runtime import TorchHead
 from facesplit.weights import clean_fingerprint
 from frosted_wire.codec import encode_tensor
 from frosted_wire.v1 import tail_pb2
@@ -34,37 +39,39 @@ class HeadBackend(Protocol):
         ...
 
 
-class TorchHeadBackend:
-    """The FaceBoxes head on CPU torch, then the noise profile; ``profile=None`` sends clean activations."""
+class RuntimeHeadBackend:
+    """Preprocess, the head on ``runtime``, the noise profile (``profile=None``: clean activations), the wire."""
 
-    def __init__(self, detector: SplitDetector, profile: NoiseProfile | None, clean_fingerprint: str,
-                 wire_dtype: str = "float16") -> None:
-        self.detector = detector
-        self.obfuscate = Obfuscator(profile) if profile is not None else None
+    def __init__(self, runtime: HeadRuntime, input_size: InputSize, profile: NoiseProfile | None,
+                 clean_fingerprint: str, wire_dtype: str = "float16") -> None:
+        self.runtime = runtime
+        self.head = EdgeHead(runtime, input_size, Obfuscator(profile) if profile is not None else None)
         self.fingerprint = profile.fingerprint if profile is not None else clean_fingerprint
         self.noisy = profile is not None
         self.wire_dtype = wire_dtype
 
     def encode(self, frame_bgr: np.ndarray) -> EncodedFrame:
+        found = self.head(frame_bgr)
         t0 = time.perf_counter()
-        x, letterbox = preprocess(frame_bgr, self.detector.input_size)
-        t1 = time.perf_counter()
-        activation = self.detector.head(x)
-        t2 = time.perf_counter()
-        if self.obfuscate is not None:
-            activation = self.obfuscate(activation)  # fresh noise from the CSPRNG stream, every frame
-        t3 = time.perf_counter()
-        tensor = encode_tensor(activation[0].contiguous().numpy(), self.wire_dtype)
-        t4 = time.perf_counter()
-        return EncodedFrame(tensor, letterbox, {"preprocess": t1 - t0, "head": t2 - t1, "noise": t3 - t2,
-                                                "encode": t4 - t3})
+        tensor = encode_tensor(np.ascontiguousarray(found.activations[0]), self.wire_dtype)
+        return EncodedFrame(tensor, found.letterbox, {**found.stage_seconds, "encode": time.perf_counter() - t0})
 
 
-def torch_backend(weights: Path | None, input_size: str, threads: int | None, profile: str | None,
-                  wire_dtype: str = "float16", split: str | None = None) -> TorchHeadBackend:
-    """The CPU backend from config values; ``profile=None`` means clean activations (``--no-noise``);
-    ``split=None``, the profile's split."""
+class TorchHeadBackend(RuntimeHeadBackend):
+    """`RuntimeHeadBackend` on the torch runtime, from a detector."""
+
+    def __init__(self, detector: SplitDetector, profile: NoiseProfile | None, clean_fingerprint: str,
+                 wire_dtype: str = "float16") -> None:
+        super().__init__(TorchHead(detector), detector.input_size, profile, clean_fingerprint, wire_dtype)
+
+
+def head_backend(weights: Path | None, input_size: str, threads: int | None, profile: str | None,
+                 wire_dtype: str = "float16", split: str | None = None,
+                 runtime: str = DEFAULT_RUNTIME) -> RuntimeHeadBackend:
+    """The backend from config values; ``profile=None`` means clean activations (``--no-noise``);
+    ``split=None``, the profile's split; ``runtime``, what runs the head (`facesplit.runtimes.RUNTIME_NAMES`)."""
     detector = load_detector(str(weights) if weights else None, InputSize.parse(input_size), threads=threads,
                              split=split_for(split, [profile] if profile is not None else []))
     noise = load_profile_for(detector, profile) if profile is not None else None
-    return TorchHeadBackend(detector, noise, clean_fingerprint(detector.source), wire_dtype)
+    return RuntimeHeadBackend(head_runtime(runtime, detector, threads), detector.input_size, noise,
+                              clean_fingerprint(detector.source), wire_dtype)

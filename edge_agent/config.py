@@ -13,6 +13,7 @@ from edge_agent.tls_files import check_client_tls
 from facesplit.errors import FrostedError
 from facesplit.faceboxes import SPLITS
 from facesplit.preprocess import InputSize
+from facesplit.runtimes import DEFAULT_RUNTIME, check_runtime_name
 from frosted_wire.address import check_host_port
 
 
@@ -86,6 +87,12 @@ class ModelConfig(_Strict):
     split: str | None = None  # where the head ends (`facesplit.faceboxes.SPLITS`); None: the profile's
     input_size: str = "1024"
     threads: int | None = Field(None, ge=1)
+    runtime: str = DEFAULT_RUNTIME  # what runs the head (`facesplit.runtimes.RUNTIME_NAMES`); --runtime
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, value: str) -> str:
+        return check_runtime_name(value)
 
     @field_validator("split")
     @classmethod

@@ -34,6 +34,8 @@ VERBS: dict[str, Verb] = {
     "edge": Verb("edge", "edge", "Run the edge agent on the cameras of --config, or on one --source."),
     "eval": Verb("evaluate", "evaluate", "Per-fold average precision, printed as TR-4928's results block (one per "
                  "IoU)."),
+    "export": Verb("export", "export", "Export the head and tail as graphs other runtimes load (the noise stays "
+                   "outside the head)."),
     "fit-noise": Verb("fit_noise", "fit_noise", "Fit a noise profile: the frozen head's activations plus learned "
                       "noise that the tail tolerates."),
     "profiles": Verb("profiles", "profiles", "List the shipped noise profiles (usable by name wherever a PROFILE "

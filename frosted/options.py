@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from facesplit.runtimes import DEFAULT_RUNTIME, RUNTIME_NAMES
+
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
 
@@ -38,13 +40,23 @@ def model_options(default_size: str = "1024") -> Callable[[Callable[..., Any]], 
                          help="Where the head ends and the tail begins: after the RDCL, or after that "
                               f"Inception block (default: the noise profile's split, else {DEFAULT_SPLIT_NAME}).")(f)
         f = click.option("--threads", type=click.IntRange(1), default=None,
-                         help="torch CPU threads (default: torch's choice, one per core).")(f)
+                         help="CPU threads of the runtime (default: its choice, one per core).")(f)
         f = click.option("--input-size", type=InputSizeType(), default=default_size, show_default=True,
                          help="Model input: WIDTHxHEIGHT letterbox (multiples of 32), one side for a "
                               "square, or 'native' (each image at its own size, padded to /32).")(f)
         return click.option("--weights", type=click.Path(path_type=Path), default=None,
                             help="FaceBoxes checkpoint (default: $FROSTED_WEIGHTS, then the cache).")(f)
     return decorate
+
+
+RUNTIME_HELP = ("What runs the head and tail: torch, or an exported ONNX graph in onnxruntime ('frosted[onnx]'), "
+                "openvino ('frosted[openvino]') or tensorrt (NVIDIA GPUs, 'frosted[tensorrt]').")
+
+
+def runtime_option(default: str | None = DEFAULT_RUNTIME) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--runtime NAME: one spelling in every verb that runs the head or the tail (`facesplit.runtimes`)."""
+    return click.option("--runtime", type=click.Choice(RUNTIME_NAMES), default=default,
+                        show_default=default is not None, help=RUNTIME_HELP)
 
 
 def coco_options(purpose: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from facesplit.noise.profile import NoiseProfile
 from privacy_attack.canvas import resize
+from privacy_attack.crop_cache import crops_folder, crops_key, load_or_make
 from privacy_attack.crop_noise import CropObserver, NoiseCondition, noise_conditions
 from privacy_attack.crops import CropSet, face_crops
 from privacy_attack.descriptors import DescribedFace
@@ -47,6 +49,8 @@ SSIM_32 = 32
 class ScaleConfig:
     scales: tuple[int, ...] = SCALES
     attacker_placements: int = 2  # frames each attacker face is placed in (fresh scene, position), at full scales
+    centred: bool = False  # every face at the frame's centre (REFERENCE.md's setting), not at a random position
+    crop_cache: bool = True  # keep the clean crops on disk (`privacy_attack.crop_cache`) for the next run
     probe_seconds: float = 120.0  # the MLP probe's budget per condition
     mlp_probe: bool = True
     face_decoder: bool = True
@@ -120,12 +124,18 @@ def prepare_scale(head: torch.nn.Module, side: int, attacker: Sequence[Described
                   backgrounds: Backgrounds, config: ScaleConfig, placements: int | None = None) -> ScaleData:
     """Place and run the head over the attacker's faces (``placements`` times each, default the config's) and
     the victims' queries at ``side`` px; measure the ceilings and floors."""
-    attacker_sets = face_crops(head, attacker, side, backgrounds, seed=config.seed + side,
-                               placements=placements or config.attacker_placements, whole_frame=False,
-                               face_side=DECODED_SIDE, progress=config.progress, desc=f"attacker at {side} px")
-    victim_sets = face_crops(head, victims.queries, side, backgrounds, seed=config.seed + 10_000 + side,
-                             whole_frame=True, face_side=FACE_COMPARE_SIDE, describe_frames=True,
-                             progress=config.progress, desc=f"victims at {side} px")
+    folder = crops_folder() if config.crop_cache else None
+    count = placements or config.attacker_placements
+
+    def crops_of(faces: Sequence[DescribedFace], desc: str, **settings: Any) -> dict[str, CropSet]:
+        key = crops_key(head, faces, backgrounds, side=side, centred=config.centred, **settings)
+        return load_or_make(folder, key, lambda: face_crops(head, faces, side, backgrounds, centred=config.centred,
+                                                            progress=config.progress, desc=desc, **settings))
+
+    attacker_sets = crops_of(attacker, f"attacker at {side} px", seed=config.seed + side, placements=count,
+                             whole_frame=False, face_side=DECODED_SIDE)
+    victim_sets = crops_of(victims.queries, f"victims at {side} px", seed=config.seed + 10_000 + side,
+                           whole_frame=True, face_side=FACE_COMPARE_SIDE, describe_frames=True)
     any_split = next(iter(attacker_sets.values()))
     mean_face = any_split.faces.float().mean(0)
     template = np.clip(np.round(resize(as_image(mean_face), FACE_COMPARE_SIDE, FACE_COMPARE_SIDE)), 0, 255

@@ -27,7 +27,7 @@ from privacy_attack.canvas import image_to_input, resize
 from privacy_attack.descriptors import DescribedFace
 from privacy_attack.metrics import crop
 from privacy_attack.reid import embed_face
-from privacy_attack.scene import FRAME, Backgrounds, PlacedFace, place_face, random_centre
+from privacy_attack.scene import FRAME, Backgrounds, PlacedFace, frame_centre, place_face, random_centre
 
 STRIDE = 32  # pixels per activation cell at every split
 WINDOW = 640  # side of the frame window an attacker's training face is run through
@@ -82,9 +82,10 @@ class CropSet:
 
 
 def _place(face: DescribedFace, side: float, backgrounds: Backgrounds, rng: np.random.Generator,
-           cells: int) -> PlacedFace:
+           cells: int, centred: bool) -> PlacedFace:
     image = read_image_bgr(face.photo.path)
-    return place_face(image, face.box, side, backgrounds.sample(rng), random_centre(rng, side, cells // 2 + 1))
+    centre = frame_centre() if centred else random_centre(rng, side, cells // 2 + 1)
+    return place_face(image, face.box, side, backgrounds.sample(rng), centre)
 
 
 @torch.no_grad()
@@ -95,11 +96,13 @@ def _run(head: nn.Module, frames: list[np.ndarray]) -> dict[str, torch.Tensor]:
 
 def face_crops(head: nn.Module, faces: Sequence[DescribedFace], side: float, backgrounds: Backgrounds,
                seed: int, placements: int = 1, whole_frame: bool = True, batch: int = 8, face_side: int = 32,
-               describe_frames: bool = False, progress: bool = True, desc: str = "crops") -> dict[str, CropSet]:
+               describe_frames: bool = False, centred: bool = False, progress: bool = True,
+               desc: str = "crops") -> dict[str, CropSet]:
     """Each face placed ``placements`` times at ``side`` px (random scene and position, from ``seed``) and the
     clean crop around it at every split of ``head``, with the face's pixels at ``face_side`` and (with
     ``describe_frames``) dlib's descriptor of the face in the frame. ``whole_frame``: the head sees the
-    1024x1024 frame (the victims); otherwise a 640x640 window around the face (the attacker's faces)."""
+    1024x1024 frame (the victims); otherwise a 640x640 window around the face (the attacker's faces).
+    ``centred``: every face at the frame's centre, not at a random position."""
     rng = np.random.default_rng(seed)
     cells = crop_cells(side)
     grid = (FRAME[1] // STRIDE, FRAME[0] // STRIDE)
@@ -123,7 +126,7 @@ def face_crops(head: nn.Module, faces: Sequence[DescribedFace], side: float, bac
         pending.clear()
 
     for j, face in enumerate(tqdm(jobs, desc=desc, unit="face", disable=not progress, leave=False)):
-        placed = _place(face, side, backgrounds, rng, cells)
+        placed = _place(face, side, backgrounds, rng, cells, centred)
         row, column = cell_origin(placed.centre, cells, grid)
         origins[j, 0], origins[j, 1] = row, column
         if whole_frame:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from facesplit.noise.profile import NoiseProfile
+from privacy_attack.crop_cache import crops_folder, crops_key, load_or_make
 from privacy_attack.crop_noise import CropObserver, NoiseCondition, crop_maps
 from privacy_attack.crops import CropSet, face_crops
 from privacy_attack.descriptors import DescribedFace, describe
@@ -74,5 +75,8 @@ def adversary_crops(head: torch.nn.Module, split: str, photos: Sequence[FacePhot
     """The attacker's faces placed at ``side`` px, as crops of ``split``'s activation (dlib's descriptors
     cached as everywhere)."""
     described: list[DescribedFace] = describe(photos, progress=progress, desc="adversary faces: dlib")
-    return face_crops(head, described, side, Backgrounds.shipped(), seed=seed, whole_frame=False,
-                      progress=progress, desc="adversary faces")[split]
+    backgrounds = Backgrounds.shipped()
+    key = crops_key(head, described, backgrounds, side=side, centred=False, seed=seed, whole_frame=False)
+    return load_or_make(crops_folder(), key, lambda: face_crops(
+        head, described, side, backgrounds, seed=seed, whole_frame=False, progress=progress,
+        desc="adversary faces"))[split]

@@ -2,8 +2,9 @@
 descriptor, computed once per photo and cached.
 
 The descriptor is the identity probe's target and the gallery's key; dlib takes ~60 ms a face on this CPU, so
-13,744 attacker faces cost minutes: the cache (``$XDG_CACHE_HOME/frosted/faces``) is keyed by each file's path,
-size and modification time and by the detector's weights, so a changed photo or model is described anew.
+13,744 attacker faces cost minutes: the cache (``$XDG_CACHE_HOME/frosted/faces``) is keyed by each file's
+content and by the detector's weights, so a changed photo or model is described anew, while the same photos
+copied, mounted elsewhere or touched keep their cache.
 """
 
 from __future__ import annotations
@@ -71,8 +72,7 @@ def find_face(detector: SplitDetector, image: np.ndarray) -> np.ndarray | None:
 def _signature(photos: Sequence[FacePhoto], weights_id: str) -> str:
     digest = hashlib.sha256(weights_id.encode())
     for photo in photos:
-        stat = photo.path.stat()
-        digest.update(f"{photo.path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(hashlib.sha256(photo.path.read_bytes()).digest())
     return digest.hexdigest()[:20]
 
 

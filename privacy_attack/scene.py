@@ -60,6 +60,12 @@ class Backgrounds:
         return cls([read_image_bgr(p) for p in files])
 
     @classmethod
+    def flat(cls, colour: Sequence[int] = (104, 117, 123)) -> Backgrounds:
+        """One flat frame of ``colour`` (BGR; the default is the model's mean, zero at the input): the
+        reference identity probe's setting (REFERENCE.md), where nothing but the face is in view."""
+        return cls([np.full((FRAME[1], FRAME[0], 3), colour, np.uint8)])
+
+    @classmethod
     def shipped(cls) -> Backgrounds:
         scenes = []
         for name in SCENES:
@@ -113,6 +119,11 @@ def place_face(photo: np.ndarray, face_box: np.ndarray, side: float, background:
         frame[fy1:fy2, fx1:fx2] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
     box = np.array([left + x1 * scale, top + y1 * scale, left + x2 * scale, top + y2 * scale], np.float32)
     return PlacedFace(frame, box)
+
+
+def frame_centre(frame: tuple[int, int] = FRAME) -> tuple[float, float]:
+    """The frame's centre: on a cell corner at every split, so each face sits at the same phase of the grid."""
+    return frame[0] / 2, frame[1] / 2
 
 
 def random_centre(rng: np.random.Generator, side: float, margin_cells: int, stride: int = 32,

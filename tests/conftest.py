@@ -88,10 +88,64 @@ def gst_rtsp() -> None:
 
 def run_frosted(*args: str, env: dict[str, str] | None = None,
                 timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run the installed CLI the way a user does, in a fresh process."""
+    """Run the installed CLI the way a user does, in a fresh process: for what only a process shows (startup
+    imports, signals, a real exit status from the interpreter). It costs a Python and torch import, seconds on
+    a busy machine: the quick loop's other CLI tests use `invoke_frosted`."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "frosted", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=REPO)
+
+
+def invoke_frosted(*args: str, env: dict[str, str | None] | None = None,
+                   cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """`run_frosted` in this process, through click's CliRunner: the same `frosted` group (one-line errors,
+    exit statuses: click's standalone mode, as `frosted.cli:main` runs it), the same stdout and stderr apart,
+    and the same answer shape, without a fresh interpreter per call. As in a fresh process, the working folder
+    is ``cwd``, ``env`` is added to the environment (None: unset), the verbs' logging goes to this run's stderr,
+    and an exception that escapes the verb lands on stderr as a traceback with exit status 1; torch's thread
+    count, the logging set-up and the working folder are put back afterwards. Only from tests that are not
+    coroutines (tail, edge and demo call asyncio.run), and only for runs that end by themselves: a verb that
+    serves until stopped would block the test (see `refuse_to_serve`)."""
+    import logging
+    import traceback
+
+    import torch
+    from click.testing import CliRunner
+
+    from frosted.cli import cli
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in ("aioice", "aiortc")}  # frosted.logs sets them
+    threads = torch.get_num_threads()  # --threads sets torch's, for the process
+    previous = os.getcwd()
+    root.handlers.clear()  # no handler, as in a fresh process: setup_logging's basicConfig logs to this stderr
+    try:
+        os.chdir(cwd)
+        result = CliRunner().invoke(cli, list(args), env=env, prog_name="frosted")
+    finally:
+        os.chdir(previous)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, was in levels.items():
+            logging.getLogger(name).setLevel(was)
+        torch.set_num_threads(threads)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit) and result.exc_info:
+        stderr += "".join(traceback.format_exception(*result.exc_info))  # what the interpreter would print
+    return subprocess.CompletedProcess(["frosted", *args], result.exit_code, result.stdout, stderr)
+
+
+@pytest.fixture
+def refuse_to_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For `invoke_frosted("tail", ...)` runs that must fail before the tail listens: one that gets as far as
+    serving fails at once (a traceback, exit status 1) instead of serving until the test's timeout."""
+    import cloud_tail.server
+
+    async def serve(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the tail started serving")
+
+    monkeypatch.setattr(cloud_tail.server, "serve", serve)
 
 
 # Shared by the edge's TLS tests (a CA with its tail and client certificates, and a second, unrelated CA) and

@@ -19,7 +19,7 @@ from facesplit.noise.profile import NoiseProfile
 from facesplit.noise.shipped import resolve_profile
 from facesplit.weights import head_fingerprint
 from privacy_attack.tradeoff import AP_DRAWS
-from tests.conftest import run_frosted
+from tests.conftest import invoke_frosted, run_frosted
 
 CELL = 240  # write_grid draws each cell 2.4 inches square at 100 dpi
 ROW = re.compile(r"^(\S+)\s+(\d+)\s+(decoder|inversion)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+"
@@ -129,8 +129,8 @@ def test_both_attacks_on_a_small_profile_file(weights_path: Path, shared_dir: Pa
 
 
 def test_unknown_profile_is_one_line(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:
-    result = run_frosted("attack", "--noise", "no-such-profile", "--weights", str(weights_path),
-                         "--shared", str(shared_dir), "--out", str(tmp_path / "out"), "--threads", "1")
+    result = invoke_frosted("attack", "--noise", "no-such-profile", "--weights", str(weights_path),
+                            "--shared", str(shared_dir), "--out", str(tmp_path / "out"), "--threads", "1")
     assert result.returncode == 1
     assert result.stderr.startswith("Error: no-such-profile: no such profile file, and not a shipped profile")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -139,6 +139,7 @@ def test_unknown_profile_is_one_line(weights_path: Path, shared_dir: Path, tmp_p
 
 def test_missing_dlib_says_to_install_the_attack_extra(weights_path: Path, shared_dir: Path,
                                                        tmp_path: Path) -> None:
+    """In a process of its own: one whose dlib fails to import (this one may have loaded dlib already)."""
     shadow = tmp_path / "shadow"  # a dlib that fails to import, ahead of any installed one
     shadow.mkdir()
     (shadow / "dlib.py").write_text("raise ImportError('No module named dlib')\n")
@@ -152,7 +153,7 @@ def test_missing_dlib_says_to_install_the_attack_extra(weights_path: Path, share
 
 
 def test_missing_shared_data_is_one_line(weights_path: Path, tmp_path: Path) -> None:
-    result = run_frosted("attack", "--weights", str(weights_path), "--shared", str(tmp_path), "--threads", "1")
+    result = invoke_frosted("attack", "--weights", str(weights_path), "--shared", str(tmp_path), "--threads", "1")
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error: {tmp_path / 'data/faces/unlabelled'}: not found; point --shared")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -207,7 +208,7 @@ def test_a_victims_folder_without_people_is_one_line(weights_path: Path, shared_
     for name in ("a.jpg", "b.jpg"):
         Image.new("RGB", (40, 40)).save(tmp_path / "flat" / name)
     for victims in (tmp_path / "flat", tmp_path / "nowhere"):
-        result = run_frosted("attack", "--victims", str(victims), "--weights", str(weights_path),
-                             "--shared", str(shared_dir), "--out", str(tmp_path / "out"))
+        result = invoke_frosted("attack", "--victims", str(victims), "--weights", str(weights_path),
+                                "--shared", str(shared_dir), "--out", str(tmp_path / "out"))
         assert result.returncode == 1, result.stderr
         assert result.stderr.startswith(f"Error: {victims}") and len(result.stderr.strip().splitlines()) == 1

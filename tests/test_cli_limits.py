@@ -19,7 +19,7 @@ from edge_agent.sink import JsonLinesSink
 from facesplit.errors import FrostedError
 from facesplit.images import ImageError, read_image_bgr
 from facesplit.preprocess import MAX_INPUT_SIDE, InputSize, preprocess
-from tests.conftest import run_frosted, write_one_face_set
+from tests.conftest import invoke_frosted, write_one_face_set
 from tests.test_edge_tls import NoFrameBackend
 
 
@@ -77,8 +77,8 @@ def test_detect_reports_each_bad_image_and_keeps_the_others(weights_path, tmp_pa
     huge = png_header_only(tmp_path / "huge.png", 40000, 40000)
     strip = tmp_path / "strip.png"  # within the pixel limit, too wide for a native-size model input
     cv2.imwrite(str(strip), np.zeros((32, MAX_INPUT_SIDE + 32, 3), np.uint8))
-    result = run_frosted("detect", str(huge), str(strip), "--sample", "astronaut", "--input-size", "native",
-                         "--weights", str(weights_path))
+    result = invoke_frosted("detect", str(huge), str(strip), "--sample", "astronaut", "--input-size", "native",
+                            "--weights", str(weights_path))
     assert result.returncode == 1, result.stderr[-2000:]
     assert [line.split('"')[3] for line in result.stdout.splitlines()] == ["skimage:astronaut"]
     errors = error_lines(result.stderr)
@@ -89,8 +89,8 @@ def test_detect_reports_each_bad_image_and_keeps_the_others(weights_path, tmp_pa
 def test_detect_with_a_lowered_pixel_limit(weights_path, tmp_path):
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), np.full((400, 600, 3), 128, np.uint8))
-    result = run_frosted("detect", str(photo), "--sample", "astronaut", "--weights", str(weights_path),
-                         env={"FROSTED_MAX_IMAGE_PIXELS": "100000"})
+    result = invoke_frosted("detect", str(photo), "--sample", "astronaut", "--weights", str(weights_path),
+                            env={"FROSTED_MAX_IMAGE_PIXELS": "100000"})
     assert result.returncode == 1 and len(result.stdout.splitlines()) == 1, result.stderr[-2000:]
     assert error_lines(result.stderr) == [f"Error: {photo}: 600x400 pixels, more than the 100000 allowed "
                                           "(FROSTED_MAX_IMAGE_PIXELS)"]
@@ -98,7 +98,7 @@ def test_detect_with_a_lowered_pixel_limit(weights_path, tmp_path):
 
 @pytest.mark.parametrize("size", ["65536", "99999999999999999968"])
 def test_detect_input_size_out_of_bounds_is_one_line(size):
-    result = run_frosted("detect", "--sample", "astronaut", "--input-size", size)
+    result = invoke_frosted("detect", "--sample", "astronaut", "--input-size", size)
     assert result.returncode == 2
     errors = error_lines(result.stderr)
     assert len(errors) == 1 and size in errors[0] and str(MAX_INPUT_SIDE) in errors[0], result.stderr
@@ -129,9 +129,9 @@ def test_eval_json_into_a_folder_is_one_line(tmp_path):
     write_one_face_set(tmp_path)
     base = ("eval", "--coco", str(tmp_path / "labels.json"), "--detections", str(tmp_path / "det.jsonl"),
             "--folds", "1")
-    assert run_frosted(*base, "--json", str(tmp_path / "ok.json")).returncode == 0
+    assert invoke_frosted(*base, "--json", str(tmp_path / "ok.json")).returncode == 0
     for option in ("--json", "--save-detections"):
-        result = run_frosted(*base, option, str(tmp_path))
+        result = invoke_frosted(*base, option, str(tmp_path))
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         errors = error_lines(result.stderr)
         assert len(errors) == 1 and option in errors[0] and "is a directory" in errors[0], result.stderr

@@ -4,9 +4,11 @@ manifests' command lines and the health probe against a real tail."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +21,124 @@ def test_deploy_examples_validate():
                             timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "deploy checks passed" in result.stdout
+
+
+# --- Kubernetes manifests: strict schema validation offline, kustomize rendering, the batch evaluation's Jobs ----
+
+K8S = REPO / "deploy" / "k8s"
+EVAL_K8S = K8S / "eval"
+EVAL_OVERLAYS = EVAL_K8S / "overlays"
+KUBERNETES_VERSION = "1.30.0"  # the oldest release the manifests target (podFailurePolicy, Indexed Jobs are GA)
+
+
+def kubectl_or_skip() -> str:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: kustomize rendering not checked (TESTRIG.md: `kubectl kustomize DIR`)")
+    return kubectl
+
+
+def rendered(kustomization: Path) -> list[dict]:
+    """`kubectl kustomize DIR`'s documents."""
+    import yaml
+
+    result = subprocess.run([kubectl_or_skip(), "kustomize", str(kustomization)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, f"kubectl kustomize {kustomization}: {result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def container_of(job: dict) -> dict:
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def check_cli(argv: list[str], where: str) -> None:
+    """deploy/check_examples.py's own check that ``argv`` names a real verb and only flags it has."""
+    checker = sys.modules.get("check_examples")
+    if checker is None:  # a script, not a package: loaded from its path once (registered first, for dataclasses)
+        spec = importlib.util.spec_from_file_location("check_examples", REPO / "deploy" / "check_examples.py")
+        assert spec is not None and spec.loader is not None
+        checker = sys.modules["check_examples"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(checker)
+    try:
+        checker._check_cli(argv, where)
+    except checker.CheckFailedError as exc:
+        pytest.fail(str(exc))
+
+
+def plain_manifests() -> list[Path]:
+    """Every YAML file under deploy/k8s that is a Kubernetes object (not a kustomization or component)."""
+    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def strictly_valid(documents: list[dict], where: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="the dev extra's kubernetes-validate")
+    for doc in documents:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{where}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def test_every_manifest_file_validates_strictly() -> None:
+    import yaml
+
+    files = plain_manifests()
+    assert {p.relative_to(K8S).as_posix() for p in files} >= {
+        "tail-deployment.yaml", "weights-download-job.yaml", "eval/base/folds-job.yaml", "eval/base/merge-job.yaml",
+        "eval/volumes/data-pvc.yaml", "eval/volumes/results-pvc.yaml"}
+    assert not (K8S / "eval-job.yaml").exists()  # one way to evaluate on Kubernetes: eval/
+    for path in files:
+        strictly_valid([d for d in yaml.safe_load_all(path.read_text()) if d], str(path.relative_to(REPO)))
+
+
+def test_every_kustomization_renders_and_validates_strictly(tmp_path: Path) -> None:
+    kustomizations = sorted(p.parent for p in K8S.rglob("kustomization.yaml")
+                            if "kind: Component" not in p.read_text())
+    for folder in kustomizations:
+        strictly_valid(rendered(folder), f"kubectl kustomize {folder.relative_to(REPO)}")
+    # the FDDB component, in an overlay of its own (kustomize reads only below or beside the overlay's root)
+    copy = tmp_path / "eval"
+    shutil.copytree(EVAL_K8S, copy)
+    (copy / "overlays" / "fddb").mkdir()
+    (copy / "overlays" / "fddb" / "kustomization.yaml").write_text(
+        "resources: [../inception3-alpha-0.4]\ncomponents: [../../components/fddb]\n")
+    docs = rendered(copy / "overlays" / "fddb")
+    strictly_valid(docs, "an overlay with components/fddb")
+    fold_job = next(d for d in docs if d["metadata"]["name"].startswith("frosted-eval-folds"))
+    assert container_of(fold_job)["args"][0] == "--fddb=/data/fddb"
+
+
+def test_there_is_an_eval_overlay_per_shipped_profile_and_clean() -> None:
+    from facesplit.noise.shipped import shipped_profiles
+
+    assert sorted(p.name for p in EVAL_OVERLAYS.iterdir()) == sorted(["clean", *shipped_profiles()])
+    assert "inception3-alpha-0.4" in shipped_profiles()  # the product's default (edge_agent.config) has one
+
+
+@pytest.mark.parametrize("overlay", sorted(p.name for p in EVAL_OVERLAYS.iterdir()))
+def test_eval_overlay_runs_its_profile_fold_by_fold(overlay: str) -> None:
+    """Each overlay renders an Indexed Job with a pod per fold and a merge Job, both on the overlay's run
+    folder; the fold pods add the overlay's profile (none for clean); every flag is one `frosted eval` has."""
+    jobs = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in rendered(EVAL_OVERLAYS / overlay)
+            if d["kind"] == "Job"}
+    assert set(jobs) == {"fold", "merge"}
+    folds, merge = jobs["fold"], jobs["merge"]
+    spec = folds["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 10
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    fold, merger = container_of(folds), container_of(merge)
+    for container in (fold, merger):
+        assert {"name": "RUN", "value": overlay} in container["env"]
+    assert fold["command"][:2] == ["sh", "-c"] and "JOB_COMPLETION_INDEX + 1" in fold["command"][2]
+    noise = [a for a in fold["args"] if a.startswith("--noise")]
+    assert noise == ([] if overlay == "clean" else [f"--noise={overlay}"])
+    assert "--seed=0" in fold["args"]  # reproducible noise: the merge equals a single run
+    # the sh -c line, its flags spelled out, and the merge: real `frosted eval` flags
+    check_cli(["frosted", "eval", "--fold", "1", "--json", "x", *fold["args"]], f"{overlay}: fold Job")
+    check_cli(merger["command"] + merger["args"], f"{overlay}: merge Job")
+    assert merger["args"] == ["--merge=/results/$(RUN)", "--wait=21600", "--json=/results/$(RUN).json"]
+    assert "/results/$RUN/fold-" in fold["command"][2]
+    for job in (folds, merge):  # pods' hostnames are <job name>-<index>: a DNS label
+        assert len(job["metadata"]["name"]) <= 60 and "." not in job["metadata"]["name"]

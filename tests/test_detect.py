@@ -11,7 +11,7 @@ from facesplit.detector import SplitDetector
 from facesplit.evaluation.ap import iou_matrix
 from facesplit.evaluation.coco import read_coco_faces
 from facesplit.images import read_image_bgr
-from tests.conftest import run_frosted
+from tests.conftest import invoke_frosted, run_frosted
 
 
 def test_boxes_overlap_every_labelled_dlib_face(detector: SplitDetector, shared_dir: Path) -> None:
@@ -32,8 +32,8 @@ def test_boxes_overlap_every_labelled_dlib_face(detector: SplitDetector, shared_
 
 def test_detect_cli_prints_json_lines_and_draws(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:
     photo = shared_dir / "data/faces/dlib/images/2008_001322.jpg"
-    result = run_frosted("detect", str(photo), "--sample", "astronaut", "--out", str(tmp_path),
-                         "--weights", str(weights_path))
+    result = invoke_frosted("detect", str(photo), "--sample", "astronaut", "--out", str(tmp_path),
+                            "--weights", str(weights_path))
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["image"] for r in lines] == [str(photo), "skimage:astronaut"]
@@ -50,7 +50,7 @@ def test_detect_cli_bad_image_is_one_line_and_keeps_the_rest(weights_path: Path,
                                                               tmp_path: Path) -> None:
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"not a jpeg")
-    result = run_frosted("detect", str(junk), "--sample", "astronaut", "--weights", str(weights_path))
+    result = invoke_frosted("detect", str(junk), "--sample", "astronaut", "--weights", str(weights_path))
     assert result.returncode == 1
     assert len(result.stdout.splitlines()) == 1  # the good image's result is not lost
     errors = [line for line in result.stderr.splitlines() if line.strip()]
@@ -58,6 +58,7 @@ def test_detect_cli_bad_image_is_one_line_and_keeps_the_rest(weights_path: Path,
 
 
 def test_detect_cli_missing_weights_is_one_line(tmp_path: Path) -> None:
+    """In a process of its own, as a user runs it: the one-line error and exit status 1 from the interpreter."""
     result = run_frosted("detect", "--sample", "astronaut", "--weights", str(tmp_path / "nope.pth"))
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.strip()]

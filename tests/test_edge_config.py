@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from edge_agent.config import ConfigError, load_agent_config
 from frosted_wire.certs import CertFiles
-from tests.conftest import run_frosted
+from tests.conftest import invoke_frosted
 
 CAMERAS = [{"id": "door", "url": "door.mp4"}]
 
@@ -116,7 +116,7 @@ def test_good_tls_files_are_accepted(certs):
     (["--tail", "h:1", "--insecure", "--json", "/"], "output /: cannot open for writing"),
 ])
 def test_edge_cli_refuses_in_one_line(flags, named):
-    result = run_frosted("edge", "--source", "door.mp4", *flags)
+    result = invoke_frosted("edge", "--source", "door.mp4", *flags)
     assert result.returncode == 1, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("WARNING")]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and named in lines[0], result.stderr[-2000:]

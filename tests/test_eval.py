@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 from facesplit.evaluation.coco import read_coco_faces, split_into_folds
 from facesplit.evaluation.detections import load_detections
 from facesplit.evaluation.errors import DatasetError
-from tests.conftest import run_frosted, write_one_face_set
+from tests.conftest import invoke_frosted, run_frosted, write_one_face_set
 from tests.test_ap import coco_ap
 
 BLOCK = re.compile(
@@ -40,8 +38,8 @@ def test_dlib_set_scores_ap_1(weights_path: Path, shared_dir: Path, tmp_path: Pa
     dlib = shared_dir / "data/faces/dlib"
     out = tmp_path / "dlib.json"
     dets = tmp_path / "dlib-detections.jsonl"
-    result = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--images", str(dlib / "images"),
-                         "--weights", str(weights_path), "--json", str(out), "--save-detections", str(dets))
+    result = invoke_frosted("eval", "--coco", str(dlib / "labels.json"), "--images", str(dlib / "images"),
+                            "--weights", str(weights_path), "--json", str(out), "--save-detections", str(dets))
     assert result.returncode == 0, result.stderr
     [(aps, name, mean)] = parse_blocks(result.stdout)
     assert name == "dlib" and len(aps) == 9  # 9 images -> 9 folds, never an empty one
@@ -116,8 +114,8 @@ def make_fddb_root(tmp_path: Path, shared_dir: Path) -> Path:
 
 def test_fddb_layout_end_to_end(weights_path: Path, shared_dir: Path, tmp_path: Path) -> None:
     root = make_fddb_root(tmp_path, shared_dir)
-    result = run_frosted("eval", "--fddb", str(root), "--weights", str(weights_path),
-                         "--json", str(tmp_path / "fddb.json"))
+    result = invoke_frosted("eval", "--fddb", str(root), "--weights", str(weights_path),
+                            "--json", str(tmp_path / "fddb.json"))
     assert result.returncode == 0, result.stderr
     [(aps, name, mean)] = parse_blocks(result.stdout)
     assert name == "FDDB" and len(aps) == 10 and mean > 0.9
@@ -138,8 +136,8 @@ def test_real_fddb_annotations_score_their_own_ellipses_perfectly(shared_dir: Pa
         for image in eval_set.images:
             boxes = [[*map(float, b), 1.0] for b in image.boxes]
             f.write(json.dumps({"image": image.key, "boxes": boxes}) + "\n")
-    result = run_frosted("eval", "--fddb", str(fddb), "--detections", str(dets), "--json",
-                         str(tmp_path / "f.json"))
+    result = invoke_frosted("eval", "--fddb", str(fddb), "--detections", str(dets), "--json",
+                            str(tmp_path / "f.json"))
     assert result.returncode == 0, result.stderr
     [(aps, name, mean)] = parse_blocks(result.stdout)
     assert name == "FDDB" and aps == [1.0] * 10 and mean == 1.0
@@ -152,12 +150,12 @@ def test_eval_writes_no_file_unless_asked(tmp_path: Path) -> None:
     write_one_face_set(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
-    base = [sys.executable, "-m", "frosted", "eval", "--coco", str(tmp_path / "labels.json"), "--detections",
-            str(tmp_path / "det.jsonl"), "--folds", "1"]
-    result = subprocess.run(base, capture_output=True, text=True, cwd=work, timeout=120)
+    base = ["eval", "--coco", str(tmp_path / "labels.json"), "--detections", str(tmp_path / "det.jsonl"),
+            "--folds", "1"]
+    result = invoke_frosted(*base, cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
     assert parse_blocks(result.stdout) and list(work.iterdir()) == []
-    result = subprocess.run([*base, "--json", "-"], capture_output=True, text=True, cwd=work, timeout=120)
+    result = invoke_frosted(*base, "--json", "-", cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["by_iou"]["0.5"]["pooled_ap"] == 1.0
     assert parse_blocks(result.stderr) and list(work.iterdir()) == []
@@ -175,14 +173,14 @@ def test_bad_coco_files_are_one_line_errors(tmp_path: Path, corruption: str, exp
     labels.write_text(corruption)
     with pytest.raises(DatasetError, match=expected):
         read_coco_faces(labels, tmp_path / "images")
-    result = run_frosted("eval", "--coco", str(labels), "--detections", str(tmp_path / "none.jsonl"))
+    result = invoke_frosted("eval", "--coco", str(labels), "--detections", str(tmp_path / "none.jsonl"))
     assert result.returncode == 1
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 1 and re.search(expected, errors[0])
 
 
 def test_bad_fddb_paths_are_one_line_errors(tmp_path: Path, shared_dir: Path) -> None:
-    result = run_frosted("eval", "--fddb", str(tmp_path / "nowhere"))
+    result = invoke_frosted("eval", "--fddb", str(tmp_path / "nowhere"))
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "nowhere" in result.stderr
     root = tmp_path / "fddb"
@@ -191,7 +189,7 @@ def test_bad_fddb_paths_are_one_line_errors(tmp_path: Path, shared_dir: Path) ->
     lines = broken.read_text().splitlines()
     lines[2] = "12.5 eight 1.2 100 100 1"
     broken.write_text("\n".join(lines) + "\n")
-    result = run_frosted("eval", "--fddb", str(root), "--detections", str(tmp_path / "x.jsonl"))
+    result = invoke_frosted("eval", "--fddb", str(root), "--detections", str(tmp_path / "x.jsonl"))
     assert result.returncode == 1
     [error] = result.stderr.strip().splitlines()
     assert "FDDB-fold-02-ellipseList.txt:3" in error

@@ -306,6 +306,52 @@ def test_the_attackers_window_gives_the_crop_of_the_whole_frame(detector: SplitD
     assert float((whole["inception3"].crops[0].float() - whole["inception3"].crops[1].float()).norm()) > 1.0
 
 
+
+def test_centred_staging_puts_every_face_on_the_same_cells_over_the_mean(detector: SplitDetector,
+                                                                         lfw_faces: list) -> None:
+    """REFERENCE.md's setting: each face at the frame's centre over the model's mean grey (zero at the input),
+    so every crop is the same cells and whatever is in them is the face."""
+    from facesplit.detector import at_split
+    from privacy_attack.crops import face_crops
+    from privacy_attack.scene import Backgrounds
+
+    head = at_split(detector, "inception3").model.head
+    centred = face_crops(head, lfw_faces, 96, Backgrounds.flat(), seed=1, whole_frame=True, centred=True,
+                         progress=False)["inception3"]
+    assert centred.origins.tolist() == [[13, 13]] * len(lfw_faces)
+    assert centred.backdrop.sub(torch.tensor([104.0, 117.0, 123.0])).abs().max() < 12  # mostly mean grey
+    scattered = face_crops(head, lfw_faces, 96, Backgrounds.shipped(), seed=1, whole_frame=True,
+                           progress=False)["inception3"]
+    assert len({tuple(o) for o in scattered.origins.tolist()}) > 1
+
+
+def test_descriptors_are_cached_by_content_not_by_where_the_photos_lie(detector: SplitDetector, lfw_faces: list,
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from privacy_attack import descriptors
+    from privacy_attack.people import read_faces
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    for folder in (here, there):
+        folder.mkdir()
+        for i, face in enumerate(lfw_faces[:2]):
+            shutil.copy(face.photo.path, folder / f"{i}.jpg")
+    cache = tmp_path / "cache"
+    first = descriptors.describe(read_faces([here]), detector, cache=cache, progress=False)
+    assert len(first) == 2
+
+    def no_encoder() -> None:
+        raise AssertionError("described again: the cache missed")
+
+    monkeypatch.setattr(descriptors, "default_encoder", no_encoder)
+    again = descriptors.describe(read_faces([there]), detector, cache=cache, progress=False)
+    assert [a.descriptor.tolist() for a in again] == [f.descriptor.tolist() for f in first]
+    (there / "1.jpg").write_bytes((here / "0.jpg").read_bytes())  # a changed photo is described anew
+    with pytest.raises(AssertionError, match="cache missed"):
+        descriptors.describe(read_faces([there]), detector, cache=cache, progress=False)
+
 # --- the defence ---------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -331,3 +377,28 @@ def test_noise_fitted_against_the_probe_grows_where_identity_is(faceboxes: FaceB
     assert float(growth[:8].mean()) > float(growth[8:].mean()) + 0.1
     scores = [epoch["adversary"]["probe_held_out_rank1_100"] for epoch in defended.fitted_on["history"]]
     assert len(scores) == config.epochs and all(0 <= score <= 1 for score in scores)  # retrained every epoch
+
+
+def test_crops_are_kept_on_disk_and_a_changed_setting_makes_them_anew(detector: SplitDetector, lfw_faces: list,
+                                                                      tmp_path: Path) -> None:
+    from facesplit.detector import at_split
+    from privacy_attack.crop_cache import crops_key, load_or_make
+    from privacy_attack.crops import face_crops
+    from privacy_attack.scene import Backgrounds
+
+    head = at_split(detector, "rdcl").model.head
+    backgrounds = Backgrounds.shipped()
+    made: list[int] = []
+
+    def make(seed: int) -> dict[str, CropSet]:
+        made.append(seed)
+        return face_crops(head, lfw_faces[:2], 48, backgrounds, seed=seed, progress=False)
+
+    first = load_or_make(tmp_path, crops_key(head, lfw_faces[:2], backgrounds, side=48, seed=0), lambda: make(0))
+    again = load_or_make(tmp_path, crops_key(head, lfw_faces[:2], backgrounds, side=48, seed=0), lambda: make(0))
+    assert made == [0]
+    for field in ("crops", "origins", "descriptors", "faces", "backdrop"):
+        assert torch.equal(getattr(first["rdcl"], field), getattr(again["rdcl"], field)), field
+    assert again["rdcl"].grid == first["rdcl"].grid and again["rdcl"].identities == first["rdcl"].identities
+    load_or_make(tmp_path, crops_key(head, lfw_faces[:2], backgrounds, side=48, seed=1), lambda: make(1))
+    assert made == [0, 1]

@@ -17,7 +17,7 @@ from facesplit.noise.fit import FitConfig, FitImage, build_training_set, fit_pro
 from facesplit.noise.profile import NoiseProfile, Obfuscator, ProfileError
 from facesplit.noise.sampler import GaussianStream
 from facesplit.weights import head_fingerprint, load_faceboxes
-from tests.conftest import run_frosted
+from tests.conftest import invoke_frosted, run_frosted
 
 
 def make_profile(fingerprint: str, shape: tuple[int, int, int] = (128, 32, 32)) -> NoiseProfile:
@@ -172,12 +172,19 @@ def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_p
     bad = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--noise", str(profile),
                       "--input-size", "1024x576", "--weights", str(weights_path))
     assert bad.returncode == 1 and "1024x1024" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    too_many = run_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "r.safetensors"), "--rank", "200",
-                           "--coco", str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path))
+
+
+def test_fit_noise_refuses_before_fitting(tmp_path: Path, weights_path: Path, shared_dir: Path) -> None:
+    """A rank over the activation's channels, or tail epochs without tuning the tail: usage errors, no profile."""
+    dlib = shared_dir / "data/faces/dlib"
+    too_many = invoke_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "r.safetensors"), "--rank",
+                              "200", "--coco", str(dlib / "labels.json"), "--use-folds", "1", "--weights",
+                              str(weights_path))
     assert too_many.returncode == 2 and "--rank" in too_many.stderr and "only 128 channels" in too_many.stderr
     assert not (tmp_path / "r.safetensors").exists()
-    untuned = run_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "t.safetensors"), "--tail-epochs",
-                          "3", "--coco", str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path))
+    untuned = invoke_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "t.safetensors"),
+                             "--tail-epochs", "3", "--coco", str(dlib / "labels.json"), "--use-folds", "1",
+                             "--weights", str(weights_path))
     assert untuned.returncode == 2 and "--tune-tail" in untuned.stderr and not (tmp_path / "t.safetensors").exists()
 
 
@@ -333,7 +340,7 @@ def test_shipped_profiles_are_listed_and_fit_the_shipped_weights(weights_path: P
 
     from facesplit.noise.shipped import shipped_profiles
 
-    result = run_frosted("profiles", "--json")
+    result = invoke_frosted("profiles", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     # TR-4928's alpha grid, noise on every channel of the RDCL's output, and the same fit at the deeper split

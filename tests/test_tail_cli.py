@@ -15,7 +15,7 @@ from facesplit.weights import clean_fingerprint
 from frosted.commands.tail import SERVE_CLEAN_WARNING
 from frosted_wire.certs import throwaway_certificates
 from frosted_wire.v1 import tail_pb2
-from tests.conftest import run_frosted
+from tests.conftest import invoke_frosted
 from tests.rig.servers import free_port
 from tests.tail_helpers import PROFILE, detect_all, frame, start_tail_process, stub_for
 
@@ -38,8 +38,8 @@ def not_pem(tmp_path_factory) -> Path:
 
 
 def one_error_line(*args: str) -> str:
-    # A tail that starts anyway would listen until killed: the timeout is the test's deadline for that fault.
-    result = run_frosted("tail", "--listen", "127.0.0.1:0", *args, timeout=90)
+    # In this process (the tests that call it take `refuse_to_serve`: a tail that starts anyway fails at once)
+    result = invoke_frosted("tail", "--listen", "127.0.0.1:0", *args)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1, result.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr[-2000:]
@@ -48,7 +48,8 @@ def one_error_line(*args: str) -> str:
 
 @pytest.mark.parametrize("case", ["client CA not a certificate", "certificate not a certificate",
                                   "key not a key", "key of another certificate", "missing file"])
-def test_bad_tls_material_is_one_line_before_the_tail_listens(case, certs, other, not_pem, tmp_path):
+def test_bad_tls_material_is_one_line_before_the_tail_listens(case, certs, other, not_pem, tmp_path,
+                                                              refuse_to_serve):
     files = {"--tls-cert": certs.server_cert, "--tls-key": certs.server_key, "--tls-client-ca": certs.ca}
     missing = tmp_path / "nope.pem"
     flag, bad, message = {
@@ -65,7 +66,7 @@ def test_bad_tls_material_is_one_line_before_the_tail_listens(case, certs, other
     assert message in line, line
 
 
-def test_a_taken_metrics_port_is_one_line():
+def test_a_taken_metrics_port_is_one_line(refuse_to_serve):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -97,12 +98,12 @@ async def test_clean_activations_are_served_only_with_serve_clean(faceboxes, wei
             tail.wait(timeout=60)
 
 
-def test_a_native_input_size_is_one_line(weights_path):
+def test_a_native_input_size_is_one_line(weights_path, refuse_to_serve):
     line = one_error_line("--insecure", "--weights", str(weights_path), "--input-size", "native")
     assert "the tail needs a fixed input size" in line, line
 
 
-def test_a_message_limit_too_small_for_any_frame_is_one_line(weights_path):
+def test_a_message_limit_too_small_for_any_frame_is_one_line(weights_path, refuse_to_serve):
     line = one_error_line("--insecure", "--weights", str(weights_path), "--noise", PROFILE, "--max-message-bytes",
                           "4096")
     assert "--max-message-bytes" in line and "smaller than one int8 frame" in line, line
@@ -114,9 +115,9 @@ def test_a_message_limit_too_small_for_any_frame_is_one_line(weights_path):
     ("127.0.0.1", "expected HOST:PORT"),
     ("::1:50051", "expected HOST:PORT (IPv6 in brackets"),
 ])
-def test_a_listen_address_out_of_range_is_one_line(listen, message):
+def test_a_listen_address_out_of_range_is_one_line(listen, message, refuse_to_serve):
     # no TLS flags either: the address is checked first, so its error is the one the user sees
-    result = run_frosted("tail", "--listen", listen, "--insecure", timeout=90)
+    result = invoke_frosted("tail", "--listen", listen, "--insecure")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
     assert lines[0].startswith("Error: --listen: ") and message in lines[0], lines[0]

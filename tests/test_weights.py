@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from facesplit.weights import OFFICIAL_SHA256, WeightsError, download_weights, load_faceboxes, resolve_weights
-from tests.conftest import run_frosted
+from tests.conftest import invoke_frosted
 
 
 @pytest.fixture()
@@ -27,7 +27,8 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
     handler = functools.partial(QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # a short poll: shutdown() waits for the loop to look (0.5 s by default, per test)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield root, f"http://127.0.0.1:{server.server_address[1]}"
@@ -80,11 +81,11 @@ def test_download_cli_fills_the_cache(http_dir: tuple[Path, str], weights_path: 
     root, url = http_dir
     shutil.copy(weights_path, root / "FaceBoxesProd.pth")
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "FROSTED_WEIGHTS": ""}
-    result = run_frosted("weights", "download", "--url", f"{url}/FaceBoxesProd.pth", env=env)
+    result = invoke_frosted("weights", "download", "--url", f"{url}/FaceBoxesProd.pth", env=env)
     assert result.returncode == 0, result.stderr
     cached = tmp_path / "cache" / "frosted" / "FaceBoxesProd.pth"
     assert result.stdout.strip() == str(cached) and cached.is_file()
-    check = run_frosted("weights", "check", env=env)  # every verb now finds them with no flag
+    check = invoke_frosted("weights", "check", env=env)  # every verb now finds them with no flag
     assert check.returncode == 0 and "(official)" in check.stdout
-    bad = run_frosted("weights", "download", "--url", f"{url}/absent.pth", env=env)
+    bad = invoke_frosted("weights", "download", "--url", f"{url}/absent.pth", env=env)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1

@@ -71,6 +71,19 @@ def precision_recall(pairs: Sequence[tuple[np.ndarray, np.ndarray]], iou_thresho
     faces = sum(len(truth) for _, truth in pairs)
     scores = np.concatenate([d[:, 4] for d, _ in pairs] or [np.zeros(0)]).astype(np.float64)
     hits = np.concatenate([match_image(d, t, iou_threshold) for d, t in pairs] or [np.zeros(0, bool)])
+    return curve_of(scores, hits, faces)
+
+
+def pooled(curves: Sequence[PrecisionRecall]) -> PrecisionRecall:
+    """Several folds' curves as one, bit for bit the curve of all their images pooled in that order: the
+    stable sort keeps tied scores in fold order, and within a fold in the order its own sort left them."""
+    scores = np.concatenate([c.scores for c in curves] or [np.zeros(0)]).astype(np.float64)
+    hits = np.concatenate([c.hits for c in curves] or [np.zeros(0, bool)]).astype(bool)
+    return curve_of(scores, hits, sum(c.faces for c in curves))
+
+
+def curve_of(scores: np.ndarray, hits: np.ndarray, faces: int) -> PrecisionRecall:
+    """The curve of detections' scores and true-positive flags (any order) against ``faces`` faces."""
     order = np.argsort(-scores, kind="stable")
     scores, hits = scores[order], hits[order]
     if faces == 0:

@@ -12,14 +12,20 @@ from tqdm import tqdm
 from facesplit.detector import ActivationTransform, SplitDetector
 from facesplit.evaluation.coco import LabelledImage
 from facesplit.evaluation.errors import DatasetError
+from facesplit.evaluation.noise import ImageNoise
 from facesplit.images import read_image_bgr
 
 
 def detect_images(detector: SplitDetector, images: Iterable[LabelledImage],
-                  obfuscate: ActivationTransform | None = None,
+                  obfuscate: ActivationTransform | ImageNoise | None = None,
                   desc: str = "detect") -> dict[str, np.ndarray]:
+    """Each image's detections; an `ImageNoise` gives each image its own noise stream (seeded per image)."""
     images = list(images)
-    return {image.key: detector.detect(read_image_bgr(image.path), obfuscate)
+
+    def transform(key: str) -> ActivationTransform | None:
+        return obfuscate.for_image(key) if isinstance(obfuscate, ImageNoise) else obfuscate
+
+    return {image.key: detector.detect(read_image_bgr(image.path), transform(image.key))
             for image in tqdm(images, desc=desc, unit="img", dynamic_ncols=True)}
 
 

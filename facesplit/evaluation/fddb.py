@@ -307,21 +307,28 @@ def _image_results(overlaps: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray
     return thresholds, results
 
 
-def fddb_roc(detections: Mapping[str, np.ndarray], images: Sequence[FddbImage], *,
-             image_sizes: Mapping[str, tuple[int, int]] | None = None) -> FddbRoc:
-    """Score detections on ``images`` as FDDB's ``evaluate`` does (discrete and continuous ROC).
+@dataclass(frozen=True, eq=False)
+class RocSteps:
+    """Some images' share of the FDDB ROC, in image order: each image's result steps at its own unique scores
+    (``thresholds`` (K,), ``changes`` (K, 3) of discrete TP, continuous TP, FP), its faces, and whether any
+    image had no detections. `roc_from_steps` sums the shares of several folds exactly as `fddb_roc` sums
+    all their images at once."""
 
-    ``detections[path]`` is an (N, 5) array ``[x1, y1, x2, y2, score]`` in image pixels (the official
-    detection file writes ``x1 y1 x2-x1 y2-y1 score``); a missing key means no detections.
-    ``image_sizes[path]`` = (width, height), if given, clips regions to the image like the official program.
-    """
+    thresholds: np.ndarray
+    changes: np.ndarray
+    faces: int
+    any_without: bool
+
+
+def roc_steps(detections: Mapping[str, np.ndarray], images: Sequence[FddbImage], *,
+              image_sizes: Mapping[str, tuple[int, int]] | None = None) -> RocSteps:
+    """The per-image steps `fddb_roc` merges (arguments as there)."""
     known = {image.path for image in images}
     unknown = [path for path in detections if path not in known]
     if unknown:
         # Most likely a naming mismatch (an extension, a prefix); silently ignoring it would score 0.
         raise ValueError(f"detections for {len(unknown)} images not among the {len(known)} scored, "
                          f"e.g. '{unknown[0]}'")
-    n_faces = sum(len(image.ellipses) for image in images)
     all_thresholds, all_changes = [], []
     any_without = False
     for image in images:
@@ -339,9 +346,18 @@ def fddb_roc(detections: Mapping[str, np.ndarray], images: Sequence[FddbImage], 
         # threshold, so the merged result at t is the sum of the steps at thresholds >= t.
         all_thresholds.append(thresholds)
         all_changes.append(results - np.vstack([results[1:], np.zeros((1, 3))]))
-    if all_thresholds:
-        thresholds = np.concatenate(all_thresholds)
-        changes = np.concatenate(all_changes)
+    return RocSteps(np.concatenate(all_thresholds or [np.zeros(0)]),
+                    np.concatenate(all_changes or [np.zeros((0, 3))]),
+                    sum(len(image.ellipses) for image in images), any_without)
+
+
+def roc_from_steps(parts: Sequence[RocSteps]) -> FddbRoc:
+    """The ROC of the images of ``parts`` (in that order), as `fddb_roc` computes it for all of them."""
+    n_faces = sum(part.faces for part in parts)
+    any_without = any(part.any_without for part in parts)
+    thresholds = np.concatenate([part.thresholds for part in parts] or [np.zeros(0)])
+    if len(thresholds):
+        changes = np.concatenate([part.changes for part in parts])
         order = np.argsort(-thresholds, kind="stable")
         thresholds, changes = thresholds[order], np.cumsum(changes[order], axis=0)
         # Descending: the merged result at a threshold is the running sum at its last occurrence.
@@ -358,3 +374,14 @@ def fddb_roc(detections: Mapping[str, np.ndarray], images: Sequence[FddbImage], 
     cont_rate = totals[:, 1] / n_faces if n_faces else np.zeros(len(thresholds))
     return FddbRoc(discrete=np.column_stack([false_pos, disc_rate, thresholds]),
                    continuous=np.column_stack([false_pos, cont_rate, thresholds]))
+
+
+def fddb_roc(detections: Mapping[str, np.ndarray], images: Sequence[FddbImage], *,
+             image_sizes: Mapping[str, tuple[int, int]] | None = None) -> FddbRoc:
+    """Score detections on ``images`` as FDDB's ``evaluate`` does (discrete and continuous ROC).
+
+    ``detections[path]`` is an (N, 5) array ``[x1, y1, x2, y2, score]`` in image pixels (the official
+    detection file writes ``x1 y1 x2-x1 y2-y1 score``); a missing key means no detections.
+    ``image_sizes[path]`` = (width, height), if given, clips regions to the image like the official program.
+    """
+    return roc_from_steps([roc_steps(detections, images, image_sizes=image_sizes)])

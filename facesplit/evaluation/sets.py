@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,30 @@ class EvalSet:
         keys = {i.key for _, fold in kept for i in fold}
         return EvalSet(self.name, tuple(f for _, f in kept),
                        tuple(i for i in self.fddb_images if i.path in keys), tuple(n for n, _ in kept))
+
+    def only_fold(self, number: int) -> EvalSet:
+        """The set cut down to its fold ``number`` (1-based, as reported), which keeps its number; no folds if
+        that one was dropped (`without`)."""
+        if number not in self.fold_numbers:
+            return EvalSet(self.name, (), (), ())
+        fold = self.folds[self.fold_numbers.index(number)]
+        keys = {image.key for image in fold}
+        return EvalSet(self.name, (fold,), tuple(i for i in self.fddb_images if i.path in keys), (number,))
+
+    def fingerprint(self) -> str:
+        """sha256 of the fold split, the images' names and their ground truth: equal for the same set split
+        the same way, whichever fold a process evaluates."""
+        digest = hashlib.sha256(self.name.encode())
+        for number, fold in zip(self.fold_numbers, self.folds, strict=True):
+            digest.update(f"\0fold {number}".encode())
+            for image in fold:
+                digest.update(f"\0{image.key}\0{len(image.boxes)}".encode())
+                digest.update(np.ascontiguousarray(image.boxes, dtype=np.float32).tobytes())
+        for image in self.fddb_images:
+            digest.update(f"\0{image.path}".encode())
+            for e in image.ellipses:
+                digest.update(repr((e.major_radius, e.minor_radius, e.angle, e.centre_x, e.centre_y)).encode())
+        return digest.hexdigest()
 
 
 def coco_set(labels: Path, images_dir: Path, folds: int = 10, limit: int | None = None,

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
-from frosted.options import DEFAULT_SPLIT_NAME, deprecated_alias, json_option, model_options, threshold_option
+from frosted.options import (
+    DEFAULT_SPLIT_NAME,
+    deprecated_alias,
+    json_option,
+    model_options,
+    runtime_option,
+    threshold_option,
+)
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -26,8 +33,9 @@ _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".
               help="Write each image with its boxes drawn into this folder.")
 @deprecated_alias("--draw", "--out", "out")
 @model_options()
+@runtime_option()
 def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float, json_path: Path, out: Path | None,
-           weights: Path | None, split: str | None, input_size: InputSize, threads: int | None) -> None:
+           weights: Path | None, split: str | None, input_size: InputSize, threads: int | None, runtime: str) -> None:
     """Find faces in IMAGES; print {"image": ..., "boxes": [[x1, y1, x2, y2, score], ...]} per line.
 
     The lines go to --json FILE if given. Files larger than $FROSTED_MAX_IMAGE_PIXELS pixels (default
@@ -49,7 +57,7 @@ def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float,
     except OSError as exc:
         raise click.FileError(str(json_path), hint=exc.strerror or str(exc)) from None
     try:
-        failures = _detect_all(images, samples, threshold, lines, out, weights, split, input_size, threads)
+        failures = _detect_all(images, samples, threshold, lines, out, weights, split, input_size, threads, runtime)
     finally:
         if lines is not sys.stdout:
             lines.close()
@@ -59,7 +67,7 @@ def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float,
 
 def _detect_all(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float, lines: TextIO,
                 out: Path | None, weights: Path | None, split: str | None, input_size: InputSize,
-                threads: int | None) -> int:
+                threads: int | None, runtime: str) -> int:
     """Detect on every input, one JSON line each to ``lines``; the number that failed."""
     import json
 
@@ -72,9 +80,10 @@ def _detect_all(images: tuple[Path, ...], samples: tuple[str, ...], threshold: f
     from facesplit.evaluation.detections import detection_record
     from facesplit.images import read_image_bgr, sample_image
     from facesplit.postprocess import PostprocessConfig
+    from facesplit.runtimes.factory import detector_on
 
-    detector = load_detector(weights, input_size, PostprocessConfig(score_threshold=threshold), threads,
-                             split or DEFAULT_SPLIT_NAME)
+    detector = detector_on(runtime, load_detector(weights, input_size, PostprocessConfig(score_threshold=threshold),
+                                                  threads, split or DEFAULT_SPLIT_NAME), threads)
     failures = 0
     inputs: list[tuple[str, Path | None]] = [(str(p), p) for p in images] + [(f"skimage:{s}", None)
                                                                              for s in samples]

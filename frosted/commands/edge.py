@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from frosted.options import SPLIT_NAMES, deprecated_alias, json_option
+from frosted.options import SPLIT_NAMES, deprecated_alias, json_option, runtime_option
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -59,7 +59,8 @@ def warnings_for(config: AgentConfig) -> list[str]:
 @click.option("--split", type=click.Choice(SPLIT_NAMES), default=None,
               help="Where the head ends (default: the noise profile's split; rdcl with --no-noise).")
 @click.option("--input-size", default=None, help="Model input, e.g. 1024 or 1024x576.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--threads", type=int, default=None, help="CPU threads of the runtime.")
+@runtime_option(default=None)  # None: the config's model.runtime, else torch
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this long (default: until the sources end or Ctrl-C).")
 def edge(config_path: Path | None, source: str | None, camera_id: str | None, tail_address: str | None,
@@ -67,13 +68,13 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
          tls_key: Path | None, dtype: str | None, window: int | None, metrics_port: int | None,
          json_path: Path | None,
          weights: Path | None, split: str | None, input_size: str | None, threads: int | None,
-         seconds: float | None) -> None:
+         runtime: str | None, seconds: float | None) -> None:
     """Run the edge agent on the cameras of --config, or on one --source."""
     # imported here, not at the top: `frosted --help` and `frosted edge --help` must not wait for torch
     import asyncio
 
     from edge_agent.agent import EdgeAgent
-    from edge_agent.backend import torch_backend
+    from edge_agent.backend import head_backend
     from edge_agent.config import load_agent_config
     from edge_agent.signals import run_until_signalled
     from edge_agent.sink import JsonLinesSink
@@ -91,15 +92,15 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
                            noise__disabled=no_noise, metrics__port=metrics_port,
                            output=None if json_path is None else str(json_path),
                            model__weights=weights, model__split=split, model__input_size=input_size,
-                           model__threads=threads)
+                           model__threads=threads, model__runtime=runtime)
     config = load_agent_config(config_path, overrides)
     for warning in warnings_for(config):
         click.secho(warning, fg="red", bold=True, err=True)
     sink = JsonLinesSink(config.output)  # before the model loads: a bad --json fails at once
     try:
-        backend = torch_backend(config.model.weights, config.model.input_size, config.model.threads,
-                                None if config.noise.disabled else config.noise.profile, config.tail.dtype,
-                                config.model.split)
+        backend = head_backend(config.model.weights, config.model.input_size, config.model.threads,
+                               None if config.noise.disabled else config.noise.profile, config.tail.dtype,
+                               config.model.split, config.model.runtime)
         agent = EdgeAgent(config, backend, sink)
         try:
             summary = asyncio.run(run_until_signalled(agent, seconds))

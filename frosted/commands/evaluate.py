@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
-from frosted.options import coco_options, json_option, model_options, seed_option, threshold_option
+from frosted.options import coco_options, json_option, model_options, runtime_option, seed_option, threshold_option
 
 if TYPE_CHECKING:
     from facesplit.evaluation.sets import EvalSet
@@ -36,25 +38,49 @@ if TYPE_CHECKING:
 @click.option("--noise", default=None, metavar="PROFILE",
               help="Add this noise profile (a shipped name, see 'frosted profiles', or a file) to every activation;"
                    " images the profile was fitted on are skipped.")
-@seed_option()
+@seed_option("Reproducible noise, for evaluation only: each image's noise is drawn from (seed, image name), so "
+             "it is the same whichever process or --fold evaluates it (default: fresh noise from the OS's CSPRNG).")
+@click.option("--fold", type=click.IntRange(1), default=None, metavar="N",
+              help="Evaluate fold N alone (1-based, as the report numbers them) and print its line; --json then "
+                   "writes the fold JSON that --merge combines (every detection's score and match, not just the AP).")
+@click.option("--merge", "merge_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Combine the fold JSONs in DIR (one per fold, from --fold runs) into the whole run's report and "
+                   "--json: the figures of one process evaluating every fold, to the last digit.")
+@click.option("--wait", "wait_s", type=click.FloatRange(0), default=None, metavar="SECONDS",
+              help="With --merge: wait up to SECONDS for folds still missing from DIR (a merge started beside the "
+                   "fold runs).")
 @model_options()
+@runtime_option()
 def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path | None, folds: int,
              ious: tuple[float, ...], threshold: float, limit: int | None, name: str | None,
              json_path: Path | None, detections_out: Path | None, saved: Path | None,
-             noise: str | None, seed: int | None, weights: Path | None, split: str | None, input_size: InputSize,
-             threads: int | None) -> None:
+             noise: str | None, seed: int | None, fold: int | None, merge_dir: Path | None, wait_s: float | None,
+             weights: Path | None, split: str | None, input_size: InputSize, threads: int | None,
+             runtime: str) -> None:
     """Per-fold average precision, printed as TR-4928's results block (one per IoU)."""
+    if merge_dir is not None:
+        merge(merge_dir, wait_s, json_path)
+        return
+    if wait_s is not None:
+        raise click.UsageError("--wait goes with --merge DIR")
     # imported here, not at the top: `frosted --help` and `frosted eval --help` must not wait for torch
     from facesplit.detector import load_detector, with_tail
     from facesplit.evaluation.detections import detect_images, load_detections, save_detections
-    from facesplit.evaluation.report import results_block, score_set
-    from facesplit.noise.profile import Obfuscator
-    from facesplit.noise.sampler import GaussianStream
+    from facesplit.evaluation.folds import fold_record
+    from facesplit.evaluation.noise import ImageNoise
+    from facesplit.evaluation.report import combine, fold_report_lines, report_lines, score_folds
     from facesplit.noise.shipped import load_profile_for, split_for
     from facesplit.weights import resolve_weights, sha256_of
 
     started = time.perf_counter()
     eval_set = _load_set(coco_labels, images_dir, fddb_root, folds, limit, name, need_images=saved is None)
+    fold_count, fingerprint = len(eval_set.folds), ""
+    if fold is not None:
+        if fold > fold_count:
+            raise click.BadParameter(f"{fold}: {eval_set.name} has {fold_count} folds (1-{fold_count})",
+                                     param_hint="'--fold'")
+        fingerprint = eval_set.fingerprint()  # of the whole set, before any image is skipped: every fold's
+        eval_set = eval_set.only_fold(fold)
     ious = ious or (0.5,)
     provenance: dict = {"input_size": str(input_size)}
     if saved is not None:
@@ -70,44 +96,74 @@ def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path 
         if noise is not None:
             profile = load_profile_for(detector, noise)
             detector = with_tail(detector, profile.tail_state)
-            obfuscate = Obfuscator(profile, GaussianStream(seed_for_reproducible_evaluation=seed))
+            obfuscate = ImageNoise(profile, seed)
             before = len(eval_set.images)
             eval_set = eval_set.without(set(profile.fitted_on.get("seen", [])))
             skipped = before - len(eval_set.images)
-            if not eval_set.folds:
+            if not eval_set.folds and fold is None:
                 raise click.UsageError(f"every image of {eval_set.name} was used to fit {noise}: nothing to evaluate")
             if skipped:
                 click.echo(f"Skipping {skipped} images that {noise} was fitted on", err=True)
+            if fold is not None and seed is None:
+                click.echo(f"Note: fold {fold}'s noise is fresh (no --seed): the folds merge, but the run cannot be "
+                           "repeated", err=True)
             provenance.update(noise=noise, noise_alpha=profile.alpha, noise_fingerprint=profile.fingerprint,
                               noise_seed=seed, skipped_fitted_images=skipped)
-        detections = detect_images(detector, eval_set.images, obfuscate, desc=eval_set.name)
+        from facesplit.runtimes.factory import detector_on
+
+        provenance["runtime"] = runtime
+        detections = detect_images(detector_on(runtime, detector, threads), eval_set.images, obfuscate,  # type: ignore[arg-type]
+                                   desc=eval_set.name)
     if detections_out is not None:
         with _writing(detections_out):
             save_detections(detections_out, detections)
-    scores = score_set(eval_set, detections, ious, threshold)
+    scored = score_folds(eval_set, detections, ious)
+    scores = combine(eval_set.name, scored, [str(iou) for iou in ious], threshold)
     scores.update(provenance, wall_time_s=round(time.perf_counter() - started, 2))
+    if fold is None:
+        emit(report_lines(scores), scores, json_path)
+    else:
+        emit(fold_report_lines(scores, fold, fold_count),
+             fold_record(scores, scored[0] if scored else None, fold, fold_count, fingerprint, provenance), json_path)
+
+
+def merge(folder: Path, wait_s: float | None, json_path: Path | None) -> None:
+    """`frosted eval --merge DIR`: the whole run's report from its fold JSONs."""
+    from facesplit.evaluation.folds import merge_folds, wait_for_folds
+    from facesplit.evaluation.report import report_lines
+
+    ctx = click.get_current_context()
+    given = [param.opts[0] for param in ctx.command.params
+             if param.name not in ("merge_dir", "wait_s", "json_path") and param.name is not None
+             and ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT)]
+    if given:
+        raise click.UsageError(f"--merge combines the fold JSONs as the --fold runs wrote them: it takes --json and "
+                               f"--wait only, not {', '.join(given)}")
+    started = time.perf_counter()
+    files = wait_for_folds(folder, wait_s or 0.0, functools.partial(click.echo, err=True))
+    scores = merge_folds(files)
+    scores["wall_time_s"] = round(time.perf_counter() - started, 2)
+    emit(report_lines(scores), scores, json_path)
+
+
+def emit(lines: list[str], document: dict, json_path: Path | None) -> None:
+    """Print the report and write ``document`` to --json. The file appears whole or not at all (written
+    beside it, then renamed): a merge may be waiting to read it."""
     to_stdout = json_path is not None and str(json_path) == "-"
     say = functools.partial(click.echo, err=to_stdout)  # with --json -, stdout is the JSON alone
-    for iou in ious:
-        summary = scores["by_iou"][str(iou)]
-        say(f"IoU threshold: {iou}")
-        say(results_block(scores, iou))
-        say(f"Pooled AP over all {scores['images']} images ({scores['faces']} faces): "
-            f"{summary['pooled_ap']:.4f}; at score >= {threshold}: recall {summary['recall']:.4f}, "
-            f"{summary['false_positives']} false positives")
-    if "fddb_roc" in scores:
-        roc = scores["fddb_roc"]
-        say(f"FDDB ROC at 1000 false positives: discrete {roc['discrete_tpr_at_1000_fp']:.4f}, "
-            f"continuous {roc['continuous_tpr_at_1000_fp']:.4f}")
+    for line in lines:
+        say(line)
     if to_stdout:
-        click.echo(json.dumps(scores, indent=1))
+        click.echo(json.dumps(document, indent=1))
     elif json_path is not None:
         with _writing(json_path):
             json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(scores, indent=1))
-        say(f"Wrote {json_path} (wall time {scores['wall_time_s']} s)")
+            partial = json_path.with_name(f".{json_path.name}.{os.getpid()}.partial")
+            partial.write_text(json.dumps(document, indent=1))
+            os.replace(partial, json_path)
+        say(f"Wrote {json_path} (wall time {document['wall_time_s']} s)")
     else:
-        say(f"Wall time {scores['wall_time_s']} s")
+        say(f"Wall time {document['wall_time_s']} s")
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cloud_tail.limits import StreamLimits
-from frosted.options import deprecated_alias, model_options, threshold_option
+from frosted.options import deprecated_alias, model_options, runtime_option, threshold_option
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -53,11 +53,13 @@ SERVE_CLEAN_WARNING = ("WARNING: --serve-clean: this tail accepts CLEAN activati
               help="Require client certificates signed by this CA (mutual TLS).")
 @click.option("--insecure", is_flag=True, help="Serve plaintext gRPC (no TLS).")
 @model_options()
+@runtime_option()
 def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tuple[str, ...], serve_clean: bool,
          max_batch: int, max_delay_ms: float, max_in_flight: int, max_message_bytes: int, max_streams: int,
          max_streams_per_connection: int, max_connections: int, idle_timeout_seconds: float,
          threshold: float, tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
-         insecure: bool, weights: Path | None, split: str | None, input_size: InputSize, threads: int | None) -> None:
+         insecure: bool, weights: Path | None, split: str | None, input_size: InputSize, threads: int | None,
+         runtime: str) -> None:
     """Serve the tail: validate, batch across cameras, run the rest of FaceBoxes, answer with boxes."""
     # imported here, not at the top: `frosted --help` and `frosted tail --help` must not wait for torch and gRPC
     import asyncio
@@ -102,7 +104,8 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     # each profile is served at the split it was fitted for; --split says where clean activations end
     detector = load_detector(str(weights) if weights else None, input_size,
                              PostprocessConfig(score_threshold=threshold), threads, split or DEFAULT_SPLIT)
-    tails = served_tails(detector, list(profiles) or list(shipped_profiles()), serve_clean=serve_clean)
+    tails = served_tails(detector, list(profiles) or list(shipped_profiles()), serve_clean=serve_clean,
+                         runtime=runtime, threads=threads)
     limits = StreamLimits(max_in_flight=max_in_flight, max_message_bytes=max_message_bytes, max_streams=max_streams,
                           max_streams_per_connection=max_streams_per_connection, max_connections=max_connections,
                           idle_timeout_seconds=idle_timeout_seconds)
@@ -110,6 +113,6 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
                               tls=tls)
     check_limits(tails, limits)  # before the "serving" lines, so a refusal is the only line
     for t in tails.values():
-        click.echo(f"serving {t.name} (alpha {t.alpha:g}, split {t.detector.split}) fingerprint {t.fingerprint}",
-                   err=True)
+        click.echo(f"serving {t.name} (alpha {t.alpha:g}, split {t.split}, runtime {runtime}) fingerprint "
+                   f"{t.fingerprint}", err=True)
     asyncio.run(serve(tails, config))

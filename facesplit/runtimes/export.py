@@ -1,0 +1,80 @@
+"""``frosted export onnx``: the head at one split and the tails that go with it, as ONNX graphs in one folder,
+with a manifest that says what each graph is.
+
+Per input size: ``head-SPLIT-WxH.onnx``; a tail per noise profile, at the size the profile was fitted for,
+with the profile's noise-aware tail weights (``tail-PROFILE-WxH.onnx``), or, without profiles, the clean tail
+(``tail-SPLIT-WxH.onnx``). Every graph takes any batch (1 to `MAX_BATCH`) at its one input size. The noise is
+in none of them: the edge adds it on the CPU after the head (see `facesplit.runtimes.graphs`), and the
+manifest says so, with the fingerprint each tail serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facesplit.detector import SplitDetector, at_split, with_tail
+from facesplit.noise.profile import read_metadata
+from facesplit.noise.shipped import load_profile_for, resolve_profile
+from facesplit.preprocess import InputSize
+from facesplit.runtimes.graphs import GRAPH_FORMAT, MAX_BATCH, OPSET, ExportError, GraphSpec, Part, export_graph
+from facesplit.weights import clean_fingerprint
+
+MANIFEST = "manifest.json"
+NOISE_NOTE = ("The head graphs hold no noise: the edge adds the profile's z = a + mu + sigma * eps (or its basis / "
+              "frequency form) after the head, with eps from facesplit.noise.sampler (AES-256-CTR keystream), on "
+              "the CPU, fresh per frame.")
+
+
+def export_onnx(detector: SplitDetector, profiles: list[str], sizes: list[InputSize], out: Path,
+                split: str) -> dict[str, Any]:
+    """Write the graphs and ``manifest.json`` into ``out``; returns the manifest."""
+    if not sizes or any(size.native for size in sizes):
+        raise ExportError("graphs are exported for fixed input sizes (e.g. --input-size 1024x576), not 'native'")
+    base = at_split(detector, split)
+    by_size = {str(size): SplitDetector(base.source, size, base.postprocess) for size in sizes}
+    tails = [_profile_tail(by_size, name) for name in profiles]  # every refusal before the first export
+    graphs: list[dict[str, Any]] = []
+    for name, at_size in by_size.items():
+        graphs.append(_write(at_size, "head", out / f"head-{split}-{name}.onnx", None, None))
+        if not profiles:
+            graphs.append(_write(at_size, "tail", out / f"tail-{split}-{name}.onnx", "clean",
+                                 clean_fingerprint(at_size.source)))
+    for stem, fingerprint, tuned in tails:
+        graphs.append(_write(tuned, "tail", out / f"tail-{stem}-{tuned.input_size}.onnx", stem, fingerprint))
+    manifest = {"format": GRAPH_FORMAT, "opset": OPSET, "torch": torch.__version__, "split": split,
+                "max_batch": MAX_BATCH, "noise": NOISE_NOTE, "graphs": graphs}
+    try:
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    except OSError as exc:
+        raise ExportError(f"{out / MANIFEST}: cannot write the manifest ({exc.strerror or exc})") from None
+    return manifest
+
+
+def _profile_tail(by_size: dict[str, SplitDetector], profile_name: str) -> tuple[str, str, SplitDetector]:
+    """(name, fingerprint, the detector with its noise-aware tail) of a profile, checked against the export."""
+    path = resolve_profile(profile_name)
+    fitted = read_metadata(path).get("input_size", "")
+    if fitted not in by_size:
+        raise ExportError(f"{path.stem} was fitted for input size {fitted}: add --input-size {fitted} to export its "
+                          "tail")
+    profile = load_profile_for(by_size[fitted], profile_name)  # its split and head weights too
+    return path.stem, profile.fingerprint, with_tail(by_size[fitted], profile.tail_state)
+
+
+def _write(detector: SplitDetector, part: Part, path: Path, profile: str | None,
+           fingerprint: str | None) -> dict[str, Any]:
+    spec: GraphSpec = export_graph(detector, part, path)
+    entry: dict[str, Any] = {
+        "file": path.name, "part": part, "split": spec.split, "input_size": spec.size,
+        "input": {"name": spec.input_name, "shape": ["batch", *spec.input_shape(1)[1:]]},
+        "outputs": list(spec.output_names), "weights_sha256": spec.weights_sha256,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    if part == "tail":
+        entry.update(profile=profile, serves_fingerprint=fingerprint)
+    return entry

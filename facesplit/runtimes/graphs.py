@@ -1,0 +1,172 @@
+"""The head and the tail as ONNX graphs: exported from the torch model, at one input size, any batch.
+
+The head graph is the head alone: (N, 3, H, W) model inputs -> (N, 128, H/32, W/32) activations. The noise is
+not in it: it is drawn on the CPU from the cryptographic sampler (`facesplit.noise.sampler`) and added outside
+the graph, whatever the runtime, so no runtime's random generator ever decides what an observer learns. The
+tail graph is the tail with the weights it is given (a profile's noise-aware tail, or the clean one):
+(N, 128, h, w) -> loc (N, P, 4), scores (N, P). Batch norm is folded into the convolutions first.
+
+The runtimes export what they need on first use into a cache (``$FROSTED_GRAPH_CACHE``, else
+``$XDG_CACHE_HOME/frosted/graphs``), named by everything the graph depends on, so a change of weights, split,
+input size or exporter is a new file, never a stale one. ``frosted export onnx`` writes the same graphs where
+the user asks (`facesplit.runtimes.export`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from facesplit.detector import SplitDetector
+from facesplit.errors import FrostedError
+from facesplit.runtimes import EXTRAS, require
+from facesplit.weights import head_fingerprint
+
+GRAPH_FORMAT = "frosted-onnx/1"  # bump when what a graph computes or is named changes
+OPSET = 18
+MAX_BATCH = 64  # the largest batch a graph is declared for (the tail's --max-batch is at most 64 too)
+HEAD_INPUT, HEAD_OUTPUT = "input", "activation"
+TAIL_INPUT, TAIL_OUTPUTS = "activation", ("loc", "scores")
+CACHE_ENV = "FROSTED_GRAPH_CACHE"
+
+Part = Literal["head", "tail"]
+
+
+class ExportError(FrostedError):
+    """A graph that cannot be exported (no fixed input size, a folder that cannot be written)."""
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """What one graph computes: which part, where the model is split, for which input size and weights."""
+
+    part: Part
+    split: str
+    width: int  # of the model input; the tail's activation is width/32 wide
+    height: int
+    weights_sha256: str  # of the part's own (unfused) weights
+
+    @property
+    def key(self) -> str:
+        """Changes whenever the graph would: part, split, size, weights, exporter and torch versions."""
+        text = "|".join((GRAPH_FORMAT, str(OPSET), torch.__version__, self.part, self.split,
+                         f"{self.width}x{self.height}", self.weights_sha256))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @property
+    def input_name(self) -> str:
+        return HEAD_INPUT if self.part == "head" else TAIL_INPUT
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return (HEAD_OUTPUT,) if self.part == "head" else TAIL_OUTPUTS
+
+    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
+        if self.part == "head":
+            return batch, 3, self.height, self.width
+        from facesplit.faceboxes import activation_shape
+
+        return (batch, *activation_shape(self.height, self.width))
+
+    def cache_name(self) -> str:
+        return f"{self.part}-{self.split}-{self.size}-{self.key}.onnx"
+
+
+def spec_for(detector: SplitDetector, part: Part) -> GraphSpec:
+    """The graph of ``detector``'s head or tail at its split and input size (which must be fixed)."""
+    size = detector.input_size
+    if size.native or size.width is None or size.height is None:
+        raise ExportError("a graph is exported for one input size: give a fixed --input-size (e.g. 1024 or "
+                          "1024x576), not 'native'")
+    module = detector.source.head if part == "head" else detector.source.tail
+    weights = head_fingerprint(detector.source) if part == "head" else _weights_sha256(module)
+    return GraphSpec(part, detector.split, size.width, size.height, weights)
+
+
+def export_graph(detector: SplitDetector, part: Part, path: Path, runtime: str | None = None) -> GraphSpec:
+    """Write ``detector``'s head or tail to ``path`` as an ONNX graph (dynamic batch, fixed size); atomic.
+    ``runtime``: the runtime it is exported for, named if the exporter is missing (None: ``frosted export``)."""
+    spec = spec_for(detector, part)
+    needed_by, extra = ("frosted export onnx", "onnx") if runtime is None else (f"--runtime {runtime}",
+                                                                                 EXTRAS.get(runtime, "onnx"))
+    require("onnxscript", needed_by, extra, "the ONNX exporter (onnxscript)")
+    onnx = require("onnx", needed_by, extra)
+    module = detector.model.head if part == "head" else detector.model.tail  # batch norm fused
+    example = torch.zeros(spec.input_shape(2))  # batch 2: a batch of 1 would be specialised into the graph
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{path.parent}: cannot create the folder ({exc.strerror or exc})") from None
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
+            program = torch.onnx.export(module.eval(), (example,), dynamo=True, verbose=False,
+                                        input_names=[spec.input_name], output_names=list(spec.output_names),
+                                        dynamic_shapes=({0: batch},), opset_version=OPSET, external_data=False)
+            assert program is not None
+            program.save(str(partial))
+        onnx.checker.check_model(str(partial))
+        os.replace(partial, path)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot write the graph ({exc.strerror or exc})") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return spec
+
+
+def graph_cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "frosted" / "graphs"
+
+
+def cached_graph(detector: SplitDetector, part: Part, runtime: str, directory: Path | None = None
+                 ) -> tuple[Path, GraphSpec]:
+    """The graph file of ``detector``'s head or tail for ``runtime``, exported into the cache the first time
+    it is asked for."""
+    spec = spec_for(detector, part)
+    path = (directory or graph_cache_dir()) / spec.cache_name()
+    if not path.is_file():
+        export_graph(detector, part, path, runtime)
+    return path, spec
+
+
+def _weights_sha256(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter prints progress lines and logs warnings about optional packages: a verb's stdout may be
+    its JSON product, and none of it is the user's business."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

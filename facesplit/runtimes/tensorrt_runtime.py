@@ -1,0 +1,96 @@
+"""The TensorRT runtime (NVIDIA GPUs, a Jetson): the exported ONNX graph built into an engine, once per GPU.
+
+Buffers live on the GPU as torch CUDA tensors (a CUDA build of torch is what a Jetson or GPU host runs); the
+engine is cached beside the graph, named for the TensorRT version and the GPU it was built on. The engine
+has one optimisation profile covering batch 1 to `MAX_BATCH`. Untested on the CPU-only machines this project
+is developed on: tests/test_runtimes.py skips it there with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facesplit.runtimes import GraphHead, GraphTail, RuntimeUnavailableError, require_for_runtime
+from facesplit.runtimes.graphs import MAX_BATCH, ExportError, GraphSpec
+
+NAME = "tensorrt"
+
+
+def cuda_torch() -> Any:
+    """torch, if it has a CUDA device; else the one-line reason."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeUnavailableError("--runtime tensorrt needs an NVIDIA GPU and a CUDA build of torch; "
+                                      f"torch {torch.__version__} sees no CUDA device")
+    return torch
+
+
+class TensorRtGraph:
+    name = NAME
+
+    def __init__(self, path: Path, spec: GraphSpec, threads: int | None = None, typical_batch: int = 1) -> None:
+        del threads  # the GPU decides
+        trt = require_for_runtime("tensorrt", NAME, "TensorRT")
+        torch = cuda_torch()
+        self.torch, self.spec = torch, spec
+        logger = trt.Logger(trt.Logger.WARNING)
+        device = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name())
+        engine_path = path.with_name(f"{path.stem}-trt{trt.__version__}-{device}.engine")
+        if not engine_path.is_file():
+            self._build(trt, logger, path, engine_path, typical_batch)
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise ExportError(f"{engine_path}: TensorRT could not load this engine; delete it to rebuild")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+
+    def _build(self, trt: Any, logger: Any, path: Path, engine_path: Path, typical_batch: int) -> None:
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(path.read_bytes()):
+            raise ExportError(f"{path}: TensorRT cannot parse the graph ({parser.get_error(0)})")
+        config = builder.create_builder_config()
+        profile = builder.create_optimization_profile()
+        spec = self.spec
+        profile.set_shape(spec.input_name, spec.input_shape(1), spec.input_shape(min(typical_batch, MAX_BATCH)),
+                          spec.input_shape(MAX_BATCH))
+        config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise ExportError(f"{path}: TensorRT could not build an engine from the graph")
+        partial = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.partial")
+        partial.write_bytes(bytes(serialized))
+        os.replace(partial, engine_path)
+
+    def outputs(self, values: np.ndarray) -> list[np.ndarray]:
+        torch, spec = self.torch, self.spec
+        with torch.cuda.stream(self.stream):
+            feed = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to("cuda", non_blocking=True)
+            self.context.set_input_shape(spec.input_name, tuple(feed.shape))
+            self.context.set_tensor_address(spec.input_name, feed.data_ptr())
+            results = []
+            for name in spec.output_names:
+                out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+                self.context.set_tensor_address(name, out.data_ptr())
+                results.append(out)
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError("TensorRT inference failed")
+            host = [out.to("cpu", non_blocking=True) for out in results]
+        self.stream.synchronize()
+        return [out.numpy() for out in host]
+
+
+
+class TensorRtHead(TensorRtGraph, GraphHead):
+    pass
+
+
+class TensorRtTail(TensorRtGraph, GraphTail):
+    pass
