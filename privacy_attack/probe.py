@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,10 +117,14 @@ class FitLog:
         return out
 
 
-def holdout(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    cut = max(1, int(n * VALIDATION_SHARE))
-    return order[cut:], order[:cut]
+def holdout(identities: Sequence[str], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit, held-out) row indices, a tenth of the identities held out whole: every placement of a face lies
+    on one side, or a model that memorises the faces it fitted would look as if it generalised."""
+    names = sorted(set(identities))
+    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = {names[i] for i in order[:max(1, int(len(names) * VALIDATION_SHARE))]}
+    flags = torch.tensor([name in held for name in identities])
+    return torch.nonzero(~flags).flatten(), torch.nonzero(flags).flatten()
 
 
 @dataclass
@@ -144,7 +149,7 @@ class Design:
 def design_for(train: CropSet, observer: CropObserver, seed: int = 0) -> Design:
     kept = observer.kept(train.crops).flatten(1)
     mean, std = kept.mean(0), kept.std(0).clamp_min(1e-3)
-    fit_index, val_index = holdout(len(train), seed)
+    fit_index, val_index = holdout(train.identities, seed)
     nothing = torch.zeros(len(train), 0)
     xtx_fit, _ = _gram(kept[fit_index], mean, std, nothing[fit_index])
     xtx_val, _ = _gram(kept[val_index], mean, std, nothing[val_index])
@@ -153,10 +158,12 @@ def design_for(train: CropSet, observer: CropObserver, seed: int = 0) -> Design:
 
 def fit_ridge(train: CropSet, observer: CropObserver, targets: torch.Tensor, seed: int = 0,
               score: str = "identification", lambdas: tuple[float, ...] = LAMBDAS,
-              design: Design | None = None) -> tuple[LinearMap, FitLog]:
+              design: Design | None = None, refit: bool = True) -> tuple[LinearMap, FitLog]:
     """The noise-aware ridge from ``train``'s crops to ``targets`` (N, T), lambda picked on a held-out tenth
-    (``score``: "identification" for descriptors, "mse" for pixels), then refitted on everything. ``design``:
-    `design_for` of the same crops and kept part, when several fits share it."""
+    of the identities (``score``: "identification" for descriptors, "mse" for pixels), then, with ``refit``,
+    refitted on everything; without, the map fitted on the rest, which the held-out tenth can still judge
+    (the start of `train_probe`). ``design``: `design_for` of the same crops and kept part, when several fits
+    share it."""
     start = time.monotonic()
     generator = torch.Generator().manual_seed(seed)
     design = design or design_for(train, observer, seed)
@@ -174,7 +181,8 @@ def fit_ridge(train: CropSet, observer: CropObserver, targets: torch.Tensor, see
         else:
             log.validation[f"{ridge:g}"] = -float(((predicted - targets[val_index]) ** 2).mean())
     best = max(lambdas, key=lambda r: log.validation[f"{r:g}"])
-    weight = _solve(design.xtx_fit + design.xtx_val, xty_fit + xty_val, noise, len(train), best)
+    weight = (_solve(design.xtx_fit + design.xtx_val, xty_fit + xty_val, noise, len(train), best) if refit
+              else _solve(design.xtx_fit, xty_fit, noise, len(fit_index), best))
     log.ridge, log.seconds = best, time.monotonic() - start
     return LinearMap(mean, std, weight, target_mean, best), log
 
@@ -213,10 +221,12 @@ def contrastive_loss(predicted: torch.Tensor, targets: torch.Tensor, centre: tor
 def train_probe(train: CropSet, observer: CropObserver, linear: LinearMap, seconds: float = 120.0,
                 batch: int = 256, lr: float = 3e-4, check_every: int = 100, patience: int = 5, seed: int = 0,
                 progress: bool = True) -> tuple[ResidualProbe, FitLog]:
-    """Train a `ResidualProbe` from ``linear`` with fresh noise every step; the best held-out checkpoint wins."""
+    """Train a `ResidualProbe` from ``linear`` with fresh noise every step; the best held-out checkpoint wins.
+    ``linear`` must not have seen the held-out identities (`fit_ridge` with ``refit=False`` and the same seed),
+    or its start scores in-sample and no honest step can beat it."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1)
-    fit_index, val_index = holdout(len(train), seed)
+    fit_index, val_index = holdout(train.identities, seed)
     targets = train.descriptors
     centre = targets.mean(0)
     probe = ResidualProbe(linear)
@@ -233,6 +243,9 @@ def train_probe(train: CropSet, observer: CropObserver, linear: LinearMap, secon
 
     best_value, best_state, since_best = validate(), {k: v.clone() for k, v in probe.state_dict().items()}, 0
     log.validation["0"] = best_value
+    # patience runs against the best trained checkpoint, not the start: the contrastive loss first pulls the
+    # ridge's weights away from it and needs a few hundred steps to climb back past it
+    trained_best = -1.0
     start = time.monotonic()
     bar = tqdm(desc="identity probe", unit="step", disable=not progress, leave=False)
     probe.train()
@@ -251,8 +264,10 @@ def train_probe(train: CropSet, observer: CropObserver, linear: LinearMap, secon
             log.validation[str(log.steps)] = value
             bar.set_postfix(loss=f"{np.mean(log.losses[-check_every:]):.3f}", val=f"{value:.3f}")
             if value > best_value:
-                best_value, since_best = value, 0
+                best_value = value
                 best_state = {k: v.clone() for k, v in probe.state_dict().items()}
+            if value > trained_best:
+                trained_best, since_best = value, 0
             else:
                 since_best += 1
     bar.close()

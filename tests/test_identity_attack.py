@@ -255,6 +255,31 @@ def test_the_identity_probes_learn_identity_through_noise() -> None:
     assert max(log.validation.values()) >= log.validation["0"]
 
 
+
+def test_every_placement_of_a_held_out_face_is_held_out() -> None:
+    from privacy_attack.probe import holdout
+
+    identities = [f"face-{i // 2}" for i in range(400)]  # two placements of each of 200 faces
+    fit, held = holdout(identities, seed=3)
+    assert len(fit) + len(held) == 400 and len(held) == 40
+    assert not {identities[i] for i in fit.tolist()} & {identities[i] for i in held.tolist()}
+
+
+def test_the_mlp_probe_starts_from_a_ridge_that_never_saw_its_held_out_faces() -> None:
+    """The MLP keeps its start unless a step beats it on held-out faces, so the start must be judged where it
+    was not fitted: the ridge fitted without them (``refit=False``) on the same split scores there exactly
+    as the ridge's own choice of lambda did."""
+    faces = _synthetic_crops(600, 0)
+    twice = torch.arange(600).repeat_interleave(2)  # two placements of each face
+    train = CropSet(faces.crops[twice], torch.randint(0, 28, (1200, 2)), faces.descriptors[twice],
+                    [f"face-{i}" for i in twice.tolist()], (32, 32), faces.faces[twice], faces.backdrop[twice])
+    profile = NoiseProfile(torch.zeros(8, 32, 32), torch.full((8, 32, 32), 0.5), 0.4, (1024, 1024), "x")
+    observer = CropObserver(NoiseCondition("k=1", profile), cells=4)
+    start, log = fit_ridge(train, observer, train.descriptors, refit=False)
+    _, probe_log = train_probe(train, observer, start, seconds=5, check_every=10_000, progress=False)
+    assert probe_log.validation["0"] == pytest.approx(log.validation[f"{log.ridge:g}"], abs=0.03)
+    assert probe_log.validation["0"] < 0.99  # through the noise: not a score no step could beat
+
 def test_the_face_decoder_ridge_lowers_its_pixel_error() -> None:
     train = _synthetic_crops(2000, 3)
     pixels = train.descriptors[:, :48] / 4 + 0.5  # a "face" the crop determines

@@ -346,9 +346,14 @@ def test_shipped_profiles_are_listed_and_fit_the_shipped_weights(weights_path: P
     # TR-4928's alpha grid, noise on every channel of the RDCL's output, and the same fit at the deeper split
     grid = [row for row in rows if row["rank"] is None and row["split"] == "rdcl"]
     assert sorted(row["alpha"] for row in grid) == [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95]
-    deep = [row for row in rows if row["split"] == "inception3"]
+    deep = [row for row in rows if row["split"] == "inception3" and row["name"].startswith("inception3-alpha-")]
     assert [(row["name"], row["alpha"], row["rank"]) for row in deep] == [
         (f"inception3-alpha-{a}", a, None) for a in (0.2, 0.4, 0.6, 0.8)]
+    # and the one fitted against the identity probe (docs/privacy.md)
+    fitted_against = [row for row in rows if row["split"] == "inception3" and row not in deep]
+    assert [row["name"] for row in fitted_against] == ["inception3-adversarial-0.2"]
+    adversary = NoiseProfile.load(Path(fitted_against[0]["path"])).fitted_on["adversary"]
+    assert adversary["crops"] > 10_000 and adversary["weight"] == 2.0
     assert [(row["name"], row["alpha"], row["rank"], row["dct"]) for row in rows if row["rank"]] == [
         ("information-dct-alpha-0.7", 0.7, 128, True), ("rank48-alpha-0.2", 0.2, 48, False)]
     information = NoiseProfile.load(Path(next(row["path"] for row in rows if row["dct"])))
