@@ -31,7 +31,8 @@ ALPHAS := 0.05 0.1 0.2 0.4 0.6 0.8 0.9 0.95
 DEEP_ALPHAS := 0.2 0.4 0.6 0.8
 # inception3-adversarial-$(ADVERSARY_ALPHA): the deep fit against the identity probe trained on the attacker's
 # faces (retrained on the current noise every epoch), then the noise-aware tail alone for 20 epochs
-# (docs/privacy.md: 1.6 % rank-1 among 100 at 96 px for -2.1 AP points; not the default)
+# (docs/privacy.md: it holds the linear probe to 1.6 % rank-1 among 100 at 96 px, not the MLP probe, 2.6 %, for
+# -2.1 AP points: the record of that experiment, not the default)
 ADVERSARY_ALPHA := 0.2
 ADVERSARY_FACES ?= $(SHARED)/data/faces/attacker
 RANK := 48
