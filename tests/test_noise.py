@@ -310,8 +310,8 @@ def test_detector_with_noise_still_finds_faces(detector: SplitDetector, faceboxe
 def test_rotating_secret_keeps_per_frame_noise_but_resists_averaging() -> None:
     from facesplit.noise.rotating import RotatingObfuscator
 
-    profile = make_profile("x" * 64, shape=(8, 16, 16))
-    activation = torch.zeros(1, 8, 16, 16)
+    profile = make_profile("x" * 64, shape=(8, 32, 32))  # 8,192 elements: variances to ~6 s.e.
+    activation = torch.zeros(1, 8, 32, 32)
     rotating = RotatingObfuscator(profile, secret_fraction=0.5, rotation_frames=30)
     frames = torch.cat([rotating(activation) for _ in range(60)]) - profile.mu
     # one frame: exactly the profile's distribution (unit variance after dividing by sigma)
@@ -326,10 +326,10 @@ def test_rotating_secret_keeps_per_frame_noise_but_resists_averaging() -> None:
     assert abs(np.corrcoef(averaged.flatten(), second.flatten())[0, 1]) < 0.1
     # with a basis the same holds along it, and nothing leaves its span
     basis = random_basis(12, 8)
-    in_basis = NoiseProfile(mu=profile.mu, sigma=profile.sigma, alpha=0.5, input_size=(512, 512),
+    in_basis = NoiseProfile(mu=profile.mu, sigma=profile.sigma, alpha=0.5, input_size=(1024, 1024),
                             head_fingerprint="x" * 64, basis=basis)
     rotating = RotatingObfuscator(in_basis, secret_fraction=0.5, rotation_frames=30)
-    frames = torch.cat([rotating(torch.zeros(1, 12, 16, 16)) for _ in range(30)])
+    frames = torch.cat([rotating(torch.zeros(1, 12, 32, 32)) for _ in range(30)])
     assert torch.allclose(in_basis.expand(in_basis.coordinates(frames)), frames, atol=1e-5)
     averaged = (in_basis.coordinates(frames) - in_basis.mu).mean(0) / in_basis.sigma
     assert averaged.var().item() == pytest.approx(0.5 + 0.5 / 30, rel=0.1)
