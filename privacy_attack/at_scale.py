@@ -189,7 +189,9 @@ def attack_condition(data: ScaleData, split: str, condition: NoiseCondition, vic
     results["probe_linear"] = {**identity_metrics(Scored(cosine_scores(predicted, victims.gallery, centre),
                                                          victims.truth)), "budget": log.as_dict()}
     if strong and config.mlp_probe:
-        start, _ = fit_ridge(train, observer, train.descriptors, seed=config.seed, design=design, refit=False)
+        # the same lambda, fitted without the held-out faces the MLP is judged on
+        start, _ = fit_ridge(train, observer, train.descriptors, seed=config.seed, design=design, refit=False,
+                             lambdas=(log.ridge,))
         probe, log = train_probe(train, observer, start, seconds=config.probe_seconds, seed=config.seed,
                                  progress=config.progress)
         with torch.no_grad():
