@@ -14,7 +14,7 @@ ifneq ($(wildcard $(SHARED)/assets/faceboxes/FaceBoxesProd.pth),)
 export FROSTED_WEIGHTS ?= $(abspath $(SHARED)/assets/faceboxes/FaceBoxesProd.pth)
 endif
 
-.PHONY: install system-deps demo test lint bench bench-live profiles proto
+.PHONY: install system-deps demo test lint bench bench-live bench-soak profiles proto
 
 # The shipped profiles' protocol: fit on MIT+CMU folds 1-5 by distillation (labels unused), so that
 # MIT+CMU folds 6-10 and dlib stay unseen for AP, and every unlabelled photo stays unseen for the attacks.
@@ -42,9 +42,12 @@ FIT_ARGS := --coco $(SHARED)/data/faces/mitcmu/labels.json --use-folds 1-5 --tas
 	--epochs 10 --augmentations 3 --seed 0 $(if $(THREADS),--threads $(THREADS))
 
 # What the live-service tests start for real (TESTRIG.md): GStreamer's RTSP server (run under Debian's own
-# python3, the one with python3-gi) and Prometheus. Installed when we are root on apt; otherwise listed.
+# python3, the one with python3-gi), Prometheus, and chromium for the preview page (driven by playwright);
+# libpython3.11 for Triton's python-backend stub (tests/test_triton.py). Installed when we are root on apt;
+# otherwise listed.
 SYSTEM_PACKAGES := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-tools \
-	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gir1.2-gstreamer-1.0 prometheus
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gir1.2-gstreamer-1.0 prometheus \
+	chromium fonts-dejavu-core libpython3.11
 
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES)
 
@@ -60,6 +63,10 @@ install: system-deps
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch pinned to the CPU build: an unpinned torch pulls several GB of CUDA libraries
 	$(BIN)/pip install --quiet torch==2.13.0 -e '.[dev]'
+	# tests/test_triton.py's real Triton: only the tritonserver binary and python backend that nvidia-pytriton
+	# bundles. --no-deps: its Python client pins numpy<2 and (through tritonclient) protobuf<7, which would
+	# downgrade this environment; nothing here imports it (the agent has its own KServe stubs, triton_wire/).
+	$(BIN)/pip install --quiet --no-deps nvidia-pytriton==0.7.0
 	touch $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
@@ -81,6 +88,10 @@ bench: $(INSTALLED)
 bench-live: $(INSTALLED)
 	$(BIN)/python bench/bench_live.py
 
+# ten minutes: four RTSP cameras -> agent -> tail, a camera and the tail restarted (bench/README.md)
+bench-soak: $(INSTALLED)
+	OMP_NUM_THREADS=1 $(BIN)/python bench/soak.py
+
 profiles: $(INSTALLED)
 	for a in $(ALPHAS); do \
 		$(BIN)/frosted fit-noise --alpha $$a $(FIT_ARGS) --out facesplit/profiles/alpha-$$a.safetensors || exit 1; \
@@ -101,3 +112,6 @@ profiles: $(INSTALLED)
 proto: $(INSTALLED)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. \
 		proto/frosted_wire/v1/tail.proto
+	# Triton's KServe v2 service and model config (proto/triton_wire/: Triton's files, their import path adapted)
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. \
+		proto/triton_wire/grpc_service.proto proto/triton_wire/model_config.proto

@@ -41,7 +41,10 @@ def main() -> None:
     parser.add_argument("--focus", default="inception3-alpha-0.4,alpha-0.4")
     parser.add_argument("--profile", action="append", default=[], metavar="FILE",
                         help="also attack this profile file (at its split, as a focus profile); repeatable")
-    parser.add_argument("--probe-seconds", type=float, default=120.0)
+    parser.add_argument("--probe-seconds", type=float, default=120.0, help="the MLP probe's time budget")
+    parser.add_argument("--probe-steps", type=int, default=None,
+                        help="the MLP probe's step budget: the same attack on a busy or a quiet machine (with a "
+                             "--probe-seconds large enough not to cut it short)")
     parser.add_argument("--attacker-placements", type=int, default=None,
                         help="frames each attacker face is placed in (default: 2; 1 with --staging centred)")
     parser.add_argument("--staging", choices=("scene", "centred"), default="scene",
@@ -67,7 +70,7 @@ def main() -> None:
     # on one flat frame at one position a second placement of a face is the same crop
     placements = args.attacker_placements or (1 if centred else 2)
     config = ScaleConfig(scales=args.scales, attacker_placements=placements, probe_seconds=args.probe_seconds,
-                         centred=centred)
+                         probe_steps=args.probe_steps, centred=centred)
     def checkpoint(partial: dict) -> None:
         write_outputs(partial, Path(args.out), args.stem)
 

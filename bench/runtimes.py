@@ -11,6 +11,17 @@ wants dense NCHW pays for the copy. The noise is the product's sampler (AES-CTR 
 profile, the default profile's form. Each worker also checks its graphs against torch on real photos (max abs
 difference of activations, box offsets and scores) and records the CPU pressure it ran under (Linux PSI).
 
+On a GPU (bench/gpu_session.sh), the columns ``torch-cuda`` and ``torch-cuda-fp16`` (torch with ``--device cuda``, the
+head at float32 or ``--precision float16``; the noise drawn on the GPU by the ChaCha20 sampler), ``onnxruntime-cuda``
+(its CUDA execution provider) and ``tensorrt``, with ``--batches 1,8,32,128`` for frames/s at large batches; a
+column whose device or library is missing is listed as not run, with the reason.
+
+``openvino-int8`` is OpenVINO with the head quantized to int8 by NNCF (`--precision int8`, calibrated on MIT+CMU
+folds 1-5 of the shared data; quantized once in the parent, timed); its tail is OpenVINO's float one. A runtime
+that converts pixels itself (OpenVINO: uint8 NHWC in, the mean subtracted in the compiled model) gets the frame's
+pixels in the 1920x1080 item, as the product's `EdgeHead` does; that item's stages (preprocess, head, noise) are
+recorded too, at the default profile's split and size.
+
 Targets reported: the best CPU runtime's head at inception3, 1024x576, batch 1 at least 2x torch's throughput
 in the same run; preprocess + head + noise of a 1920x1080 frame under 5.07 ms (TR-4928's one obfuscation of a
 1920x1080 image on a V100). Writes ``runtimes.json`` and ``runtimes.md`` under ``--out`` (bench/results);
@@ -39,14 +50,20 @@ from facesplit.detector import SplitDetector, at_split
 from facesplit.faceboxes import activation_shape
 from facesplit.images import read_image_bgr, sample_image
 from facesplit.noise.profile import NoiseProfile, Obfuscator
-from facesplit.pipeline import EdgeHead, add_noise
+from facesplit.noise.streams import gaussian_stream
+from facesplit.pipeline import EdgeHead, add_noise, noise_device
 from facesplit.preprocess import InputSize, preprocess
 from facesplit.runtime import tune_cpu_runtime
+from facesplit.runtimes import DeviceHeadRuntime
 from facesplit.runtimes.factory import head_runtime, tail_runtime
 from facesplit.runtimes.graphs import cached_graph
 from facesplit.weights import load_faceboxes, resolve_weights
 
-CANDIDATES = ("torch", "onnxruntime", "openvino")  # CPU runtimes; tensorrt needs a GPU
+CANDIDATES = ("torch", "onnxruntime", "openvino", "openvino-int8")  # CPU runtimes; tensorrt needs a GPU
+INT8 = "openvino-int8"  # a column: the runtime, with the head at --precision int8
+# column -> (runtime, head precision, device): the GPU columns (bench/gpu_session.sh runs them on a lent GPU)
+GPU_COLUMNS = {"torch-cuda": ("torch", "float32", "cuda"), "torch-cuda-fp16": ("torch", "float16", "cuda"),
+               "onnxruntime-cuda": ("onnxruntime", "float32", "cuda"), "tensorrt": ("tensorrt", "float32", "cuda")}
 SPLITS = ("rdcl", "inception3")
 SIZES = ("1024x1024", "1024x576")
 BATCHES = (1, 8)
@@ -61,14 +78,42 @@ Item = tuple[str, str, str, int, Callable[[], object]]  # (item, split, size, ba
 
 # --------------------------------------------------------------------------------------------- worker side
 
-def available(runtime: str) -> str | None:
-    """None if ``runtime`` can run here, else why not."""
+def runtime_and_precision(column: str) -> tuple[str, str]:
+    if column in GPU_COLUMNS:
+        return GPU_COLUMNS[column][:2]
+    return ("openvino", "int8") if column == INT8 else (column, "float32")
+
+
+def device_of(column: str) -> str:
+    return GPU_COLUMNS[column][2] if column in GPU_COLUMNS else "cpu"
+
+
+def available(column: str) -> str | None:
+    """None if the column's runtime can run here, else why not."""
+    runtime, precision = runtime_and_precision(column)
+    if device_of(column) == "cuda" and not torch.cuda.is_available():
+        return f"no CUDA device for torch {torch.__version__}"
     if runtime == "torch":
         return None
     import importlib.util
 
-    absent = [m for m in (runtime, "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
-    return f"not installed: {', '.join(absent)}" if absent else None
+    needs = (runtime, "onnx", "onnxscript") + (("nncf",) if precision == "int8" else ())
+    absent = [m for m in needs if importlib.util.find_spec(m) is None]
+    if absent:
+        return f"not installed: {', '.join(absent)}"
+    if column == "onnxruntime-cuda":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return f"onnxruntime {onnxruntime.__version__} has no CUDA execution provider (onnxruntime-gpu)"
+    if precision == "int8":
+        from facesplit.runtimes.int8 import CalibrationError, calibration_frames
+
+        try:
+            calibration_frames()
+        except CalibrationError as exc:
+            return str(exc)
+    return None
 
 
 def time_ms(fn: Callable[[], object], seconds: float, min_iterations: int = 8) -> dict[str, float]:
@@ -99,19 +144,25 @@ def stacked(x: np.ndarray, batch: int) -> np.ndarray:
     return nhwc.transpose(0, 3, 1, 2)
 
 
-def parity(runtime: str, detector: SplitDetector, threads: int, graphs: Path, photos: list[np.ndarray]
+def parity(column: str, detector: SplitDetector, threads: int, graphs: Path, photos: list[np.ndarray]
            ) -> dict[str, float]:
+    runtime, precision = runtime_and_precision(column)
+    device = device_of(column)
     size = detector.input_size
     inputs = np.concatenate([np.ascontiguousarray(preprocess(p, size)[0].numpy()) for p in photos])
     activations = head_runtime("torch", detector).run(inputs)
     loc, scores = tail_runtime("torch", detector).run(activations)
-    other_loc, other_scores = tail_runtime(runtime, detector, threads, graphs).run(activations)
-    head_out = head_runtime(runtime, detector, threads, graphs).run(inputs)
+    other_loc, other_scores = tail_runtime(runtime, detector, threads, graphs, device).run(activations)
+    head_out = head_runtime(runtime, detector, threads, graphs, precision, device=device).run(inputs)
     return {"head": float(np.abs(head_out - activations).max()), "activation_max": float(activations.max()),
             "loc": float(np.abs(other_loc - loc).max()), "scores": float(np.abs(other_scores - scores).max())}
 
 
-def build_items(runtime: str, model: Any, threads: int, graphs: Path) -> tuple[list[Item], list[dict[str, Any]]]:
+def build_items(column: str, model: Any, threads: int, graphs: Path, batches: tuple[int, ...] = BATCHES
+                ) -> tuple[list[Item], list[dict[str, Any]], list[dict[str, float]]]:
+    """The timed items, the parity checks, and a list the default head's 1920x1080 item logs its stages in."""
+    runtime, precision = runtime_and_precision(column)
+    device = device_of(column)
     frame = hd_frame()
     photos = [sample_image("astronaut")]
     shared = Path(os.environ.get("FROSTED_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -119,40 +170,53 @@ def build_items(runtime: str, model: Any, threads: int, graphs: Path) -> tuple[l
         photos.append(read_image_bgr(shared / PHOTO))
     items: list[Item] = []
     checks: list[dict[str, Any]] = []
+    stages: list[dict[str, float]] = []
     for split in SPLITS:
         for size_text in SIZES:
             size = InputSize.parse(size_text)
             detector = SplitDetector(model.at_split(split), size)
-            head = head_runtime(runtime, detector, threads, graphs)
-            tail = tail_runtime(runtime, detector, threads, graphs)
-            noise = Obfuscator(bench_profile(size))
+            head = head_runtime(runtime, detector, threads, graphs, precision, device=device)
+            tail = tail_runtime(runtime, detector, threads, graphs, device)
+            # drawn where the head leaves the activation: AES-CTR on the CPU, ChaCha20 on a GPU
+            noise = Obfuscator(bench_profile(size), gaussian_stream(noise_device(head)))
+            # a GPU head's activation stays there for the noise, as in the product's EdgeHead
+            on_device = head.run_on_device if isinstance(head, DeviceHeadRuntime) else head.run
             x = preprocess(frame, size)[0].numpy()
             reference = head_runtime("torch", detector)
-            for batch in BATCHES:
+            for batch in batches:
                 inputs = stacked(x, batch)
                 activations = np.ascontiguousarray(reference.run(inputs))  # as the tail gets them off the wire
                 items += [
                     ("head", split, size_text, batch, lambda h=head, i=inputs: h.run(i)),
                     ("head + noise", split, size_text, batch,
-                     lambda h=head, i=inputs, n=noise: add_noise(n, h.run(i))),
+                     lambda h=on_device, i=inputs, n=noise: add_noise(n, h(i))),
                     ("tail", split, size_text, batch, lambda t=tail, a=activations: t.run(a)),
                 ]
-            items.append((FRAME_ITEM, split, size_text, 1, lambda e=EdgeHead(head, size, noise): e(frame)))
-            if runtime != "torch":
-                checks.append({"split": split, "size": size_text, **parity(runtime, detector, threads, graphs,
+            edge = EdgeHead(head, size, noise)
+            log = stages if (split, size_text) == DEFAULT_HEAD else []
+            items.append((FRAME_ITEM, split, size_text, 1, lambda e=edge, s=log: s.append(e(frame).stage_seconds)))
+            if column != "torch":
+                checks.append({"split": split, "size": size_text, **parity(column, detector, threads, graphs,
                                                                            photos)})
-    return items, checks
+    return items, checks, stages
+
+
+def batch_sizes(args: argparse.Namespace) -> tuple[int, ...]:
+    return tuple(int(b) for b in args.batches.split(",") if b)
 
 
 def run_worker(args: argparse.Namespace) -> None:
     tune_cpu_runtime(args.threads)
     model = load_faceboxes(args.weights)
-    items, checks = build_items(args.worker, model, args.threads, Path(args.graphs))
+    items, checks, stages = build_items(args.worker, model, args.threads, Path(args.graphs), batch_sizes(args))
     results = []
     for item, split, size, batch, fn in items:
+        stages.clear()  # only the timed calls of the default head's frame item
         stats = time_ms(fn, args.seconds)
         results.append({"item": item, "split": split, "size": size, "batch": batch, **stats,
                         "fps": 1000 * batch / stats["median"]})
+        if stages:
+            results[-1]["stages_ms"] = {k: 1000 * statistics.median(s[k] for s in stages) for k in stages[0]}
         print(f"{args.worker:>11} round {args.round}: {item}, {split}, {size}, batch {batch}: "
               f"{stats['median']:.2f} ms", file=sys.stderr)
     print(json.dumps({"runtime": args.worker, "items": results, "parity": checks}))
@@ -160,25 +224,34 @@ def run_worker(args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------------------------------- parent side
 
-def export_all(weights: Path, graphs: Path) -> list[dict[str, Any]]:
-    """Every graph the workers load, exported once here (timed), so no worker times an export."""
+def export_all(weights: Path, graphs: Path, int8: bool) -> list[dict[str, Any]]:
+    """Every graph the workers load, exported (and with ``int8``, quantized) once here, timed, so no worker
+    times an export."""
     model = load_faceboxes(weights)
     exported = []
     for split in SPLITS:
         for size_text in SIZES:
             detector = at_split(SplitDetector(model, InputSize.parse(size_text)), split)
             for part in ("head", "tail"):
-                started = time.perf_counter()
+                started, before = time.perf_counter(), set(graphs.glob("*"))
                 path, _ = cached_graph(detector, part, "onnxruntime", graphs)
-                exported.append({"part": part, "split": split, "size": size_text,
+                exported.append({"part": part, "split": split, "size": size_text, "cached": path in before,
                                  "export_s": round(time.perf_counter() - started, 2), "bytes": path.stat().st_size})
+            if int8:
+                from facesplit.runtimes.int8 import int8_graph
+
+                started, before = time.perf_counter(), set(graphs.glob("*"))
+                path, _ = int8_graph(detector, None, graphs)
+                exported.append({"part": "head int8 (calibrate + quantize)", "split": split, "size": size_text,
+                                 "cached": path in before, "export_s": round(time.perf_counter() - started, 2),
+                                 "bytes": path.stat().st_size})
     return exported
 
 
 def spawn(runtime: str, round_index: int, args: argparse.Namespace, weights: Path, graphs: Path) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", runtime, "--round", str(round_index),
            "--weights", str(weights), "--graphs", str(graphs), "--threads", str(args.threads),
-           "--seconds", str(args.seconds)]
+           "--seconds", str(args.seconds), "--batches", args.batches]
     stall_before, started = cpu_stall_us(), time.perf_counter()
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr: progress, errors
     wall_s, stall_after = time.perf_counter() - started, cpu_stall_us()
@@ -206,6 +279,9 @@ def summarise(runs: list[dict[str, Any]], runtimes: list[str]) -> list[dict[str,
             row[runtime]["fps"] = 1000 * item["batch"] / row[runtime]["median"]
             row[runtime]["rounds_disagree"] = max(medians) > 1.2 * min(medians)
             row[runtime]["round_medians"] = medians
+            if all("stages_ms" in r for r in per_round):
+                row[runtime]["stages_ms"] = {k: statistics.median(r["stages_ms"][k] for r in per_round)
+                                             for k in per_round[0]["stages_ms"]}
         best = min(runtimes, key=lambda r: row[r]["median"])
         row["best"] = best
         row["best_vs_torch"] = row["torch"]["median"] / row[best]["median"]
@@ -218,11 +294,16 @@ def targets(rows: list[dict[str, Any]], runtimes: list[str]) -> dict[str, Any]:
         return next(r for r in rows if (r["item"], r["split"], r["size"], r["batch"]) == (item, *DEFAULT_HEAD, batch))
 
     head = find("head")
-    others = [r for r in runtimes if r != "torch"] or ["torch"]
+    others = [r for r in runtimes if r != "torch" and device_of(r) == "cpu"] or ["torch"]
     best = min(others, key=lambda r: head[r]["median"])
     frame = find(FRAME_ITEM)
     fastest = min(runtimes, key=lambda r: frame[r]["median"])
+    floats = [r for r in runtimes if runtime_and_precision(r)[1] == "float32"]
+    fastest_float = min(floats, key=lambda r: frame[r]["median"])
     return {
+        "frame_ms_float": {"runtime": fastest_float, "ms": frame[fastest_float]["median"],
+                           "met": frame[fastest_float]["median"] < TARGET_FRAME_MS},
+        "frame_stages_ms": {r: frame[r].get("stages_ms") for r in runtimes},
         "head_speedup": {"runtime": best, "speedup_vs_torch": head["torch"]["median"] / head[best]["median"],
                          "target": TARGET_SPEEDUP,
                          "met": head["torch"]["median"] / head[best]["median"] >= TARGET_SPEEDUP},
@@ -242,7 +323,8 @@ def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], runtimes: l
     busy = any(run.get("cpu_pressure", 0.0) > 0.25 for run in runs)
     lines = [
         f"CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs, AVX-512: "
-        f"{'yes' if info['avx512'] else 'no'}), torch {info['torch']}, {args.threads} threads per runtime, "
+        f"{'yes' if info['avx512'] else 'no'}), GPU: {info.get('cuda_device') or 'none'}, torch {info['torch']}, "
+        f"{args.threads} threads per runtime, "
         f"{info['date']}. Versions: {', '.join(f'{k} {v}' for k, v in info['runtimes'].items())}. "
         f"ms per call, median [p10-p90] (frames per second); median over {args.rounds} rounds of each round's "
         "median; * = the rounds' medians differ by more than 20 %.",
@@ -262,7 +344,15 @@ def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], runtimes: l
         f"{head['speedup_vs_torch']:.2f}x torch's throughput (target >= {TARGET_SPEEDUP:g}x): "
         f"**{'met' if head['met'] else 'not met'}**",
         f"- {FRAME_ITEM} at {DEFAULT_HEAD[0]}, {DEFAULT_HEAD[1]}: {frame['ms']:.2f} ms on {frame['runtime']} "
-        f"(target < {TARGET_FRAME_MS} ms): **{'met' if frame['met'] else 'not met'}**",
+        f"(target < {TARGET_FRAME_MS} ms): **{'met' if frame['met'] else 'not met'}**; the fastest float head: "
+        f"{goal['frame_ms_float']['ms']:.2f} ms on {goal['frame_ms_float']['runtime']}"
+        f"{'' if INT8 not in runtimes else ' (int8: see bench/results/int8_accuracy.md for its AP)'}",
+        "", f"Where the {FRAME_ITEM} time goes at {DEFAULT_HEAD[0]}, {DEFAULT_HEAD[1]} (median ms of each stage; "
+        "preprocess: resize and, for runtimes that take model inputs, the float conversion and mean; noise: the "
+        "AES-CTR draw, the channels_last layout and the add):", "",
+        "| runtime | preprocess | head | noise |", "|---|---|---|---|",
+        *[f"| {r} | {st['preprocess']:.2f} | {st['head']:.2f} | {st['noise']:.2f} |"
+          for r, st in goal["frame_stages_ms"].items() if st],
         "",
         "| item | split | size | batch | " + " | ".join(f"{r} ms" for r in runtimes) + " | best vs torch |",
         "|---|---|---|---|" + "---|" * len(runtimes) + "---|",
@@ -279,16 +369,18 @@ def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], runtimes: l
         lines += [f"| {runtime} | {c['split']} | {c['size']} | {c['head']:.2e} ({c['activation_max']:.2f}) | "
                   f"{c['loc']:.2e} | {c['scores']:.2e} |" for runtime, c in checks]
     lines += ["", "ONNX export (once, in the parent): " + ", ".join(
-        f"{e['part']} {e['split']} {e['size']} {e['export_s']:.1f} s" for e in exported) + "."]
+        f"{e['part']} {e['split']} {e['size']} "
+        + ("cached (--graphs)" if e.get("cached") else f"{e['export_s']:.1f} s") for e in exported) + "."]
     return "\n".join(lines) + "\n"
 
 
 def runtime_versions(runtimes: list[str]) -> dict[str, str]:
     versions = {}
-    for name in runtimes:
-        if name != "torch":
-            module = __import__(name)
-            versions[name] = str(getattr(module, "__version__", "?"))
+    for column in runtimes:
+        runtime, precision = runtime_and_precision(column)
+        for name in [runtime] + (["nncf"] if precision == "int8" else []):
+            if name != "torch":
+                versions[name] = str(getattr(__import__(name), "__version__", "?"))
     return versions
 
 
@@ -301,7 +393,8 @@ def run_parent(args: argparse.Namespace) -> None:
         raise SystemExit("torch must be among --runtimes: it is what the others are compared with")
     with tempfile.TemporaryDirectory(prefix="frosted-bench-graphs-") as scratch:
         graphs = Path(args.graphs) if args.graphs else Path(scratch)
-        exported = export_all(weights, graphs) if len(runtimes) > 1 else []
+        graph_runtimes = [r for r in runtimes if runtime_and_precision(r)[0] != "torch"]
+        exported = export_all(weights, graphs, INT8 in runtimes) if graph_runtimes else []
         runs = []
         for round_index in range(args.rounds):
             shift = round_index % len(runtimes)
@@ -309,7 +402,8 @@ def run_parent(args: argparse.Namespace) -> None:
                 runs.append(spawn(runtime, round_index, args, weights, graphs))
     rows = summarise(runs, runtimes)
     goal = targets(rows, runtimes)
-    info = {**machine_info(args.threads), "runtimes": runtime_versions(runtimes)}
+    info = {**machine_info(args.threads), "runtimes": runtime_versions(runtimes),
+            "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     document = {"machine": info, "runtimes": runtimes, "skipped": skipped, "rounds": args.rounds,
@@ -333,6 +427,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=1.0, help="time spent on each item per round")
     parser.add_argument("--graphs", default=None, help="graph folder (default: a fresh temporary one)")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)),
+                        help="comma-separated batch sizes (a GPU's frames/s: 1,8,32,128)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)

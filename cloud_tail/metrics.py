@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
@@ -27,3 +29,12 @@ STREAMS_REFUSED = Counter("frosted_tail_streams_refused_total",
                           ["reason"], registry=REGISTRY)
 for _reason in ("max_streams", "max_streams_per_connection", "idle"):
     STREAMS_REFUSED.labels(_reason)
+ASYNCIO_TASKS = Gauge("frosted_tail_asyncio_tasks",
+                      "asyncio tasks alive on the tail's event loop: flat in a healthy tail, a leak grows it",
+                      registry=REGISTRY)
+
+
+def count_tasks_of(loop: asyncio.AbstractEventLoop) -> None:
+    """Make ASYNCIO_TASKS report ``loop``'s live tasks at each scrape. The scrape runs on the metrics server's
+    thread; `asyncio.all_tasks` copes with that (it retries its copy of the task set if the loop changes it)."""
+    ASYNCIO_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cloud_tail import metrics
 from cloud_tail.batcher import Batcher
 from cloud_tail.models import ServedTail
 from cloud_tail.service import CloudTailService, StreamLimits
@@ -112,6 +113,7 @@ class TailServer:
             raise ListenError(f"cannot listen on {config.listen} ({exc}); is another tail running there?") from None
 
     async def start(self) -> None:
+        metrics.count_tasks_of(asyncio.get_running_loop())
         self.batcher.start()
         await self.server.start()
         for name in ("", SERVICE_NAME):

@@ -1,4 +1,4 @@
-"""The edge agent: many cameras, one compute thread for head + noise, one channel to the tail."""
+"""The edge agent: many cameras, one compute thread for head + noise, one channel to the tail (ours, or Triton)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from http.server import HTTPServer
 
-import grpc
 from prometheus_client import start_http_server
 
 from edge_agent import metrics
 from edge_agent.backend import HeadBackend
 from edge_agent.camera import CameraPipeline
 from edge_agent.config import AgentConfig
+from edge_agent.preview import PreviewBoard, PreviewServer
 from edge_agent.sink import JsonLinesSink
 from edge_agent.sources import Backoff, open_source
 from edge_agent.summary import RunSummary, StageSummary, summarise
 from edge_agent.tail_check import TailUnusableError, refusal_hint, wait_for_tail
-from edge_agent.uplink import CameraStream, ClientTls, open_channel
+from edge_agent.uplink import CameraStream, ClientTls, UplinkTransport, open_transport
 from facesplit.errors import FrostedError
 from frosted_wire.codec import WIRE_DTYPES
 from frosted_wire.v1 import tail_pb2
@@ -43,6 +43,16 @@ def tls_from(config: AgentConfig) -> ClientTls | None:
     return ClientTls(tls.ca, tls.cert, tls.key, tls.server_name)
 
 
+def triton_model_for(config: AgentConfig) -> str:
+    """The Triton model that serves this agent's profile (`triton_wire.names`), for ``triton://HOST:PORT``."""
+    from facesplit.noise.shipped import resolve_profile, split_for
+    from triton_wire.names import ensemble_name
+
+    if config.noise.disabled:
+        return ensemble_name(None, split_for(config.model.split, []))
+    return ensemble_name(resolve_profile(config.noise.profile).stem, "")
+
+
 class EdgeAgent:
     def __init__(self, config: AgentConfig, backend: HeadBackend, sink: JsonLinesSink) -> None:
         self.config = config
@@ -51,6 +61,7 @@ class EdgeAgent:
         self.pipelines: list[CameraPipeline] = []
         self.stopping = False
         self._tail_ok = asyncio.Event()  # streams open only once the tail said it serves this agent
+        self.preview: PreviewServer | None = None  # the live preview page, when preview.port is set
 
     def stop(self, reason: str = "stop requested") -> None:
         """Drain: take no new frames, let the frames in flight be answered (each stream's deadline bounds the
@@ -78,8 +89,9 @@ class EdgeAgent:
         """Run every camera until its source ends (files), ``seconds`` pass or `stop` is called (both drain),
         or the task is cancelled (frames in flight are abandoned)."""
         config = self.config
+        metrics.count_tasks_of(asyncio.get_running_loop())
         metrics_server = self._serve_metrics()
-        channel = open_channel(config.tail.address, tls_from(config))
+        channel = open_transport(config.tail.address, tls_from(config), lambda: triton_model_for(config))
         compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compute")
         lane = asyncio.Lock()
         try:
@@ -99,8 +111,11 @@ class EdgeAgent:
             if self.stopping:  # stopped before the cameras existed
                 for pipeline in self.pipelines:
                     pipeline.stop()
+            await self._serve_preview()
             await self._supervise(channel, seconds)
         finally:
+            if self.preview is not None:
+                await self.preview.stop()
             await channel.close()
             compute.shutdown(wait=True)
             if metrics_server is not None:
@@ -108,7 +123,7 @@ class EdgeAgent:
                 metrics_server.server_close()
         return self.summary()
 
-    async def _supervise(self, channel: grpc.aio.Channel, seconds: float | None) -> None:
+    async def _supervise(self, channel: UplinkTransport, seconds: float | None) -> None:
         """Until every camera is done; the first failure (a camera's, or a tail that refuses us) ends them all.
 
         The tail check runs beside the cameras, not before them, so a file that ends while the tail is still
@@ -132,7 +147,7 @@ class EdgeAgent:
                 task.cancel()
             await asyncio.gather(checker, *runs, return_exceptions=True)
 
-    async def _check_tail(self, channel: grpc.aio.Channel) -> None:
+    async def _check_tail(self, channel: UplinkTransport) -> None:
         tail = self.config.tail
         timeouts = self.config.sources
         info = await wait_for_tail(channel, tail.address, timeout=tail.deadline_seconds,
@@ -140,6 +155,17 @@ class EdgeAgent:
                                    refusal=refusal_hint(tail.insecure, tail.tls.cert is not None))
         self.check_served(info)
         self._tail_ok.set()
+
+    async def _serve_preview(self) -> None:
+        preview = self.config.preview
+        if preview.port is None:
+            return
+        board = PreviewBoard(preview.fps)
+        for pipeline in self.pipelines:
+            board.watch(pipeline)
+        server = PreviewServer(board, preview.host, preview.port)
+        await server.start()  # PreviewError (one line) when it cannot listen; it then holds nothing
+        self.preview = server
 
     def _serve_metrics(self) -> HTTPServer | None:
         host, port = self.config.metrics.host, self.config.metrics.port

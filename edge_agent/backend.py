@@ -13,9 +13,10 @@ import numpy as np
 from facesplit.detector import SplitDetector, load_detector
 from facesplit.noise.profile import NoiseProfile, Obfuscator
 from facesplit.noise.shipped import load_profile_for, split_for
-from facesplit.pipeline import EdgeHead
+from facesplit.noise.streams import gaussian_stream
+from facesplit.pipeline import EdgeHead, noise_device
 from facesplit.preprocess import InputSize, Letterbox
-from facesplit.runtimes import DEFAULT_RUNTIME, HeadRuntime
+from facesplit.runtimes import DEFAULT_DEVICE, DEFAULT_PRECISION, DEFAULT_RUNTIME, HeadRuntime, fingerprint_at
 from facesplit.runtimes.factory import head_runtime
 from facesplit.runtimes.torch_runtime import TorchHead
 from facesplit.weights import clean_fingerprint
@@ -40,13 +41,18 @@ class HeadBackend(Protocol):
 
 
 class RuntimeHeadBackend:
-    """Preprocess, the head on ``runtime``, the noise profile (``profile=None``: clean activations), the wire."""
+    """Preprocess, the head on ``runtime``, the noise profile (``profile=None``: clean activations), the wire.
+    ``precision``: what the head computes in; another than float32 is another head, and the frames say so in
+    their fingerprint (`facesplit.runtimes.fingerprint_at`)."""
 
     def __init__(self, runtime: HeadRuntime, input_size: InputSize, profile: NoiseProfile | None,
-                 clean_fingerprint: str, wire_dtype: str = "float16") -> None:
+                 clean_fingerprint: str, wire_dtype: str = "float16", precision: str = DEFAULT_PRECISION) -> None:
         self.runtime = runtime
-        self.head = EdgeHead(runtime, input_size, Obfuscator(profile) if profile is not None else None)
-        self.fingerprint = profile.fingerprint if profile is not None else clean_fingerprint
+        # the noise is drawn where the head leaves the activation: AES-CTR on the CPU, ChaCha20 on a GPU
+        noise = Obfuscator(profile, gaussian_stream(noise_device(runtime))) if profile is not None else None
+        self.head = EdgeHead(runtime, input_size, noise)
+        self.fingerprint = fingerprint_at(profile.fingerprint if profile is not None else clean_fingerprint,
+                                          precision)
         self.noisy = profile is not None
         self.wire_dtype = wire_dtype
 
@@ -67,11 +73,14 @@ class TorchHeadBackend(RuntimeHeadBackend):
 
 def head_backend(weights: Path | None, input_size: str, threads: int | None, profile: str | None,
                  wire_dtype: str = "float16", split: str | None = None,
-                 runtime: str = DEFAULT_RUNTIME) -> RuntimeHeadBackend:
+                 runtime: str = DEFAULT_RUNTIME, precision: str = DEFAULT_PRECISION,
+                 calibration: Path | None = None, device: str = DEFAULT_DEVICE) -> RuntimeHeadBackend:
     """The backend from config values; ``profile=None`` means clean activations (``--no-noise``);
-    ``split=None``, the profile's split; ``runtime``, what runs the head (`facesplit.runtimes.RUNTIME_NAMES`)."""
+    ``split=None``, the profile's split; ``runtime``, what runs the head (`facesplit.runtimes.RUNTIME_NAMES`),
+    on ``device``, at ``precision`` (int8: calibrated on the images in ``calibration``)."""
     detector = load_detector(str(weights) if weights else None, InputSize.parse(input_size), threads=threads,
                              split=split_for(split, [profile] if profile is not None else []))
     noise = load_profile_for(detector, profile) if profile is not None else None
-    return RuntimeHeadBackend(head_runtime(runtime, detector, threads), detector.input_size, noise,
-                              clean_fingerprint(detector.source), wire_dtype)
+    return RuntimeHeadBackend(head_runtime(runtime, detector, threads, precision=precision, calibration=calibration,
+                                           device=device),
+                              detector.input_size, noise, clean_fingerprint(detector.source), wire_dtype, precision)

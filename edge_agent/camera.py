@@ -7,6 +7,7 @@ import time
 from collections import defaultdict, deque
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -26,12 +27,22 @@ class SentFrame:
     frame: Frame
     letterbox: Letterbox
     stage_seconds: dict[str, float]
+    activation: tail_pb2.Tensor  # what crossed the wire, for a watcher (the preview page) to show
+
+
+class CameraWatcher(Protocol):
+    """Sees a camera's answered frames and source disconnects (the preview page, `edge_agent.preview`).
+    Called on the event loop, in the detection path: implementations keep references and count, nothing more."""
+
+    def answered(self, result: FrameResult, image: np.ndarray, activation: tail_pb2.Tensor) -> None: ...
+
+    def source_reconnecting(self) -> None: ...
 
 
 class CameraPipeline:
     def __init__(self, camera_id: str, source: FrameSource, backend: HeadBackend, stream: CameraStream,
                  compute: Executor, sink: JsonLinesSink, source_backoff: Backoff | None = None,
-                 lane: asyncio.Lock | None = None) -> None:
+                 lane: asyncio.Lock | None = None, watcher: CameraWatcher | None = None) -> None:
         self.camera_id = camera_id
         self.source = source
         self.backend = backend
@@ -40,6 +51,7 @@ class CameraPipeline:
         self.lane = lane or asyncio.Lock()  # shared by an agent's cameras: one frame computes at a time, FIFO
         self.sink = sink
         self.source_backoff = source_backoff
+        self.watcher = watcher
         self.slot = LatestFrameSlot()
         self.sequence = 0
         self.answered = 0
@@ -81,7 +93,7 @@ class CameraPipeline:
     async def run(self) -> None:
         """Until the source ends (a file) or the task is cancelled (live sources reconnect forever)."""
         feeder = asyncio.create_task(feed(self.source, self.slot, backoff=self.source_backoff,
-                                          on_reconnect=metrics.RECONNECTS.labels(self.camera_id, "source").inc),
+                                          on_reconnect=self._source_reconnecting),
                                      name=f"feed-{self.camera_id}")
         # the feed closes the slot when it ends: a sender waiting for uplink room must hear of it
         feeder.add_done_callback(lambda _: self.stream.wake())
@@ -99,6 +111,11 @@ class CameraPipeline:
         error = feeder.exception() if feeder.done() and not feeder.cancelled() else None
         if error is not None:
             raise error  # e.g. SourceError: a file that cannot be decoded
+
+    def _source_reconnecting(self) -> None:
+        metrics.RECONNECTS.labels(self.camera_id, "source").inc()
+        if self.watcher is not None:
+            self.watcher.source_reconnecting()
 
     async def _send_frames(self) -> None:
         loop = asyncio.get_running_loop()
@@ -123,7 +140,7 @@ class CameraPipeline:
                                                profile_fingerprint=self.backend.fingerprint,
                                                activation=encoded.tensor)
             self.sequence += 1
-            if await self.stream.send(message, SentFrame(frame, encoded.letterbox, stages)):
+            if await self.stream.send(message, SentFrame(frame, encoded.letterbox, stages, encoded.tensor)):
                 metrics.SENT_BYTES.labels(self.camera_id).inc(len(encoded.tensor.data))
             else:
                 self._on_lost(1)
@@ -131,14 +148,21 @@ class CameraPipeline:
     def _on_answer(self, sent: SentFrame, answer: tail_pb2.Detections, round_trip: float) -> None:
         boxes = np.array([[b.x1, b.y1, b.x2, b.y2, b.score] for b in answer.boxes], dtype=np.float32).reshape(-1, 5)
         boxes = sent.letterbox.boxes_to_frame(boxes)
-        stages = {**sent.stage_seconds, "uplink_round_trip": round_trip,
-                  "tail_queue": answer.timings.queue_seconds, "tail_compute": answer.timings.compute_seconds,
+        # Triton's answers carry no tail timings (batch size 0; Triton's own metrics have them): not recorded as 0
+        timed = answer.timings.batch_size > 0
+        tail_stages = {"tail_queue": answer.timings.queue_seconds,
+                       "tail_compute": answer.timings.compute_seconds} if timed else {}
+        stages = {**sent.stage_seconds, "uplink_round_trip": round_trip, **tail_stages,
                   "end_to_end": time.time() - sent.frame.capture_time}
         for stage, seconds in stages.items():
             self._stage(stage, seconds)
         metrics.FRAMES.labels(self.camera_id).inc()
-        metrics.TAIL_BATCH.labels(self.camera_id).observe(answer.timings.batch_size)
+        if timed:
+            metrics.TAIL_BATCH.labels(self.camera_id).observe(answer.timings.batch_size)
         self.answered += 1
         height, width = sent.frame.image.shape[:2]
-        self.sink.write(FrameResult(self.camera_id, answer.sequence, sent.frame.index, sent.frame.capture_time,
-                                    width, height, boxes, {k: v * 1000 for k, v in stages.items()}))
+        result = FrameResult(self.camera_id, answer.sequence, sent.frame.index, sent.frame.capture_time,
+                             width, height, boxes, {k: v * 1000 for k, v in stages.items()})
+        self.sink.write(result)
+        if self.watcher is not None:
+            self.watcher.answered(result, sent.frame.image, sent.activation)

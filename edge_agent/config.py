@@ -13,8 +13,15 @@ from edge_agent.tls_files import check_client_tls
 from facesplit.errors import FrostedError
 from facesplit.faceboxes import SPLITS
 from facesplit.preprocess import InputSize
-from facesplit.runtimes import DEFAULT_RUNTIME, check_runtime_name
-from frosted_wire.address import check_host_port
+from facesplit.runtimes import (
+    DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
+    DEFAULT_RUNTIME,
+    check_device,
+    check_precision,
+    check_runtime_name,
+)
+from frosted_wire.address import parse_tail_address
 
 
 class ConfigError(FrostedError):
@@ -48,7 +55,7 @@ class TlsConfig(_Strict):
 
 
 class TailConfig(_Strict):
-    address: str = Field(description="HOST:PORT of the cloud tail")
+    address: str = Field(description="HOST:PORT of the cloud tail, or triton://HOST:PORT[/MODEL] for Triton")
     insecure: bool = False  # plaintext: only when asked for by name
     tls: TlsConfig = Field(default_factory=TlsConfig)
     # 2: the tail computes one frame while the next is on its way; more only queues frames at the tail
@@ -59,7 +66,8 @@ class TailConfig(_Strict):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        return check_host_port(value)
+        parse_tail_address(value)
+        return value
 
     @model_validator(mode="after")
     def _plaintext_or_tls(self) -> TailConfig:
@@ -88,11 +96,20 @@ class ModelConfig(_Strict):
     input_size: str = "1024"
     threads: int | None = Field(None, ge=1)
     runtime: str = DEFAULT_RUNTIME  # what runs the head (`facesplit.runtimes.RUNTIME_NAMES`); --runtime
+    device: str = DEFAULT_DEVICE  # where it runs, cpu or cuda (`facesplit.runtimes.DEVICES`); --device
+    precision: str = DEFAULT_PRECISION  # what the head computes in (`facesplit.runtimes.PRECISIONS`); --precision
+    calibration: Path | None = None  # int8: the frames to calibrate on (None: MIT+CMU folds 1-5); --calibration
 
     @field_validator("runtime")
     @classmethod
     def _runtime(cls, value: str) -> str:
         return check_runtime_name(value)
+
+    @model_validator(mode="after")
+    def _precision(self) -> ModelConfig:
+        check_device(self.device, self.runtime)  # ValueErrors: reported with the field
+        check_precision(self.precision, self.runtime, self.device)
+        return self
 
     @field_validator("split")
     @classmethod
@@ -121,6 +138,14 @@ class MetricsConfig(_Strict):
     port: int | None = Field(None, ge=1, le=65535)  # None: no /metrics endpoint
 
 
+class PreviewConfig(_Strict):
+    # the live preview page shows raw frames: loopback unless the operator chooses a trusted interface
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)  # None: no preview page (the default)
+    fps: float = Field(5.0, gt=0, le=30, description="page updates per second, and the most frames encoded "
+                                                     "for it per camera per second")
+
+
 class SourceTimeouts(_Strict):
     open_seconds: float = Field(5.0, gt=0)
     read_seconds: float = Field(3.0, gt=0)
@@ -136,6 +161,7 @@ class AgentConfig(BaseSettings):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    preview: PreviewConfig = Field(default_factory=PreviewConfig)
     sources: SourceTimeouts = Field(default_factory=SourceTimeouts)
     output: str = "-"  # JSON lines of boxes: '-' for stdout, or a file path
 

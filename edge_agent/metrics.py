@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import asyncio
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
 
@@ -25,6 +27,15 @@ SENT_BYTES = Counter("frosted_edge_uplink_bytes_total", "Activation payload byte
                      registry=REGISTRY)
 TAIL_BATCH = Histogram("frosted_edge_tail_batch_size", "Size of the tail batch each frame was computed in",
                        ["camera"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32), registry=REGISTRY)
+ASYNCIO_TASKS = Gauge("frosted_edge_asyncio_tasks",
+                      "asyncio tasks alive on the agent's event loop: flat in a healthy agent, a leak grows it",
+                      registry=REGISTRY)
+
+
+def count_tasks_of(loop: asyncio.AbstractEventLoop) -> None:
+    """Make ASYNCIO_TASKS report ``loop``'s live tasks at each scrape. The scrape runs on the metrics server's
+    thread; `asyncio.all_tasks` copes with that (it retries its copy of the task set if the loop changes it)."""
+    ASYNCIO_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
 
 
 def declare_camera(camera: str) -> None:

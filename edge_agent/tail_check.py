@@ -16,7 +16,7 @@ from collections.abc import Callable
 import grpc
 
 from edge_agent.sources import Backoff
-from edge_agent.uplink import tail_info
+from edge_agent.uplink import UplinkTransport
 from facesplit.errors import FrostedError
 from frosted_wire.v1 import tail_pb2
 
@@ -45,14 +45,15 @@ def refusal_hint(insecure: bool, client_cert: bool) -> str:
     return "it requires mutual TLS: give the agent a client certificate (tail.tls.cert and tail.tls.key)"
 
 
-async def wait_for_tail(channel: grpc.aio.Channel, address: str, *, timeout: float, backoff: Backoff,
+async def wait_for_tail(transport: UplinkTransport, address: str, *, timeout: float, backoff: Backoff,
                         refusal: str) -> tail_pb2.TailInfo:
-    """The tail's GetInfo once it answers; raises TailUnusableError when it never can (``refusal`` says why a
-    tail closing the connection in the handshake refuses us)."""
+    """What the tail serves (its GetInfo, or Triton's model config in GetInfo's terms) once it answers;
+    raises TailUnusableError when it never can (``refusal`` says why a tail closing the connection in the
+    handshake refuses us)."""
     failures = closed_in_handshake = 0
     while True:
         try:
-            info = await tail_info(channel, timeout=timeout)
+            info = await transport.describe(timeout)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or exc.code().name
             if exc.code() in FATAL_CODES or any(marker in details for marker in UNHEALABLE):

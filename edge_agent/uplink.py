@@ -1,8 +1,11 @@
-"""The uplink to the cloud tail: one channel per agent, one Detect stream per camera.
+"""The uplink to the cloud tail: one channel per agent, one stream per camera.
 
-Each camera's stream carries at most ``window`` unanswered frames; a frame unanswered after ``deadline``
-means the tail is stuck, and the stream is torn down and reopened. Frames in flight on a broken stream are
-counted as lost, never resent: by the time a stream is back, a newer frame is worth more.
+Two parts. A **transport** opens a stream that takes frames and yields answers: our ``Detect`` stream
+(`DetectTransport`), or KServe v2 to NVIDIA Triton (`edge_agent.triton_uplink.TritonTransport`). The **policy**
+around any transport is `CameraStream`: each camera's stream carries at most ``window`` unanswered frames; a
+frame unanswered after ``deadline`` means the tail is stuck, and the stream is torn down and reopened, with
+backoff. Frames in flight on a broken stream are counted as lost, never resent: by the time a stream is back,
+a newer frame is worth more.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from edge_agent.sources import Backoff
+from frosted_wire.address import parse_tail_address
 from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
 
 log = logging.getLogger("edge_agent.uplink")
@@ -58,6 +62,99 @@ async def tail_info(channel: grpc.aio.Channel, timeout: float) -> tail_pb2.TailI
     return await tail_pb2_grpc.CloudTailStub(channel).GetInfo(tail_pb2.GetInfoRequest(), timeout=timeout)
 
 
+class UplinkError(Exception):
+    """A stream the transport found broken in its own terms (a gRPC failure is `grpc.aio.AioRpcError`)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class UplinkSession(Protocol):
+    """One open stream: frames in, answers out (in any order; each names its frame's sequence)."""
+
+    async def write(self, frame: tail_pb2.ActivationFrame) -> None:
+        """Raises grpc.aio errors, `UplinkError` or CancelledError when the stream is broken."""
+        ...
+
+    async def read(self) -> tail_pb2.Detections | None:
+        """The next answer; None when the tail ended the stream cleanly. Raises like `write`."""
+        ...
+
+    def cancel(self) -> None: ...
+
+
+class UplinkTransport(Protocol):
+    """What carries frames to a tail; `CameraStream` owns the window, deadlines and reconnects around it."""
+
+    address: str  # for messages
+
+    async def wait_ready(self) -> None:
+        """Return once the connection is up (callers bound the wait)."""
+        ...
+
+    async def describe(self, timeout: float) -> tail_pb2.TailInfo:
+        """What the tail serves, for the agent's check before it streams; raises grpc.aio.AioRpcError."""
+        ...
+
+    def open(self, camera_id: str) -> UplinkSession: ...
+
+    async def close(self) -> None: ...
+
+
+class DetectSession:
+    """Our tail's bidirectional ``Detect`` stream."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self.call = call
+
+    async def write(self, frame: tail_pb2.ActivationFrame) -> None:
+        await self.call.write(frame)
+
+    async def read(self) -> tail_pb2.Detections | None:
+        answer = await self.call.read()
+        return None if answer is grpc.aio.EOF else answer
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
+class DetectTransport:
+    """Frames to `frosted tail` over our wire contract (``frosted_wire.v1``)."""
+
+    def __init__(self, channel: grpc.aio.Channel, address: str = "") -> None:
+        self.channel = channel
+        self.address = address
+        self.stub = tail_pb2_grpc.CloudTailStub(channel)
+
+    async def wait_ready(self) -> None:
+        await self.channel.channel_ready()
+
+    async def describe(self, timeout: float) -> tail_pb2.TailInfo:
+        return await tail_info(self.channel, timeout)
+
+    def open(self, camera_id: str) -> DetectSession:
+        return DetectSession(self.stub.Detect())
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def open_transport(address: str, tls: ClientTls | None, model: Callable[[], str] | None = None) -> UplinkTransport:
+    """The transport ``address`` names: ``HOST:PORT``, our tail; ``triton://HOST:PORT[/MODEL]``, Triton (the
+    model named in the address, else ``model()``: the one named after the agent's profile)."""
+    parsed = parse_tail_address(address)
+    if not parsed.triton:
+        return DetectTransport(open_channel(parsed.target, tls), address)
+    from edge_agent.triton_uplink import TritonTransport  # only an agent that talks to Triton needs its stubs
+
+    name = parsed.model or (model() if model is not None else None)
+    if name is None:
+        raise ValueError(f"{address}: name the Triton model (triton://HOST:PORT/MODEL)")
+    return TritonTransport(open_channel(parsed.target, tls), address, name)
+
+
 @dataclass
 class InFlight:
     context: Any  # what the caller needs back with the answer
@@ -68,15 +165,15 @@ AnswerHandler = Callable[[Any, tail_pb2.Detections, float], None]  # (context, d
 
 
 class CameraStream:
-    """Keeps one camera's Detect stream open; ``await wait_for_room()`` then ``await send()``."""
+    """Keeps one camera's stream open on any transport; ``await wait_for_room()`` then ``await send()``."""
 
-    def __init__(self, channel: grpc.aio.Channel, camera_id: str, on_answer: AnswerHandler | None = None, *,
-                 window: int = 4,
+    def __init__(self, transport: UplinkTransport | grpc.aio.Channel, camera_id: str,
+                 on_answer: AnswerHandler | None = None, *, window: int = 4,
                  deadline: float = 2.0, backoff: Backoff | None = None,
                  on_lost: Callable[[int], None] | None = None, on_reconnect: Callable[[], None] | None = None,
                  ready: asyncio.Event | None = None) -> None:
-        self.channel = channel
-        self.stub = tail_pb2_grpc.CloudTailStub(channel)
+        # a bare channel: our Detect stream on it
+        self.transport = DetectTransport(transport) if isinstance(transport, grpc.aio.Channel) else transport
         self.camera_id = camera_id
         self.on_answer = on_answer
         self.window = window
@@ -85,7 +182,7 @@ class CameraStream:
         self.on_lost = on_lost
         self.on_reconnect = on_reconnect
         self.ready = ready  # set: the stream may open (the agent checked that the tail serves it)
-        self._call: grpc.aio.StreamStreamCall | None = None
+        self._call: UplinkSession | None = None
         self._in_flight: dict[int, InFlight] = {}
         self._changed = asyncio.Condition()
         self._wakers: set[asyncio.Task[None]] = set()
@@ -128,7 +225,7 @@ class CameraStream:
             self._in_flight.pop(frame.sequence, None)  # the caller counts it lost, not the stream's reset
         return written
 
-    async def _write(self, call: grpc.aio.StreamStreamCall, frame: tail_pb2.ActivationFrame) -> bool:
+    async def _write(self, call: UplinkSession, frame: tail_pb2.ActivationFrame) -> bool:
         try:
             # bounded: grpc.aio's write() can wait forever on a call cancelled before it started
             async with asyncio.timeout(self.deadline):
@@ -142,7 +239,7 @@ class CameraStream:
             if _being_cancelled():
                 raise
             return False  # grpc.aio raises CancelledError from write() on a call the watchdog cancelled
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, UplinkError) as exc:
             self.last_error = str(exc)
             call.cancel()
             return False
@@ -156,27 +253,29 @@ class CameraStream:
             # in grpc.aio's call setup after the tail returns.
             try:
                 async with asyncio.timeout(self.deadline):
-                    await self.channel.channel_ready()
+                    await self.transport.wait_ready()
             except TimeoutError:
                 self.last_error = f"tail not reachable within {self.deadline:g} s"
                 await asyncio.sleep(self.backoff.next_delay())
                 continue
-            call = self.stub.Detect()
+            call = self.transport.open(self.camera_id)
             watchdog = asyncio.create_task(self._watch(call))
             answered = 0
             try:
                 async with self._changed:
                     self._call = call
                     self._changed.notify_all()
-                while (answer := await call.read()) is not grpc.aio.EOF:
+                while (answer := await call.read()) is not None:
                     answered += 1
                     self._answer(answer)
                     if answered == 1:
                         self.backoff.reset()
-            except grpc.aio.AioRpcError as exc:
-                self.last_error = f"{exc.code().name}: {exc.details()}"
-                level = logging.ERROR if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT,
-                                                        grpc.StatusCode.FAILED_PRECONDITION) else logging.WARNING
+            except (grpc.aio.AioRpcError, UplinkError) as exc:
+                code, details = (exc.code, exc.details) if isinstance(exc, UplinkError) else (exc.code(),
+                                                                                             exc.details())
+                self.last_error = f"{code.name}: {details}"
+                level = logging.ERROR if code in (grpc.StatusCode.INVALID_ARGUMENT,
+                                                  grpc.StatusCode.FAILED_PRECONDITION) else logging.WARNING
                 log.log(level, "camera %s: uplink stream ended: %s", self.camera_id, self.last_error)
             except asyncio.CancelledError:
                 if _being_cancelled():
@@ -211,7 +310,7 @@ class CameraStream:
         if lost and self.on_lost is not None:
             self.on_lost(lost)
 
-    async def _watch(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _watch(self, call: UplinkSession) -> None:
         """Cancel a stream whose oldest unanswered frame is older than the deadline (a stuck tail)."""
         while True:
             await asyncio.sleep(min(0.25, self.deadline / 4))

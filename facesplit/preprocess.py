@@ -101,10 +101,7 @@ def preprocess(frame_bgr: np.ndarray, size: InputSize) -> tuple[torch.Tensor, Le
         raise ValueError(f"expected a uint8 BGR image of shape (H, W, 3), got {frame_bgr.dtype} "
                          f"{frame_bgr.shape}")
     box = plan_letterbox(frame_bgr.shape[1], frame_bgr.shape[0], size)
-    if box.scale != 1.0:
-        resized_w = min(box.input_width, round(box.frame_width * box.scale))
-        resized_h = min(box.input_height, round(box.frame_height * box.scale))
-        frame_bgr = cv2.resize(frame_bgr, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
+    frame_bgr = _resized(frame_bgr, box)
     canvas = np.empty((box.input_height, box.input_width, 3), dtype=np.float32)
     h, w = frame_bgr.shape[:2]
     # Subtract a whole row of means at once: broadcasting the 3-element mean makes numpy work in chunks
@@ -115,6 +112,33 @@ def preprocess(frame_bgr: np.ndarray, size: InputSize) -> tuple[torch.Tensor, Le
     canvas[h:] = 0.0
     tensor = torch.from_numpy(canvas).permute(2, 0, 1).unsqueeze(0)  # channels_last view, no copy
     return tensor, box
+
+
+def letterbox_pixels(frame_bgr: np.ndarray, size: InputSize) -> tuple[np.ndarray, Letterbox]:
+    """A uint8 BGR frame (H, W, 3) -> the model input before mean subtraction, (h, w, 3) uint8, resized as
+    `preprocess` resizes and padded with the BGR mean (zero once a runtime subtracts it): for a runtime that
+    converts pixels itself (`facesplit.runtimes.PixelHeadRuntime`), the same input with no float pass here."""
+    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 BGR image of shape (H, W, 3), got {frame_bgr.dtype} "
+                         f"{frame_bgr.shape}")
+    box = plan_letterbox(frame_bgr.shape[1], frame_bgr.shape[0], size)
+    frame_bgr = _resized(frame_bgr, box)
+    h, w = frame_bgr.shape[:2]
+    if (h, w) == (box.input_height, box.input_width):
+        return np.ascontiguousarray(frame_bgr), box
+    canvas = np.empty((box.input_height, box.input_width, 3), dtype=np.uint8)
+    canvas[:h, :w] = frame_bgr
+    canvas[:h, w:] = BGR_MEAN.astype(np.uint8)
+    canvas[h:] = BGR_MEAN.astype(np.uint8)
+    return canvas, box
+
+
+def _resized(frame_bgr: np.ndarray, box: Letterbox) -> np.ndarray:
+    if box.scale == 1.0:
+        return frame_bgr
+    resized_w = min(box.input_width, round(box.frame_width * box.scale))
+    resized_h = min(box.input_height, round(box.frame_height * box.scale))
+    return cv2.resize(frame_bgr, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
 
 
 @lru_cache(maxsize=16)

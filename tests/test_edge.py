@@ -27,7 +27,7 @@ from facesplit.weights import clean_fingerprint
 from frosted.demo import make_clip
 from tests.conftest import REPO, invoke_frosted, run_frosted
 from tests.rig.servers import free_port
-from tests.runtime_params import cpu_runtime_params
+from tests.runtime_params import runtime_device_params
 from tests.tail_helpers import PROFILE, running_tail, tails_for
 
 
@@ -57,17 +57,20 @@ def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("runtime", cpu_runtime_params(slow_except_torch=True))  # others export graphs first
-async def test_agent_boxes_match_the_clean_detector_on_each_frame(service_detector, clip, tmp_path, runtime):
-    """The agent's head and the tail on ``runtime``, against the torch detector frame by frame."""
+@pytest.mark.parametrize("runtime, device", runtime_device_params(slow_except_torch=True))  # graphs export first
+async def test_agent_boxes_match_the_clean_detector_on_each_frame(service_detector, clip, tmp_path, runtime, device):
+    """The agent's head and the tail on ``runtime`` and ``device`` (on CUDA the noise is drawn on the GPU),
+    against the CPU torch detector frame by frame."""
     out = tmp_path / "boxes.jsonl"
     profile = load_profile_for(service_detector, PROFILE)
     threads = None if runtime == "torch" else 1
-    async with running_tail(tails_for(service_detector, runtime, threads)) as server:
+    async with running_tail(tails_for(service_detector, runtime, threads, device)) as server:
         config = AgentConfig(tail={"address": f"127.0.0.1:{server.port}", "insecure": True},
                              cameras=[{"id": "door", "url": str(clip)}], output=str(out))
-        backend = RuntimeHeadBackend(head_runtime(runtime, service_detector, threads), service_detector.input_size,
-                                     profile, clean_fingerprint(service_detector.source))
+        head = head_runtime(runtime, service_detector, threads, device=device)
+        backend = RuntimeHeadBackend(head, service_detector.input_size, profile,
+                                     clean_fingerprint(service_detector.source))
+        assert backend.head.noise.stream.device.type == device  # the noise is drawn where the activation is
         sink = JsonLinesSink(str(out))
         summary = await EdgeAgent(config, backend, sink).run()
         sink.close()

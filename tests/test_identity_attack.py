@@ -404,6 +404,30 @@ def test_noise_fitted_against_the_probe_grows_where_identity_is(faceboxes: FaceB
     assert len(scores) == config.epochs and all(0 <= score <= 1 for score in scores)  # retrained every epoch
 
 
+def test_the_mlp_adversary_trains_against_the_noise_and_pushes_sigma_where_identity_is() -> None:
+    """Identity carried by channels 0-7 only: the alternating MLP probe learns to identify through the current
+    noise, and its term's gradient asks for more sigma on those channels, not on the others."""
+    from privacy_attack.defence import IdentityAdversary
+
+    generator = torch.Generator().manual_seed(0)
+    n = 1500
+    descriptors = torch.randn(n, 128, generator=generator)
+    crops = torch.zeros(n, 16, 4, 4)
+    crops[:, :8] = (descriptors @ torch.randn(128, 8 * 16, generator=generator) / 11).view(n, 8, 4, 4)
+    faces = CropSet(crops.half(), torch.randint(0, 28, (n, 2), generator=generator), descriptors,
+                    [str(i) for i in range(n)], (32, 32), torch.zeros(n, 3, 32, 32, dtype=torch.uint8),
+                    torch.zeros(n, 3))
+    sigma = torch.full((16, 32, 32), 0.3)
+    adversary = IdentityAdversary(faces, weight=1.0, batch=128, mlp_steps=200)
+    scores = adversary.refit(sigma)
+    assert scores["mlp_held_out_rank1_100"] > 0.2  # chance is 0.01
+    sigma = sigma.clone().requires_grad_(True)
+    adversary.loss(sigma, torch.Generator().manual_seed(1)).backward()
+    assert sigma.grad is not None
+    pull = -sigma.grad.sum((1, 2))  # minimising the loss moves sigma along minus its gradient
+    assert float(pull[:8].min()) > 0 and float(pull[:8].mean()) > 10 * float(pull[8:].abs().mean())
+
+
 def test_crops_are_kept_on_disk_and_a_changed_setting_makes_them_anew(detector: SplitDetector, lfw_faces: list,
                                                                       tmp_path: Path) -> None:
     from facesplit.detector import at_split

@@ -15,22 +15,33 @@ from edge_agent.backend import RuntimeHeadBackend
 from edge_agent.config import AgentConfig, ConfigError, load_agent_config
 from edge_agent.sink import JsonLinesSink
 from facesplit.detector import SplitDetector, at_split, with_tail
+from facesplit.evaluation.ap import iou_matrix
 from facesplit.faceboxes import SPLITS, FaceBoxes, activation_shape
 from facesplit.images import read_image_bgr, sample_image
 from facesplit.noise.profile import NoiseProfile, Obfuscator
 from facesplit.noise.sampler import GaussianStream
 from facesplit.noise.shipped import load_profile_for
-from facesplit.pipeline import EdgeHead, TailBoxes, add_noise
+from facesplit.pipeline import EdgeHead, TailBoxes, add_noise, noise_device
 from facesplit.postprocess import PostprocessConfig
 from facesplit.preprocess import InputSize, preprocess
-from facesplit.runtimes import RuntimeUnavailableError, UnknownRuntimeError, check_runtime_name, require
-from facesplit.runtimes.factory import head_runtime, tail_runtime
+from facesplit.runtimes import (
+    DeviceHeadRuntime,
+    RuntimeUnavailableError,
+    UnknownRuntimeError,
+    check_device,
+    check_precision,
+    check_runtime_name,
+    fingerprint_at,
+    require,
+)
+from facesplit.runtimes.factory import detector_on, head_runtime, tail_runtime
+from facesplit.runtimes.onnxruntime_runtime import providers_for
 from frosted.demo import make_clip
 from frosted_wire.codec import decode_tensor
 from tests.conftest import run_frosted
 from tests.rig.servers import free_port
 from tests.runtime_fakes import FACE_SCORE, FakeHead, FakeTail, square_clip, square_frame
-from tests.runtime_params import missing, runtime_param
+from tests.runtime_params import NO_CUDA, missing, runtime_param
 from tests.tail_helpers import PROFILE, running_tail, start_tail_process
 
 SMALL = InputSize(320, 192)  # a 320x180 frame fits at scale 1, padded at the bottom
@@ -262,3 +273,133 @@ def test_tensorrt_head_and_tail_match_torch(faceboxes, photos, graphs):  # pragm
     other_loc, other_scores = tail_runtime("tensorrt", detector, None, graphs).run(activations)
     assert float(np.abs(other_loc - loc).max()) <= 1e-2  # TF32 convolutions on Ampere and later
     assert float(np.abs(other_scores - scores).max()) <= 1e-3
+
+
+# ----------------------------------------------------------------------------- --device cuda (skipped without a GPU)
+
+def test_a_device_or_precision_the_runtime_cannot_run_is_refused():
+    assert check_device("cuda", "torch") == "cuda" and check_device("cpu", "openvino") == "cpu"
+    with pytest.raises(UnknownRuntimeError, match=r"^--device cuda runs on --runtime torch, onnxruntime, tensorrt, "
+                                                  r"not openvino$"):
+        check_device("cuda", "openvino")
+    assert check_precision("float16", "torch", "cuda") == "float16"
+    with pytest.raises(UnknownRuntimeError, match=r"^--precision float16 runs on --runtime torch with --device cuda"):
+        check_precision("float16", "torch", "cpu")
+    cameras = {"tail": {"address": "h:1"}, "cameras": [{"id": "a", "url": "x"}]}
+    assert load_agent_config(None, cameras).model.device == "cpu"
+    with pytest.raises(ConfigError, match=r"^model: --device cuda runs on .*not openvino$"):
+        load_agent_config(None, {**cameras, "model": {"device": "cuda", "runtime": "openvino"}})
+    with pytest.raises(ConfigError, match=r"^model: device must be one of cpu, cuda, not 'gpu'$"):
+        load_agent_config(None, {**cameras, "model": {"device": "gpu"}})
+    # half precision is another head: its frames say so
+    assert fingerprint_at("abc", "float16") not in ("abc", fingerprint_at("abc", "int8"))
+
+
+def test_onnxruntime_picks_its_gpu_providers_for_cuda(tmp_path):
+    assert providers_for("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], tmp_path) == ["CPUExecutionProvider"]
+    assert providers_for("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], tmp_path) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    tensorrt_first = providers_for("cuda", ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                            "CPUExecutionProvider"], tmp_path)
+    assert tensorrt_first[0] == ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True,
+                                                               "trt_engine_cache_path": str(tmp_path)})
+    assert tensorrt_first[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(RuntimeUnavailableError, match=r"^--device cuda --runtime onnxruntime needs .*onnxruntime-gpu"):
+        providers_for("cuda", ["CPUExecutionProvider"], tmp_path)
+
+
+def test_the_cpu_backend_draws_aes_noise_and_takes_tensors_too():
+    """On the CPU the agent's noise is the AES sampler, as before; `add_noise` takes an activation already in a
+    tensor (a GPU head's, here a CPU one) and gives the same numbers as from the array."""
+    backend = RuntimeHeadBackend(FakeHead(), SMALL, small_profile(), "unused")
+    assert isinstance(backend.head.noise.stream, GaussianStream)
+    activations = np.random.default_rng(1).random((1, *SMALL_SHAPE), dtype=np.float32)
+    seeded = [Obfuscator(small_profile(), GaussianStream(seed_for_reproducible_evaluation=3)) for _ in range(2)]
+    from_array = add_noise(seeded[0], activations)
+    from_tensor = add_noise(seeded[1], torch.from_numpy(activations.copy()))
+    assert isinstance(from_tensor, np.ndarray) and np.array_equal(from_array, from_tensor)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here: nothing is missing")
+def test_device_cuda_without_a_gpu_is_one_line(weights_path, tmp_path):
+    result = run_frosted("detect", "--sample", "astronaut", "--device", "cuda", "--weights", str(weights_path))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --device cuda needs an NVIDIA GPU and a CUDA build of "
+                                                   "torch; torch ") and lines[0].endswith("sees no CUDA device"), lines
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.2, fps=5)
+    result = run_frosted("edge", "--source", str(clip), "--tail", "127.0.0.1:1", "--insecure", "--device", "cuda",
+                         "--weights", str(weights_path))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert result.returncode == 1 and len(errors) == 1 and "--device cuda needs an NVIDIA GPU" in errors[0]
+
+
+def cuda_parity_cases() -> list[object]:
+    return [pytest.param(split, size, id=f"{split}-{size}") for split in SPLITS for size in ("1024x576", "1024")]
+
+
+@NO_CUDA
+@pytest.mark.parametrize("split, size", cuda_parity_cases())
+def test_cuda_torch_head_and_tail_match_the_cpu(faceboxes, photos, split, size):  # pragma: no cover - needs a GPU
+    detector = SplitDetector(faceboxes.at_split(split), InputSize.parse(size))
+    inputs = model_inputs(photos, detector.input_size)
+    activations = head_runtime("torch", detector).run(inputs)
+    on_gpu = head_runtime("torch", detector, device="cuda")
+    assert float(np.abs(on_gpu.run(inputs) - activations).max()) <= TOLERANCE
+    assert float(np.abs(on_gpu.run(inputs[:1]) - activations[:1]).max()) <= TOLERANCE
+    loc, scores = tail_runtime("torch", detector).run(activations)
+    gpu_loc, gpu_scores = tail_runtime("torch", detector, device="cuda").run(activations)
+    assert float(np.abs(gpu_loc - loc).max()) <= TOLERANCE and float(np.abs(gpu_scores - scores).max()) <= TOLERANCE
+
+
+FLOAT16_MAX_ABS, FLOAT16_MEAN_ABS = 0.1, 0.01  # against activations reaching ~5-9: an 11-bit mantissa, 20+ layers
+FLOAT16_BOX_IOU = 0.9
+
+
+@NO_CUDA
+def test_float16_head_on_cuda_stays_close_and_finds_the_same_faces(faceboxes, photos):  # pragma: no cover
+    detector = SplitDetector(faceboxes.at_split("inception3"), InputSize(1024, 576),
+                             PostprocessConfig(score_threshold=0.7))
+    inputs = model_inputs(photos, detector.input_size)
+    difference = np.abs(head_runtime("torch", detector, precision="float16", device="cuda").run(inputs)
+                        - head_runtime("torch", detector).run(inputs))
+    assert float(difference.max()) <= FLOAT16_MAX_ABS and float(difference.mean()) <= FLOAT16_MEAN_ABS, \
+        f"max {difference.max():.3g}, mean {difference.mean():.3g}"
+    half = detector_on("torch", detector, precision="float16", device="cuda")
+    for photo in photos:
+        expected, found = detector.detect(photo), half.detect(photo)
+        assert len(found) == len(expected) >= 1
+        assert (iou_matrix(expected[:, :4], found[:, :4]).max(axis=1) >= FLOAT16_BOX_IOU).all()
+
+
+@NO_CUDA
+def test_the_cuda_head_draws_its_noise_on_the_device(faceboxes):  # pragma: no cover - needs a GPU
+    detector = SplitDetector(faceboxes, SMALL)
+    runtime = head_runtime("torch", detector, device="cuda")
+    assert isinstance(runtime, DeviceHeadRuntime) and noise_device(runtime).type == "cuda"
+    backend = RuntimeHeadBackend(runtime, SMALL, small_profile(), "unused")
+    assert backend.head.noise.stream.device.type == "cuda"
+    frame = sample_image("astronaut")
+    found = backend.head(frame)
+    added = found.activations - runtime.run(preprocess(frame, SMALL)[0].numpy())
+    assert isinstance(found.activations, np.ndarray) and found.activations.shape == (1, *SMALL_SHAPE)
+    assert abs(float(added.mean()) - 0.5) < 0.01 and 0.005 < float(added.std()) < 0.02  # mu + sigma * eps
+    assert not np.array_equal(backend.head(frame).activations, found.activations)  # fresh noise, every frame
+    assert backend.fingerprint == "unused"
+    half = RuntimeHeadBackend(head_runtime("torch", detector, precision="float16", device="cuda"), SMALL,
+                              small_profile(), "unused", precision="float16")
+    assert half.fingerprint == fingerprint_at("unused", "float16") != "unused"
+
+
+@pytest.mark.skipif(bool(missing("onnxruntime")), reason="ONNX Runtime is not installed: pip install 'frosted[onnx]'")
+def test_onnxruntime_on_cuda_matches_torch(faceboxes, photos, graphs):  # pragma: no cover - needs onnxruntime-gpu
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip(f"onnxruntime {onnxruntime.__version__} has no CUDA execution provider: pip install "
+                    "onnxruntime-gpu, on a GPU machine")
+    detector = SplitDetector(faceboxes.at_split("inception3"), InputSize(1024, 576))
+    inputs = model_inputs(photos, detector.input_size)
+    activations = head_runtime("torch", detector).run(inputs)
+    on_gpu = head_runtime("onnxruntime", detector, None, graphs, device="cuda")
+    assert float(np.abs(on_gpu.run(inputs) - activations).max()) <= 1e-3  # its convolutions may use TF32

@@ -17,14 +17,24 @@ REPO = Path(__file__).resolve().parents[1]
 GENERATED = ("tail_pb2.py", "tail_pb2.pyi", "tail_pb2_grpc.py")
 
 
-def test_checked_in_stubs_match_the_proto(tmp_path):
+# (package folder, its .proto files, the stubs they generate); Triton's KServe v2 files sit beside ours
+STUBS = [
+    ("frosted_wire/v1", ["tail.proto"], GENERATED),
+    ("triton_wire", ["grpc_service.proto", "model_config.proto"],
+     tuple(f"{stem}{suffix}" for stem in ("grpc_service", "model_config")
+           for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"))),
+]
+
+
+@pytest.mark.parametrize("package, protos, generated", STUBS, ids=[package for package, _, _ in STUBS])
+def test_checked_in_stubs_match_the_proto(tmp_path, package, protos, generated):
     pytest.importorskip("grpc_tools")
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(REPO / "proto"), f"--python_out={tmp_path}",
                     f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-                    str(REPO / "proto/frosted_wire/v1/tail.proto")], check=True, cwd=REPO)
-    for name in GENERATED:
-        fresh = (tmp_path / "frosted_wire/v1" / name).read_text()
-        assert fresh == (REPO / "frosted_wire/v1" / name).read_text(), f"{name} is stale: run `make proto`"
+                    *(str(REPO / "proto" / package / proto) for proto in protos)], check=True, cwd=REPO)
+    for name in generated:
+        fresh = (tmp_path / package / name).read_text()
+        assert fresh == (REPO / package / name).read_text(), f"{package}/{name} is stale: run `make proto`"
 
 
 def test_no_message_can_carry_pixels():

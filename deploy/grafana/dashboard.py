@@ -7,7 +7,9 @@ Grafana's file provider loads (provisioning/dashboards/frosted.yaml). Edit the p
 Built with grafana-foundation-sdk's Grafana 11 build (the dev extra pins it). tests/test_dashboard.py checks that
 this reproduces the committed file byte for byte, that every query parses (promtool) and names metrics that
 exist, and, against a real Prometheus scraping a live agent and tail, that every query returns data, except
-the Triton row's (nv_inference_*: Triton's own metrics, only there where Triton serves the tail).
+the Triton row's (nv_inference_*: Triton's own metrics, only there where Triton serves the tail):
+tests/test_dashboard_triton.py runs those against a Prometheus scraping a real tritonserver that an agent
+streams to through triton://.
 
 Metrics: edge_agent/metrics.py (frosted_edge_*, per camera) and cloud_tail/metrics.py (frosted_tail_*, all
 cameras: the tail's metrics carry no camera label).
@@ -44,15 +46,23 @@ RATE = "$__rate_interval"  # Grafana's: at least four scrape intervals (the data
 # The end-to-end latency budget: FrostedEndToEndLatencyHigh in deploy/prometheus/alerts.yml fires above it.
 END_TO_END_BUDGET_SECONDS = 0.06
 
-TRITON_ROW = "Triton (where it serves the tail)"
-# Triton's own metrics (docs/user_guide/metrics.md in triton-inference-server/server: counters per model and
-# version, durations in microseconds). The Triton row uses only these.
+TRITON_ROW = "Triton (when it serves the tail)"
+# Triton's own per-model metrics as tritonserver 2.51 exports them (docs/user_guide/metrics.md in
+# triton-inference-server/server): counters and a gauge per model and version, durations in microseconds, and
+# a summary per phase with --metrics-config=summary_latencies=true (the k8s Deployment passes it, and so does
+# tests/rig/triton.py). The Triton row uses only these; tests/test_dashboard_triton.py checks that this is the
+# list of nv_inference_* families a live tritonserver exports and that the row charts every one.
 TRITON_METRICS = frozenset({
     "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
     "nv_inference_exec_count", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
     "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
     "nv_inference_compute_output_duration_us", "nv_inference_pending_request_count",
+    "nv_inference_request_summary_us", "nv_inference_queue_summary_us", "nv_inference_compute_input_summary_us",
+    "nv_inference_compute_infer_summary_us", "nv_inference_compute_output_summary_us",
 })
+# The queue p95 Triton's HPA scales at (deploy/k8s/live/overlays/triton/triton-hpa.yaml: averageValue 20m, the
+# largest over a pod's models), drawn as the red line of the panel that shows it.
+TRITON_QUEUE_P95_TARGET_SECONDS = 0.02
 
 
 def needs_triton(expr: str) -> bool:
@@ -98,10 +108,18 @@ def mean(metric: str, by: str = "", selector: str = "") -> str:
     return (f"{group}(rate({metric}_sum{matchers}[{RATE}])) / {group}(rate({metric}_count{matchers}[{RATE}]))")
 
 
-def per_request_seconds(duration_us: str) -> str:
-    """A Triton cumulative duration counter (microseconds) per successful request, in seconds."""
-    return (f"sum by (model) (rate({duration_us}[{RATE}])) / sum by (model) "
-            f"(rate(nv_inference_request_success[{RATE}])) / 1e6")
+def per_request_seconds(*durations_us: str) -> str:
+    """Triton's cumulative duration counters (microseconds), summed, per successful request, in seconds."""
+    total = " + ".join(f"sum by (model) (rate({duration}[{RATE}]))" for duration in durations_us)
+    if len(durations_us) > 1:
+        total = f"({total})"
+    return f"{total} / sum by (model) (rate(nv_inference_request_success[{RATE}])) / 1e6"
+
+
+def triton_quantile(q: float, summary_us: str, by: str = "model") -> str:
+    """A quantile of one of Triton's summaries (microseconds), in seconds: the largest over what ``by`` merges
+    (model versions, replicas). Triton computes it over its own sliding window, not Grafana's time range."""
+    return f'max by ({by}) ({summary_us}{{quantile="{q:g}"}}) / 1e6'
 
 
 EDGE = Row("Edge agent (per camera)", (
@@ -141,6 +159,11 @@ EDGE = Row("Edge agent (per camera)", (
           "one read 0.99.", "short",
           (Query(mean("frosted_edge_tail_batch_size", "camera", CAMERAS), "{{camera}} mean"),
            Query(quantile(0.99, "frosted_edge_tail_batch_size", "camera", CAMERAS), "{{camera}} p99"))),
+    Chart("asyncio tasks, agent and tail",
+          "Tasks alive on each process's event loop (frosted_edge_asyncio_tasks, frosted_tail_asyncio_tasks): "
+          "flat in a healthy service (bench/results/soak.md); a steady climb is a leak.", "short",
+          (Query("sum by (instance) (frosted_edge_asyncio_tasks)", "agent {{instance}}"),
+           Query("sum by (instance) (frosted_tail_asyncio_tasks)", "tail {{instance}}"))),
 ))
 
 TAIL = Row("Cloud tail (all cameras)", (
@@ -175,23 +198,62 @@ TAIL = Row("Cloud tail (all cameras)", (
 
 TRITON = Row(TRITON_ROW, (
     Chart("Triton requests per second by model",
-          "Triton's own metrics (nv_inference_*), where Triton serves the tail: add Triton's metrics port "
-          "(8002) to prometheus.yml. Empty otherwise.", "reqps",
+          "Inference requests Triton answered (nv_inference_request_success) and failed "
+          "(nv_inference_request_failure) per second, per model: the ensemble the agents call is named after "
+          "the noise profile, and its steps (PROFILE.tail-python, PROFILE.boxes) count each request again. "
+          "Compare with \"Tail frames by outcome\". A request Triton refuses while checking it (wrong shape "
+          "or byte size: INVALID_ARGUMENT) reaches neither counter. Needs a scrape job for Triton's metrics port "
+          "(8002, prometheus.yml); empty otherwise.", "reqps",
           (Query(f"sum by (model) (rate(nv_inference_request_success[{RATE}]))", "{{model}} ok"),
            Query(f"sum by (model) (rate(nv_inference_request_failure[{RATE}]))", "{{model}} failed"))),
-    Chart("Triton queue vs compute time per request",
-          "Triton's scheduling queue against the model's execution, per successful request "
-          "(cumulative microsecond counters over nv_inference_request_success).", "s",
-          (Query(per_request_seconds("nv_inference_queue_duration_us"), "{{model}} queue"),
-           Query(per_request_seconds("nv_inference_compute_infer_duration_us"), "{{model}} compute"),
-           Query(per_request_seconds("nv_inference_request_duration_us"), "{{model}} request"))),
-    Chart("Triton batch size by model",
-          "Mean dynamic batch size: inferences over executions (nv_inference_count / nv_inference_exec_count).",
+    Chart("Triton failed requests by reason",
+          "Failed requests per rate window, per model and reason: REJECTED (the scheduler's queue refused it), "
+          "CANCELED (the client went away: an agent reopening its stream), BACKEND (the model raised), OTHER.",
           "short",
+          (Query(f"sum by (model, reason) (increase(nv_inference_request_failure[{RATE}]))",
+                 "{{model}} {{reason}}"),)),
+    Chart("Triton queue vs compute time per request",
+          "Mean time per successful request in Triton's scheduling queue against computing it (input, "
+          "inference and output), and the whole request inside Triton, from its cumulative microsecond "
+          "counters. The ensemble itself never queues: the wait for a batch is in its steps' dynamic batchers "
+          "(PROFILE.tail-python). Compare with \"Tail queue vs compute time\".", "s",
+          (Query(per_request_seconds("nv_inference_queue_duration_us"), "{{model}} queue"),
+           Query(per_request_seconds("nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
+                                     "nv_inference_compute_output_duration_us"), "{{model}} compute"),
+           Query(per_request_seconds("nv_inference_request_duration_us"), "{{model}} request"))),
+    Chart("Triton queue vs compute p50 and p99",
+          "p50 and p99 of the queue time and of the model's execution, per model, from Triton's summaries "
+          "(nv_inference_*_summary_us: exported with --metrics-config=summary_latencies=true, over Triton's own "
+          "sliding window). The same four lines as \"Tail queue vs compute time\".", "s",
+          (Query(triton_quantile(0.99, "nv_inference_queue_summary_us"), "{{model}} queue p99"),
+           Query(triton_quantile(0.99, "nv_inference_compute_infer_summary_us"), "{{model}} compute p99"),
+           Query(triton_quantile(0.5, "nv_inference_queue_summary_us"), "{{model}} queue p50"),
+           Query(triton_quantile(0.5, "nv_inference_compute_infer_summary_us"), "{{model}} compute p50"))),
+    Chart("Triton p99 per phase",
+          "p99 of each phase of a request inside Triton, per model: queue, compute_input (copying the "
+          "activation in), compute_infer, compute_output, and the whole request: which phase grew when the "
+          "agents' uplink round trip did.", "s",
+          (Query(triton_quantile(0.99, "nv_inference_queue_summary_us"), "{{model}} queue"),
+           Query(triton_quantile(0.99, "nv_inference_compute_input_summary_us"), "{{model}} compute_input"),
+           Query(triton_quantile(0.99, "nv_inference_compute_infer_summary_us"), "{{model}} compute_infer"),
+           Query(triton_quantile(0.99, "nv_inference_compute_output_summary_us"), "{{model}} compute_output"),
+           Query(triton_quantile(0.99, "nv_inference_request_summary_us"), "{{model}} request"))),
+    Chart("Triton queue p95 per replica (the HPA's metric)",
+          "The p95 queue time of each Triton replica, the largest over its models: what "
+          "frosted_triton_queue_seconds_p95 (prometheus-adapter) gives the HPA. The red line is the HPA's "
+          "target (20 ms, overlays/triton/triton-hpa.yaml): above it, replicas are added.", "s",
+          (Query(triton_quantile(0.95, "nv_inference_queue_summary_us", "instance"), "{{instance}}"),),
+          threshold=TRITON_QUEUE_P95_TARGET_SECONDS),
+    Chart("Triton batch size by model",
+          "Mean batch size: inferences over executions (nv_inference_count / nv_inference_exec_count). The "
+          "ensemble reads 1 (it runs each request as it comes); PROFILE.tail-python's is the batch its "
+          "dynamic batcher formed across cameras (max_batch_size 8). Compare with \"Tail batch size (tail "
+          "side)\".", "short",
           (Query(f"sum by (model) (rate(nv_inference_count[{RATE}])) / "
                  f"sum by (model) (rate(nv_inference_exec_count[{RATE}]))", "{{model}}"),)),
     Chart("Triton pending requests by model",
-          "Requests received and not yet executed (nv_inference_pending_request_count).", "short",
+          "Requests received and not yet executed (nv_inference_pending_request_count): a queue that stays "
+          "above zero is a Triton short of compute.", "short",
           (Query("sum by (model) (nv_inference_pending_request_count)", "{{model}}"),)),
 ), collapsed=True)
 

@@ -2,7 +2,9 @@
 
 With ``--seed``, image KEY's noise comes from a stream keyed by (seed, KEY) alone: the same in a single run, in
 the process that evaluates only KEY's fold, and whatever images came before it. Without a seed every image's
-noise is fresh from the OS's CSPRNG, as in the product.
+noise is fresh from the OS's CSPRNG, as in the product. The stream is the one for the device the activations are
+on (`facesplit.noise.streams.gaussian_stream`): AES-CTR on the CPU, ChaCha20 on a GPU, so a seed reproduces
+noise per device, not across them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import torch
 
 from facesplit.noise.profile import NoiseProfile, Obfuscator
-from facesplit.noise.sampler import GaussianStream
+from facesplit.noise.streams import gaussian_stream
 
 
 def image_seed(seed: int, key: str) -> int:
@@ -24,15 +26,16 @@ def image_seed(seed: int, key: str) -> int:
 class ImageNoise:
     """A profile's noise, one stream per image (see the module's docstring)."""
 
-    def __init__(self, profile: NoiseProfile, seed: int | None) -> None:
+    def __init__(self, profile: NoiseProfile, seed: int | None, device: torch.device | str = "cpu") -> None:
         self.seed = seed
-        self._obfuscator = Obfuscator(profile)  # a fresh CSPRNG stream, used as is without a seed
+        self.device = torch.device(device)
+        self._obfuscator = Obfuscator(profile, gaussian_stream(self.device))  # used as is without a seed
 
     def for_image(self, key: str) -> Obfuscator:
         if self.seed is None:
             return self._obfuscator
         one = copy.copy(self._obfuscator)  # shares the profile's tensors; only the stream is its own
-        one.stream = GaussianStream(seed_for_reproducible_evaluation=image_seed(self.seed, key))
+        one.stream = gaussian_stream(self.device, seed_for_reproducible_evaluation=image_seed(self.seed, key))
         return one
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:

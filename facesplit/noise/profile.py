@@ -44,6 +44,7 @@ from facesplit.noise.dct import (
     to_frequencies_channels_last,
 )
 from facesplit.noise.sampler import GaussianStream
+from facesplit.noise.streams import NoiseStream
 
 FORMAT = "frosted-noise-profile/1"
 FORMAT_WITH_BASIS = "frosted-noise-profile/2"  # a /1 reader must refuse a profile with a basis, not misapply it
@@ -211,11 +212,14 @@ def split_of(path: Path) -> str:
 class Obfuscator:
     """Applies a profile to activations: z = a + mu + sigma * eps (or, with a basis,
     z = V (V^T a + mu + sigma * eps); per spatial frequency, V DCT^-1(DCT(V^T a) + ...)), eps fresh from a
-    `GaussianStream`."""
+    `GaussianStream` (or any `NoiseStream`: on a GPU, `facesplit.noise.streams.gaussian_stream("cuda")`; the
+    profile is then kept on that device, and activations from elsewhere are moved there)."""
 
-    def __init__(self, profile: NoiseProfile, stream: GaussianStream | None = None) -> None:
-        self.profile = profile
+    def __init__(self, profile: NoiseProfile, stream: NoiseStream | None = None) -> None:
         self.stream = stream or GaussianStream()
+        if profile.mu.device != self.stream.device:  # mu, sigma and the basis where the noise is drawn
+            profile = profile.to(self.stream.device)
+        self.profile = profile
         # mu and sigma also laid out channels_last, like the optimized head's output: element-wise ops on
         # tensors of different layouts run several times slower than on matching ones
         self._channels_last = (_as_channels_last(profile.mu), _as_channels_last(profile.sigma))
@@ -233,6 +237,8 @@ class Obfuscator:
         if tuple(activation.shape[1:]) != self.profile.shape:
             raise ProfileError(f"activation shape {tuple(activation.shape[1:])} does not match the profile's "
                                f"{self.profile.shape}")
+        if activation.device != self.stream.device:
+            activation = activation.to(self.stream.device)
         if self.profile.basis is not None or self.profile.dct:
             return self._in_coordinates(activation)
         n, c, h, w = activation.shape

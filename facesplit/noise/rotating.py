@@ -24,6 +24,7 @@ import torch
 
 from facesplit.noise.profile import NoiseProfile, ProfileError
 from facesplit.noise.sampler import GaussianStream
+from facesplit.noise.streams import NoiseStream
 
 SECRET_FRACTION = 0.5  # of the profile's variance, in the secret part
 ROTATION_FRAMES = 30  # frames that share one secret draw
@@ -42,11 +43,13 @@ class RotatingObfuscator:
 
     def __init__(self, profile: NoiseProfile, secret_fraction: float = SECRET_FRACTION,
                  rotation_frames: int = ROTATION_FRAMES,
-                 stream: GaussianStream | None = None) -> None:
+                 stream: NoiseStream | None = None) -> None:
         if not 0 <= secret_fraction <= 1 or rotation_frames < 1:
             raise ValueError("secret_fraction must be in [0, 1] and rotation_frames >= 1")
-        self.profile = profile
         self.stream = stream or GaussianStream()
+        if profile.mu.device != self.stream.device:  # as `Obfuscator`: the profile where the noise is drawn
+            profile = profile.to(self.stream.device)
+        self.profile = profile
         self.fresh_scale = profile.sigma * math.sqrt(1 - secret_fraction)
         self.secret_scale = profile.sigma * math.sqrt(secret_fraction)
         self.rotation_frames = rotation_frames
@@ -57,6 +60,8 @@ class RotatingObfuscator:
         if tuple(activation.shape[1:]) != self.profile.shape:
             raise ProfileError(f"activation shape {tuple(activation.shape[1:])} does not match the profile's "
                                f"{self.profile.shape}")
+        if activation.device != self.stream.device:
+            activation = activation.to(self.stream.device)
         coordinates = self.profile.coordinates(activation)  # the activation itself for a per-channel profile
         out = torch.empty_like(coordinates)
         shape = tuple(self.profile.mu.shape)

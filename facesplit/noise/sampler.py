@@ -25,6 +25,8 @@ _BLOCK_WORDS = 4  # one AES block, in float32 words
 class GaussianStream:
     """Standard normal float32 tensors from AES-256-CTR + Box-Muller; never the same draw twice."""
 
+    device = torch.device("cpu")  # where its tensors are drawn (`facesplit.noise.chacha` draws on any device)
+
     def __init__(self, *, seed_for_reproducible_evaluation: int | None = None) -> None:
         if seed_for_reproducible_evaluation is None:
             key = os.urandom(32)
@@ -45,12 +47,19 @@ class GaussianStream:
         # uniform on (0, 1], so log() is finite; three integer/float ops instead of a conversion and scaling
         out.view(torch.int32).bitwise_right_shift_(9).bitwise_and_(_MANTISSA_MASK).bitwise_or_(_ONE_BITS)
         out.neg_().add_(2.0)
-        radius = out[:pairs].log_().mul_(-2.0).sqrt_()  # Box-Muller, in place on the two halves
-        angle = out[pairs:].mul_(2 * math.pi)
-        cosine = torch.cos(angle)
-        angle.sin_().mul_(radius)
-        radius.mul_(cosine)
-        return out[:count].view(shape)
+        return box_muller_(out)[:count].view(shape)
+
+
+def box_muller_(uniform: torch.Tensor) -> torch.Tensor:
+    """2k uniforms on (0, 1] -> 2k standard normals, in place: the first half gives the radii, the second
+    the angles (shared with `facesplit.noise.chacha`, so both streams map words to normals the same way)."""
+    pairs = uniform.numel() // 2
+    radius = uniform[:pairs].log_().mul_(-2.0).sqrt_()  # Box-Muller, in place on the two halves
+    angle = uniform[pairs:].mul_(2 * math.pi)
+    cosine = torch.cos(angle)
+    angle.sin_().mul_(radius)
+    radius.mul_(cosine)
+    return uniform
 
 
 @lru_cache(maxsize=4)

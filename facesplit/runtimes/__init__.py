@@ -12,6 +12,7 @@ This module imports neither torch nor any runtime library: the CLI reads the nam
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -20,11 +21,27 @@ from facesplit.errors import FrostedError
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
 RUNTIME_NAMES = ("torch", "onnxruntime", "openvino", "tensorrt")
 DEFAULT_RUNTIME = "torch"
 # the pip extra that installs each runtime that is not a base dependency (pyproject.toml)
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+
+
+# What the head computes in (`--precision`, `model.precision`). int8 is the float graph quantized after training
+# (`facesplit.runtimes.int8`): another head, whose activations differ, so frames from it carry another fingerprint.
+PRECISIONS = ("float32", "float16", "int8")
+DEFAULT_PRECISION = "float32"
+INT8_RUNTIMES = ("openvino",)  # where an int8 head runs (ONNX Runtime ran the same graph slower than float)
+# float16 halves the head's memory traffic on a GPU's tensor cores; on a CPU it is slower than float32
+FLOAT16_RUNTIMES = ("torch",)  # with --device cuda
+
+# Where the head and tail compute (`--device`, `model.device`). cuda: torch on the GPU (the activation stays there
+# and the noise is drawn there, `facesplit.noise.streams`), or ONNX Runtime's CUDA/TensorRT execution providers.
+DEVICES = ("cpu", "cuda")
+DEFAULT_DEVICE = "cpu"
+CUDA_RUNTIMES = ("torch", "onnxruntime", "tensorrt")  # TensorRT runs on the GPU whatever --device says
 
 
 class RuntimeUnavailableError(FrostedError):
@@ -42,6 +59,26 @@ class HeadRuntime(Protocol):
     name: str
 
     def run(self, inputs: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class PixelHeadRuntime(HeadRuntime, Protocol):
+    """A head runtime that also converts the frame's pixels itself: letterboxed uint8 BGR (N, H, W, 3), padded
+    with the mean (`facesplit.preprocess.letterbox_pixels`) -> the activations `run` gives for their model
+    inputs. `facesplit.pipeline.EdgeHead` then skips the float pass on the CPU."""
+
+    def run_pixels(self, frames: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class DeviceHeadRuntime(HeadRuntime, Protocol):
+    """A head runtime whose activations can stay on its device (a GPU): `run_on_device` gives them as a float32
+    torch tensor there, so that `facesplit.pipeline` draws the noise on the device and copies only the noisy
+    activation to the host, once, for the wire."""
+
+    device: torch.device
+
+    def run_on_device(self, inputs: np.ndarray) -> torch.Tensor: ...
 
 
 @runtime_checkable
@@ -78,6 +115,51 @@ def check_runtime_name(name: str) -> str:
     if name not in RUNTIME_NAMES:
         raise UnknownRuntimeError(f"runtime must be one of {', '.join(RUNTIME_NAMES)}, not {name!r}")
     return name
+
+
+def check_precision(precision: str, runtime: str, device: str = DEFAULT_DEVICE) -> str:
+    """``precision`` if ``runtime`` can run a head at it on ``device``, else the one-line reason (an
+    UnknownRuntimeError)."""
+    if precision not in PRECISIONS:
+        raise UnknownRuntimeError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "int8" and runtime not in INT8_RUNTIMES:
+        raise UnknownRuntimeError(f"--precision int8 runs on --runtime {' or '.join(INT8_RUNTIMES)}, not {runtime}")
+    if precision == "float16" and (runtime not in FLOAT16_RUNTIMES or device != "cuda"):
+        raise UnknownRuntimeError(f"--precision float16 runs on --runtime {' or '.join(FLOAT16_RUNTIMES)} with "
+                                  f"--device cuda, not --runtime {runtime} on {device}")
+    return precision
+
+
+def check_device(device: str, runtime: str) -> str:
+    """``device`` if ``runtime`` can run on it, else the one-line reason (an UnknownRuntimeError). Whether the
+    machine has that device is `cuda_torch`'s question, asked when the runtime is made."""
+    if device not in DEVICES:
+        raise UnknownRuntimeError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if device == "cuda" and runtime not in CUDA_RUNTIMES:
+        raise UnknownRuntimeError(f"--device cuda runs on --runtime {', '.join(CUDA_RUNTIMES)}, not {runtime}")
+    return device
+
+
+def cuda_torch(needed_by: str = "--device cuda") -> ModuleType:
+    """torch, if it sees a CUDA device; else the one-line reason, naming what is missing."""
+    import torch
+
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise RuntimeUnavailableError(f"{needed_by} needs an NVIDIA GPU and a CUDA build of torch; torch "
+                                      f"{torch.__version__} ({build}) sees no CUDA device")
+    return torch
+
+
+def fingerprint_at(fingerprint: str, precision: str) -> str:
+    """What frames carry on the wire for a profile's (or clean) ``fingerprint`` when the head runs at
+    ``precision``: float32 keeps it; another precision is another head (its activations differ from the ones
+    the profile was fitted and validated on), so another fingerprint, which a tail serves only if told to
+    (``frosted tail --serve-int8-heads``): a tail validated for the float head refuses the frames."""
+    if precision == DEFAULT_PRECISION:
+        return fingerprint
+    digest = hashlib.sha256(f"{fingerprint}|head-precision:{precision}".encode()).hexdigest()
+    return f"{precision}-{digest[:27]}"
 
 
 def install_hint(extra: str) -> str:

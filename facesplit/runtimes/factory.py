@@ -16,7 +16,17 @@ from typing import Any
 from facesplit.detector import SplitDetector
 from facesplit.pipeline import RuntimeDetector
 from facesplit.runtime import leave_cores_to_runtime
-from facesplit.runtimes import HeadRuntime, TailRuntime, check_runtime_name, require_for_runtime
+from facesplit.runtimes import (
+    DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
+    HeadRuntime,
+    TailRuntime,
+    check_device,
+    check_precision,
+    check_runtime_name,
+    cuda_torch,
+    require_for_runtime,
+)
 from facesplit.runtimes.graphs import Part, cached_graph
 
 
@@ -48,34 +58,64 @@ _GRAPH_RUNTIMES: dict[str, tuple[str, str, Callable[[Part], type]]] = {
 
 
 def head_runtime(name: str, detector: SplitDetector, threads: int | None = None,
-                 graphs: Path | None = None) -> HeadRuntime:
+                 graphs: Path | None = None, precision: str = DEFAULT_PRECISION,
+                 calibration: Path | None = None, device: str = DEFAULT_DEVICE) -> HeadRuntime:
     """``detector``'s head (its split and input size) on runtime ``name``; ``graphs``: the folder graphs
-    are exported to and found in (default: the cache)."""
-    return _runtime(name, detector, "head", threads, graphs)
+    are exported to and found in (default: the cache); ``precision`` int8: quantized, calibrated on the images
+    in ``calibration`` (default: MIT+CMU folds 1-5, `facesplit.runtimes.int8`); float16: on ``device`` cuda."""
+    check_device(device, check_runtime_name(name))
+    check_precision(precision, name, device)
+    if name == "torch" and device == "cuda":
+        from facesplit.runtimes.torch_runtime import CudaTorchHead
+
+        return CudaTorchHead(detector, precision)
+    if precision == "int8":
+        from facesplit.runtimes.int8 import int8_graph
+
+        module, what, classes = _GRAPH_RUNTIMES[name]
+        require_for_runtime(module, name, what)  # before calibrating: a missing extra is one line, at once
+        path, spec = int8_graph(detector, calibration, graphs, name)
+        leave_cores_to_runtime()
+        return classes("head")(path, spec, threads)
+    return _runtime(name, detector, "head", threads, graphs, device)
 
 
 def tail_runtime(name: str, detector: SplitDetector, threads: int | None = None,
-                 graphs: Path | None = None) -> TailRuntime:
-    """``detector``'s tail (its split, input size and tail weights) on runtime ``name``."""
-    return _runtime(name, detector, "tail", threads, graphs)
+                 graphs: Path | None = None, device: str = DEFAULT_DEVICE) -> TailRuntime:
+    """``detector``'s tail (its split, input size and tail weights) on runtime ``name``, on ``device``."""
+    return _runtime(name, detector, "tail", threads, graphs, check_device(device, check_runtime_name(name)))
 
 
-def _runtime(name: str, detector: SplitDetector, part: Part, threads: int | None, graphs: Path | None) -> Any:
+def _runtime(name: str, detector: SplitDetector, part: Part, threads: int | None, graphs: Path | None,
+             device: str) -> Any:
     name = check_runtime_name(name)
     if name == "torch":
-        from facesplit.runtimes.torch_runtime import TorchHead, TorchTail
+        from facesplit.runtimes.torch_runtime import CudaTorchHead, CudaTorchTail, TorchHead, TorchTail
 
+        if device == "cuda":
+            cuda_torch()  # no GPU: one line
+            return CudaTorchHead(detector) if part == "head" else CudaTorchTail(detector)
         return TorchHead(detector) if part == "head" else TorchTail(detector)
     module, what, classes = _GRAPH_RUNTIMES[name]
-    require_for_runtime(module, name, what)  # before any export: a missing extra is one line, at once
+    library = require_for_runtime(module, name, what)  # before any export: a missing extra is one line, at once
+    if name == "onnxruntime" and device == "cuda":
+        from facesplit.runtimes.onnxruntime_runtime import gpu_providers
+
+        gpu_providers(library.get_available_providers())  # no GPU provider: one line, also before any export
     runtime_class = classes(part)
     path, spec = cached_graph(detector, part, name, graphs)
     leave_cores_to_runtime()
+    if name == "onnxruntime":
+        return runtime_class(path, spec, threads, device=device)
     return runtime_class(path, spec, threads)
 
 
 def detector_on(name: str, detector: SplitDetector, threads: int | None = None,
-                graphs: Path | None = None) -> RuntimeDetector:
-    """``detector`` (its split, input size, tail weights and post-processing) with head and tail on ``name``."""
-    return RuntimeDetector(head_runtime(name, detector, threads, graphs), tail_runtime(name, detector, threads, graphs),
-                           detector.input_size, detector.postprocess)
+                graphs: Path | None = None, precision: str = DEFAULT_PRECISION,
+                calibration: Path | None = None, device: str = DEFAULT_DEVICE) -> RuntimeDetector:
+    """``detector`` (its split, input size, tail weights and post-processing) with head and tail on ``name``
+    and ``device``; the head at ``precision`` (the tail stays float32: it runs in the cloud, on what the head
+    sent)."""
+    return RuntimeDetector(head_runtime(name, detector, threads, graphs, precision, calibration, device),
+                           tail_runtime(name, detector, threads, graphs, device), detector.input_size,
+                           detector.postprocess)

@@ -1,4 +1,5 @@
-"""The ONNX Runtime runtime (CPU execution provider): an exported graph in one inference session."""
+"""The ONNX Runtime runtime: an exported graph in one inference session, on the CPU execution provider, or with
+``--device cuda`` on TensorRT's and CUDA's where this onnxruntime has them (the GPU build, onnxruntime-gpu)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,29 @@ from pathlib import Path
 
 import numpy as np
 
-from facesplit.runtimes import GraphHead, GraphTail, require_for_runtime
+from facesplit.runtimes import DEFAULT_DEVICE, GraphHead, GraphTail, RuntimeUnavailableError, require_for_runtime
 from facesplit.runtimes.graphs import GraphSpec
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # best first; the CPU's takes what they cannot
+
+
+def gpu_providers(available: list[str]) -> list[str]:
+    """The GPU execution providers among ``available``, best first; none: the one-line reason."""
+    gpu = [p for p in GPU_PROVIDERS if p in available]
+    if not gpu:
+        raise RuntimeUnavailableError("--device cuda --runtime onnxruntime needs ONNX Runtime's CUDA execution "
+                                      f"provider (pip install onnxruntime-gpu); this one has {', '.join(available)}")
+    return gpu
+
+
+def providers_for(device: str, available: list[str], cache: Path) -> list[str | tuple[str, dict[str, object]]]:
+    """The execution providers for ``device``, best first, among ``available``; TensorRT's engines are cached
+    in ``cache`` (beside the graph) so that only the first session builds them."""
+    if device != "cuda":
+        return ["CPUExecutionProvider"]
+    gpu = gpu_providers(available)
+    options = {"TensorrtExecutionProvider": {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}}
+    return [(p, options[p]) if p in options else p for p in gpu] + ["CPUExecutionProvider"]
 
 
 class OnnxRuntimeGraph:
@@ -15,8 +37,9 @@ class OnnxRuntimeGraph:
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, spec: GraphSpec, threads: int | None = None) -> None:
+    def __init__(self, path: Path, spec: GraphSpec, threads: int | None = None, device: str = DEFAULT_DEVICE) -> None:
         ort = require_for_runtime("onnxruntime", self.name, "ONNX Runtime")
+        providers = providers_for(device, ort.get_available_providers(), path.parent)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or 0
@@ -24,7 +47,7 @@ class OnnxRuntimeGraph:
         # no spinning between runs: on the edge, preprocessing and the noise run between two heads, on the same cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.spec = spec
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.outputs(np.zeros(spec.input_shape(1), np.float32))  # lazy set-up now, not on the first frame
 
     def outputs(self, values: np.ndarray) -> list[np.ndarray]:

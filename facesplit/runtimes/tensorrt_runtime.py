@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from facesplit.runtimes import GraphHead, GraphTail, RuntimeUnavailableError, require_for_runtime
+from facesplit.runtimes import GraphHead, GraphTail, require_for_runtime
+from facesplit.runtimes import cuda_torch as cuda_torch_for
 from facesplit.runtimes.graphs import MAX_BATCH, ExportError, GraphSpec
 
 NAME = "tensorrt"
@@ -23,12 +24,7 @@ NAME = "tensorrt"
 
 def cuda_torch() -> Any:
     """torch, if it has a CUDA device; else the one-line reason."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeUnavailableError("--runtime tensorrt needs an NVIDIA GPU and a CUDA build of torch; "
-                                      f"torch {torch.__version__} sees no CUDA device")
-    return torch
+    return cuda_torch_for("--runtime tensorrt")
 
 
 class TensorRtGraph:

@@ -10,9 +10,12 @@ import click
 
 from frosted.options import (
     DEFAULT_SPLIT_NAME,
+    check_precision_option,
     deprecated_alias,
+    device_option,
     json_option,
     model_options,
+    precision_options,
     runtime_option,
     threshold_option,
 )
@@ -34,8 +37,11 @@ _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".
 @deprecated_alias("--draw", "--out", "out")
 @model_options()
 @runtime_option()
+@device_option()
+@precision_options()
 def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float, json_path: Path, out: Path | None,
-           weights: Path | None, split: str | None, input_size: InputSize, threads: int | None, runtime: str) -> None:
+           weights: Path | None, split: str | None, input_size: InputSize, threads: int | None, runtime: str,
+           device: str, precision: str, calibration: Path | None) -> None:
     """Find faces in IMAGES; print {"image": ..., "boxes": [[x1, y1, x2, y2, score], ...]} per line.
 
     The lines go to --json FILE if given. Files larger than $FROSTED_MAX_IMAGE_PIXELS pixels (default
@@ -44,6 +50,7 @@ def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float,
     # for torch
     if not images and not samples:
         raise click.UsageError("give at least one IMAGE or --sample NAME")
+    check_precision_option(precision, runtime, device)
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +64,8 @@ def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float,
     except OSError as exc:
         raise click.FileError(str(json_path), hint=exc.strerror or str(exc)) from None
     try:
-        failures = _detect_all(images, samples, threshold, lines, out, weights, split, input_size, threads, runtime)
+        failures = _detect_all(images, samples, threshold, lines, out, weights, split, input_size, threads, runtime,
+                               precision, calibration, device)
     finally:
         if lines is not sys.stdout:
             lines.close()
@@ -67,7 +75,7 @@ def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float,
 
 def _detect_all(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float, lines: TextIO,
                 out: Path | None, weights: Path | None, split: str | None, input_size: InputSize,
-                threads: int | None, runtime: str) -> int:
+                threads: int | None, runtime: str, precision: str, calibration: Path | None, device: str) -> int:
     """Detect on every input, one JSON line each to ``lines``; the number that failed."""
     import json
 
@@ -83,7 +91,8 @@ def _detect_all(images: tuple[Path, ...], samples: tuple[str, ...], threshold: f
     from facesplit.runtimes.factory import detector_on
 
     detector = detector_on(runtime, load_detector(weights, input_size, PostprocessConfig(score_threshold=threshold),
-                                                  threads, split or DEFAULT_SPLIT_NAME), threads)
+                                                  threads, split or DEFAULT_SPLIT_NAME), threads,
+                           precision=precision, calibration=calibration, device=device)
     failures = 0
     inputs: list[tuple[str, Path | None]] = [(str(p), p) for p in images] + [(f"skimage:{s}", None)
                                                                              for s in samples]

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from frosted.options import SPLIT_NAMES, deprecated_alias, json_option, runtime_option
+from frosted.options import (
+    SPLIT_NAMES,
+    deprecated_alias,
+    device_option,
+    json_option,
+    precision_options,
+    runtime_option,
+)
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -42,7 +49,8 @@ def warnings_for(config: AgentConfig) -> list[str]:
               help="cameras.yaml: tail, cameras, noise, model, metrics (see deploy/cameras.example.yaml).")
 @click.option("--source", default=None, help="One camera: an rtsp://, whep://, file or /dev/video URL.")
 @click.option("--camera-id", default=None, help="Name of the --source camera (default: camera-1).")
-@click.option("--tail", "tail_address", default=None, help="HOST:PORT of the cloud tail.")
+@click.option("--tail", "tail_address", default=None,
+              help="HOST:PORT of the cloud tail, or triton://HOST:PORT[/MODEL] for NVIDIA Triton (KServe v2).")
 @click.option("--noise", "profile", default=None, metavar="PROFILE", help="Noise profile (shipped name or path).")
 @click.option("--no-noise", is_flag=True, help="Send CLEAN activations (testing only; warns loudly).")
 @click.option("--insecure", is_flag=True, help="Plaintext gRPC to the tail (testing only; warns loudly).")
@@ -52,6 +60,9 @@ def warnings_for(config: AgentConfig) -> list[str]:
 @click.option("--dtype", type=click.Choice(["float16", "int8"]), default=None, help="Activation wire format.")
 @click.option("--window", type=int, default=None, help="Unanswered frames per camera.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option("--preview-port", type=int, default=None,
+              help="Serve the live preview page (raw frames, boxes, what crossed the wire) on this port, on "
+                   "127.0.0.1 unless the config's preview.host says otherwise.")
 @json_option("Write the JSON lines of boxes here ('-': stdout; default: the config's output, else stdout).",
              checked=False)  # the sink names a bad file in one line, as for the config's output
 @deprecated_alias("--output", "--json", "json_path")
@@ -61,14 +72,17 @@ def warnings_for(config: AgentConfig) -> list[str]:
 @click.option("--input-size", default=None, help="Model input, e.g. 1024 or 1024x576.")
 @click.option("--threads", type=int, default=None, help="CPU threads of the runtime.")
 @runtime_option(default=None)  # None: the config's model.runtime, else torch
+@device_option(default=None)  # None: the config's model.device, else cpu
+@precision_options(default=None)  # None: the config's model.precision, else float32
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this long (default: until the sources end or Ctrl-C).")
 def edge(config_path: Path | None, source: str | None, camera_id: str | None, tail_address: str | None,
          profile: str | None, no_noise: bool, insecure: bool, tls_ca: Path | None, tls_cert: Path | None,
          tls_key: Path | None, dtype: str | None, window: int | None, metrics_port: int | None,
-         json_path: Path | None,
+         preview_port: int | None, json_path: Path | None,
          weights: Path | None, split: str | None, input_size: str | None, threads: int | None,
-         runtime: str | None, seconds: float | None) -> None:
+         runtime: str | None, device: str | None, precision: str | None, calibration: Path | None,
+         seconds: float | None) -> None:
     """Run the edge agent on the cameras of --config, or on one --source."""
     # imported here, not at the top: `frosted --help` and `frosted edge --help` must not wait for torch
     import asyncio
@@ -90,9 +104,12 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
                            tail__tls__ca=tls_ca, tail__tls__cert=tls_cert, tail__tls__key=tls_key,
                            tail__dtype=dtype, tail__window=window, noise__profile=profile,
                            noise__disabled=no_noise, metrics__port=metrics_port,
+                           preview__port=preview_port,
                            output=None if json_path is None else str(json_path),
                            model__weights=weights, model__split=split, model__input_size=input_size,
-                           model__threads=threads, model__runtime=runtime)
+                           model__threads=threads, model__runtime=runtime, model__device=device,
+                           model__precision=precision,
+                           model__calibration=calibration)
     config = load_agent_config(config_path, overrides)
     for warning in warnings_for(config):
         click.secho(warning, fg="red", bold=True, err=True)
@@ -100,7 +117,8 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
     try:
         backend = head_backend(config.model.weights, config.model.input_size, config.model.threads,
                                None if config.noise.disabled else config.noise.profile, config.tail.dtype,
-                               config.model.split, config.model.runtime)
+                               config.model.split, config.model.runtime, config.model.precision,
+                               config.model.calibration, config.model.device)
         agent = EdgeAgent(config, backend, sink)
         try:
             summary = asyncio.run(run_until_signalled(agent, seconds))

@@ -14,7 +14,17 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from frosted.options import coco_options, json_option, model_options, runtime_option, seed_option, threshold_option
+from frosted.options import (
+    check_precision_option,
+    coco_options,
+    device_option,
+    json_option,
+    model_options,
+    precision_options,
+    runtime_option,
+    seed_option,
+    threshold_option,
+)
 
 if TYPE_CHECKING:
     from facesplit.evaluation.sets import EvalSet
@@ -51,18 +61,21 @@ if TYPE_CHECKING:
                    "fold runs).")
 @model_options()
 @runtime_option()
+@device_option()
+@precision_options()
 def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path | None, folds: int,
              ious: tuple[float, ...], threshold: float, limit: int | None, name: str | None,
              json_path: Path | None, detections_out: Path | None, saved: Path | None,
              noise: str | None, seed: int | None, fold: int | None, merge_dir: Path | None, wait_s: float | None,
              weights: Path | None, split: str | None, input_size: InputSize, threads: int | None,
-             runtime: str) -> None:
+             runtime: str, device: str, precision: str, calibration: Path | None) -> None:
     """Per-fold average precision, printed as TR-4928's results block (one per IoU)."""
     if merge_dir is not None:
         merge(merge_dir, wait_s, json_path)
         return
     if wait_s is not None:
         raise click.UsageError("--wait goes with --merge DIR")
+    check_precision_option(precision, runtime, device)
     # imported here, not at the top: `frosted --help` and `frosted eval --help` must not wait for torch
     from facesplit.detector import load_detector, with_tail
     from facesplit.evaluation.detections import detect_images, load_detections, save_detections
@@ -92,11 +105,11 @@ def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path 
         provenance["split"] = split
         weights_file = resolve_weights(weights)
         provenance.update(weights=str(weights_file), weights_sha256=sha256_of(weights_file))
-        obfuscate = None
+        obfuscate, noise_profile = None, None
         if noise is not None:
             profile = load_profile_for(detector, noise)
             detector = with_tail(detector, profile.tail_state)
-            obfuscate = ImageNoise(profile, seed)
+            noise_profile = profile
             before = len(eval_set.images)
             eval_set = eval_set.without(set(profile.fitted_on.get("seen", [])))
             skipped = before - len(eval_set.images)
@@ -109,10 +122,19 @@ def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path 
                            "repeated", err=True)
             provenance.update(noise=noise, noise_alpha=profile.alpha, noise_fingerprint=profile.fingerprint,
                               noise_seed=seed, skipped_fitted_images=skipped)
+        from facesplit.pipeline import noise_device
         from facesplit.runtimes.factory import detector_on
 
         provenance["runtime"] = runtime
-        detections = detect_images(detector_on(runtime, detector, threads), eval_set.images, obfuscate,  # type: ignore[arg-type]
+        if device != "cpu":  # --seed's noise is another cipher's there: folds must not merge with the CPU's
+            provenance["device"] = device
+        if precision != "float32":  # another head: folds of the float head's run must not merge with these
+            provenance.update(precision=precision, calibration=str(calibration or "MIT+CMU folds 1-5"))
+        on_runtime = detector_on(runtime, detector, threads, precision=precision, calibration=calibration,
+                                 device=device)
+        if noise_profile is not None:  # drawn where the head leaves the activation: per device, another cipher
+            obfuscate = ImageNoise(noise_profile, seed, noise_device(on_runtime.head.runtime))
+        detections = detect_images(on_runtime, eval_set.images, obfuscate,  # type: ignore[arg-type]
                                    desc=eval_set.name)
     if detections_out is not None:
         with _writing(detections_out):

@@ -50,3 +50,13 @@ def onnx(out: Path, split: str | None, profiles: tuple[str, ...], input_sizes: t
         click.echo(f"wrote {out / graph['file']} ({graph['part']}, split {graph['split']}, {graph['input_size']})",
                    err=True)
     click.echo(f"wrote {out / 'manifest.json'}", err=True)
+
+
+def _add_triton() -> None:
+    # its own module (the verb is long); imported at the end: it needs the group above
+    from frosted.commands.export_triton import triton
+
+    export.add_command(triton)
+
+
+_add_triton()

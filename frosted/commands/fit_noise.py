@@ -9,6 +9,8 @@ import click
 
 from frosted.options import coco_options, model_options, seed_option
 
+MLP_STEPS_PER_EPOCH = 300  # the MLP probe's own steps on the current noise before each epoch of the fit
+
 if TYPE_CHECKING:
     from facesplit.faceboxes import FaceBoxes
     from facesplit.preprocess import InputSize
@@ -66,13 +68,17 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
                    "every step also pays for what it still identifies. Per-element noise only (no --rank, --dct).")
 @click.option("--adversary-weight", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
               help="Weight of the identity probe's term beside (1 - alpha) task + alpha privacy.")
+@click.option("--adversary-probe", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
+              help="linear: the noise-aware ridge, refitted before every epoch; mlp: also the residual MLP probe "
+                   "(the strongest attack), trained in alternating steps with the noise.")
 @seed_option("Seed of the fit (augmentation, training noise); the profile records it (default: one drawn "
              "fresh from the OS's CSPRNG, printed).")
 @model_options()
 def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_labels: Path | None,
               images_dir: Path | None, folds: int, use_folds: list[int], task: str, epochs: int, batch_size: int,
               augmentations: int, tune_tail: bool, tail_epochs: int, rank: int | None, privacy: str, dct: bool,
-              max_frames: int, adversary_faces: tuple[Path, ...], adversary_weight: float, seed: int | None,
+              max_frames: int, adversary_faces: tuple[Path, ...], adversary_weight: float, adversary_probe: str,
+              seed: int | None,
               weights: Path | None, split: str | None, input_size: InputSize,
               threads: int | None) -> None:
     """Fit a noise profile: the frozen head's activations plus learned noise that the tail tolerates."""
@@ -109,12 +115,13 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     if adversary_faces and (rank is not None or dct):
         raise click.UsageError("--adversary-faces fits per-element noise: drop --rank and --dct")
     data = build_training_set(model, images, config)
-    adversary = _adversary(model, adversary_faces, adversary_weight, seed) if adversary_faces else None
+    adversary = (_adversary(model, adversary_faces, adversary_weight, adversary_probe, seed) if adversary_faces
+                 else None)
     sources = [str(s) for s in frame_sources] + ([f"{coco_labels} folds {use_folds}"] if coco_labels else [])
     fitted_on: dict = {"sources": sources, "images": len(images)}
     if adversary is not None:
         fitted_on["adversary"] = {"faces": [str(p) for p in adversary_faces], "crops": len(adversary.faces),
-                                  "weight": adversary_weight, "probe": "noise-aware ridge, retrained every epoch"}
+                                  "weight": adversary_weight, "probe": ADVERSARY_PROBES[adversary_probe]}
     profile = fit_profile(model, data, config, fitted_on=fitted_on, adversary=adversary)
     profile.save(out)
     history = profile.fitted_on["history"][-1]
@@ -127,7 +134,13 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
                + f"seed {seed}, fingerprint {profile.fingerprint}")
 
 
-def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, seed: int) -> IdentityAdversary:
+ADVERSARY_PROBES = {"linear": "noise-aware ridge, retrained every epoch",
+                    "mlp": "noise-aware ridge, retrained every epoch, and the residual MLP probe in alternating steps "
+                           f"({MLP_STEPS_PER_EPOCH} before every epoch, one beside every step)"}
+
+
+def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, probe: str,
+               seed: int) -> IdentityAdversary:
     """The identity probe to fit against (`privacy_attack.defence`), on the faces of ``folders``."""
     from privacy_attack.defence import IdentityAdversary, adversary_crops
     from privacy_attack.measure import require_reid
@@ -136,4 +149,4 @@ def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, seed:
     photos = read_faces(list(folders))
     require_reid()
     crops = adversary_crops(model.head.eval(), model.split, photos, seed=seed)
-    return IdentityAdversary(crops, weight, seed=seed)
+    return IdentityAdversary(crops, weight, seed=seed, mlp_steps=MLP_STEPS_PER_EPOCH if probe == "mlp" else 0)

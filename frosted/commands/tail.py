@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 import click
 
 from cloud_tail.limits import StreamLimits
-from frosted.options import deprecated_alias, model_options, runtime_option, threshold_option
+from frosted.options import (
+    check_precision_option,
+    deprecated_alias,
+    device_option,
+    model_options,
+    runtime_option,
+    threshold_option,
+)
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -52,14 +59,18 @@ SERVE_CLEAN_WARNING = ("WARNING: --serve-clean: this tail accepts CLEAN activati
 @click.option("--tls-client-ca", type=_FILE, default=None,
               help="Require client certificates signed by this CA (mutual TLS).")
 @click.option("--insecure", is_flag=True, help="Serve plaintext gRPC (no TLS).")
+@click.option("--serve-int8-heads", is_flag=True,
+              help="Also serve each profile to agents whose head is int8 (--precision int8): another head, so "
+                   "only once the profile's AP has been measured on it (docs/runtimes.md).")
 @model_options()
 @runtime_option()
+@device_option()
 def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tuple[str, ...], serve_clean: bool,
          max_batch: int, max_delay_ms: float, max_in_flight: int, max_message_bytes: int, max_streams: int,
          max_streams_per_connection: int, max_connections: int, idle_timeout_seconds: float,
          threshold: float, tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
          insecure: bool, weights: Path | None, split: str | None, input_size: InputSize, threads: int | None,
-         runtime: str) -> None:
+         runtime: str, device: str, serve_int8_heads: bool) -> None:
     """Serve the tail: validate, batch across cameras, run the rest of FaceBoxes, answer with boxes."""
     # imported here, not at the top: `frosted --help` and `frosted tail --help` must not wait for torch and gRPC
     import asyncio
@@ -78,6 +89,7 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     from frosted.logs import setup_logging
     from frosted_wire.address import check_host_port
 
+    check_precision_option("float32", runtime, device)  # the tail is float32; a --device its runtime lacks
     try:  # first: out of range, gRPC would listen on some other port and say nothing
         check_host_port(listen, listening=True)
     except ValueError as exc:
@@ -105,7 +117,7 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     detector = load_detector(str(weights) if weights else None, input_size,
                              PostprocessConfig(score_threshold=threshold), threads, split or DEFAULT_SPLIT)
     tails = served_tails(detector, list(profiles) or list(shipped_profiles()), serve_clean=serve_clean,
-                         runtime=runtime, threads=threads)
+                         runtime=runtime, threads=threads, int8_heads=serve_int8_heads, device=device)
     limits = StreamLimits(max_in_flight=max_in_flight, max_message_bytes=max_message_bytes, max_streams=max_streams,
                           max_streams_per_connection=max_streams_per_connection, max_connections=max_connections,
                           idle_timeout_seconds=idle_timeout_seconds)
@@ -113,6 +125,7 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
                               tls=tls)
     check_limits(tails, limits)  # before the "serving" lines, so a refusal is the only line
     for t in tails.values():
-        click.echo(f"serving {t.name} (alpha {t.alpha:g}, split {t.split}, runtime {runtime}) fingerprint "
+        on = f"runtime {runtime}" + (f" on {device}" if device != "cpu" else "")
+        click.echo(f"serving {t.name} (alpha {t.alpha:g}, split {t.split}, {on}) fingerprint "
                    f"{t.fingerprint}", err=True)
     asyncio.run(serve(tails, config))

@@ -1,0 +1,145 @@
+"""int8 heads: the exported float head quantized after training by NNCF, calibrated on a user's frames.
+
+NNCF (OpenVINO's compression library) runs the float graph in OpenVINO on the calibration frames, picks a scale
+for every activation and weight, and saves the model as OpenVINO IR (``.xml`` + ``.bin``) with FakeQuantize
+operations, which OpenVINO compiles into int8 kernels. It is calibrated on frames like the ones it will see: a
+folder of the user's images (``--calibration FOLDER``), by default MIT+CMU folds 1-5 from the shared data, the
+images every shipped profile was fitted on (folds 6-10 are what AP is measured on).
+
+On CPUs with VNNI (AVX-512 VNNI, AVX-VNNI, AMX) NNCF's "overflow fix" is turned off: it keeps the first layer's
+weights to 7 bits so that the int16 sums of older CPUs' int8 instructions cannot saturate, which VNNI's do not
+do; with it, clean AP@0.3 on MIT+CMU folds 6-10 at 1024x1024 fell 0.40 points, without it 0.10
+(docs/runtimes.md). Older CPUs keep it, and get their own graph.
+
+A quantized head is a different head: its activations differ from the float head's (at inception3, on the
+held-out images: by up to 2.2-2.8 where they reach 7.9, 0.015 on average), so frames from it carry another fingerprint
+(`facesplit.runtimes.fingerprint_at`), and a profile is only valid for it once its AP has been measured on it
+(docs/runtimes.md). The graph is cached beside the float ones, named by the float graph, NNCF's version, the
+calibration frames' contents and their number, and whether the CPU has VNNI: other frames are another
+graph, never a stale one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facesplit.detector import SplitDetector
+from facesplit.errors import FrostedError
+from facesplit.images import read_image_bgr
+from facesplit.preprocess import preprocess
+from facesplit.runtimes import require
+from facesplit.runtimes.graphs import HEAD_INPUT, GraphSpec, cached_graph, graph_cache_dir
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+MAX_CALIBRATION_FRAMES = 300  # NNCF's own default subset: more frames move the scales by little
+DEFAULT_CALIBRATION_FOLDS = (1, 2, 3, 4, 5)  # of MIT+CMU's 10, as `frosted eval` splits it
+MITCMU = Path("data/faces/mitcmu")  # under the shared data folder
+
+
+class CalibrationError(FrostedError):
+    """No frames to calibrate an int8 head on: an empty or missing folder, or no default set."""
+
+
+def shared_dir() -> Path:
+    """The shared data folder: ``$FROSTED_SHARED``, else ``shared`` beside the repository."""
+    return Path(os.environ.get("FROSTED_SHARED") or Path(__file__).resolve().parents[3] / "shared")
+
+
+def calibration_frames(folder: Path | None = None) -> list[Path]:
+    """The images an int8 head is calibrated on: every image in ``folder`` (sorted, at most
+    MAX_CALIBRATION_FRAMES, evenly spaced), or by default MIT+CMU folds 1-5 of the shared data."""
+    if folder is None:
+        from facesplit.evaluation.coco import read_coco_faces, split_into_folds
+
+        labels = shared_dir() / MITCMU / "labels.json"
+        if not labels.is_file():
+            raise CalibrationError(f"--precision int8 calibrates on frames: give --calibration FOLDER (the default, "
+                                   f"MIT+CMU folds 1-5, is not at {labels.parent}; set $FROSTED_SHARED)")
+        folds = split_into_folds(read_coco_faces(labels, labels.parent / "images"), 10)
+        files = [image.path for k in DEFAULT_CALIBRATION_FOLDS for image in folds[k - 1]]
+    else:
+        if not folder.is_dir():
+            raise CalibrationError(f"--calibration {folder}: no such folder")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise CalibrationError(f"--calibration {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(files) > MAX_CALIBRATION_FRAMES:
+        picks = np.linspace(0, len(files) - 1, MAX_CALIBRATION_FRAMES).round().astype(int)
+        files = [files[i] for i in picks]
+    return files
+
+
+def int8_graph(detector: SplitDetector, calibration: Path | None = None, directory: Path | None = None,
+               runtime: str = "openvino") -> tuple[Path, GraphSpec]:
+    """``detector``'s head quantized to int8, calibrated on ``calibration`` (a folder; None: the default
+    frames), from the cache or made now (a few seconds: the float graph, then NNCF over the frames)."""
+    nncf = require("nncf", "--precision int8", runtime, "NNCF")
+    frames = calibration_frames(calibration)
+    float_path, spec = cached_graph(detector, "head", runtime, directory)
+    vnni = cpu_has_vnni()
+    digest = hashlib.sha256(f"{float_path.name}|nncf {nncf.__version__}|vnni {vnni}|{len(frames)}".encode())
+    for frame in frames:
+        digest.update(hashlib.sha256(frame.read_bytes()).digest())
+    path = (directory or graph_cache_dir()) / f"head-int8-{spec.split}-{spec.size}-{digest.hexdigest()[:16]}.xml"
+    if not path.is_file():
+        _quantize(nncf, float_path, path, [_model_input(detector, frame) for frame in frames], vnni)
+    return path, spec
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU's int8 dot products accumulate without int16 saturation (Linux: /proc/cpuinfo)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags.split()))
+
+
+def _model_input(detector: SplitDetector, frame: Path) -> np.ndarray:
+    image = read_image_bgr(frame)  # an ImageError (one line) names a file it cannot read
+    # dense NCHW, as the graph's input is declared
+    return np.ascontiguousarray(preprocess(image, detector.input_size)[0].numpy())
+
+
+def _quantize(nncf: Any, float_path: Path, path: Path, inputs: list[np.ndarray], vnni: bool) -> None:
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    model = ov.Core().read_model(str(float_path))
+    overflow_fix = OverflowFix.DISABLE if vnni else OverflowFix.FIRST_LAYER
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.xml")
+    try:
+        with _quiet_nncf():
+            quantized = nncf.quantize(model, nncf.Dataset(inputs, lambda x: {HEAD_INPUT: x}), subset_size=len(inputs),
+                                      advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix))
+        ov.save_model(quantized, str(partial), compress_to_fp16=False)  # the float parts stay float32
+        # the .bin first: the .xml is what says the graph is there
+        os.replace(partial.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".bin").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF draws progress bars and logs what it does: a verb's stdout may be its JSON product."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)

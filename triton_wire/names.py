@@ -1,0 +1,12 @@
+"""The one naming rule both sides share: which Triton model serves a profile (`frosted export triton` writes
+it, the edge agent asks for it)."""
+
+from __future__ import annotations
+
+COMPOSING_SUFFIXES = (".tail-onnx", ".tail-python", ".boxes")  # the ensemble's parts, not called by agents
+
+
+def ensemble_name(profile: str | None, split: str) -> str:
+    """The ensemble for a profile (its file stem, e.g. ``inception3-alpha-0.4``), or for clean activations at
+    ``split`` (``profile=None``): ``clean-SPLIT``."""
+    return profile if profile is not None else f"clean-{split}"
