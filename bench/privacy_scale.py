@@ -24,7 +24,15 @@ from facesplit.detector import load_detector
 from facesplit.faceboxes import SPLITS
 from privacy_attack.at_scale import ScaleConfig
 from privacy_attack.people import read_faces, read_people
-from privacy_attack.scale_report import TableInputs, markdown, run_table, shipped_plan, with_files, write_outputs
+from privacy_attack.scale_report import (
+    TableInputs,
+    TablePlan,
+    markdown,
+    run_table,
+    shipped_plan,
+    with_files,
+    write_outputs,
+)
 from privacy_attack.scene import Backgrounds
 
 
@@ -41,6 +49,8 @@ def main() -> None:
     parser.add_argument("--focus", default="inception3-alpha-0.4,alpha-0.4")
     parser.add_argument("--profile", action="append", default=[], metavar="FILE",
                         help="also attack this profile file (at its split, as a focus profile); repeatable")
+    parser.add_argument("--no-shipped", action="store_true",
+                        help="attack only clean and the --profile files, not the shipped profiles")
     parser.add_argument("--probe-seconds", type=float, default=120.0, help="the MLP probe's time budget")
     parser.add_argument("--probe-steps", type=int, default=None,
                         help="the MLP probe's step budget: the same attack on a busy or a quiet machine (with a "
@@ -62,8 +72,10 @@ def main() -> None:
     if args.limit_people:
         keep = sorted({v.identity for v in victims})[:args.limit_people]
         victims = [v for v in victims if v.identity in keep]
-    plan = with_files(shipped_plan(args.splits.split(","), tuple(args.focus.split(",")), args.full_scales),
-                      args.profile)
+    splits, focus = args.splits.split(","), tuple(args.focus.split(","))
+    base = (TablePlan({split: () for split in splits}, args.full_scales, focus) if args.no_shipped
+            else shipped_plan(splits, focus, args.full_scales))
+    plan = with_files(base, args.profile)
     centred = args.staging == "centred"
     backgrounds = Backgrounds.flat() if centred else Backgrounds.shipped()
     inputs = TableInputs(victims, read_faces([faces / "attacker"]), backgrounds, None if args.no_ap else shared)

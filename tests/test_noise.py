@@ -349,11 +349,12 @@ def test_shipped_profiles_are_listed_and_fit_the_shipped_weights(weights_path: P
     deep = [row for row in rows if row["split"] == "inception3" and row["name"].startswith("inception3-alpha-")]
     assert [(row["name"], row["alpha"], row["rank"]) for row in deep] == [
         (f"inception3-alpha-{a}", a, None) for a in (0.2, 0.4, 0.6, 0.8)]
-    # and the one fitted against the identity probe (docs/privacy.md)
+    # and the two fitted against the identity probes (docs/privacy.md): the linear one, and the MLP too
     fitted_against = [row for row in rows if row["split"] == "inception3" and row not in deep]
-    assert [row["name"] for row in fitted_against] == ["inception3-adversarial-0.2"]
-    adversary = NoiseProfile.load(Path(fitted_against[0]["path"])).fitted_on["adversary"]
-    assert adversary["crops"] > 10_000 and adversary["weight"] == 2.0
+    assert [row["name"] for row in fitted_against] == ["inception3-adversarial-0.2", "inception3-adversarial-mlp-0.2"]
+    adversaries = [NoiseProfile.load(Path(row["path"])).fitted_on["adversary"] for row in fitted_against]
+    assert all(a["crops"] > 10_000 and a["weight"] == 2.0 for a in adversaries)
+    assert "MLP" not in adversaries[0]["probe"] and "MLP probe" in adversaries[1]["probe"]
     assert [(row["name"], row["alpha"], row["rank"], row["dct"]) for row in rows if row["rank"]] == [
         ("information-dct-alpha-0.7", 0.7, 128, True), ("rank48-alpha-0.2", 0.2, 48, False)]
     information = NoiseProfile.load(Path(next(row["path"] for row in rows if row["dct"])))
