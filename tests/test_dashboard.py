@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -263,6 +263,28 @@ def finite_values(result: list[dict[str, Any]]) -> list[float]:
     return [float(v) for series in result for _, v in series["values"] if not math.isnan(float(v))]
 
 
+def answers_to_every_query(prometheus: Prometheus, checked: list[Target], rate: str, live: Callable[[bool], bool],
+                           what: str) -> dict[Target, list[dict[str, Any]]]:
+    """Each target's query result once it returns a finite value (``live`` checks the servers are still up),
+    within a deadline; on timeout the error names the queries that never answered."""
+    answers: dict[Target, list[dict[str, Any]]] = {}
+
+    def every_query_answered() -> bool:
+        for target in checked:
+            if target not in answers:
+                result = prometheus.query_range(substitute(target.expr, "gate", rate))
+                if finite_values(result):
+                    answers[target] = result
+        return live(len(answers) == len(checked))
+
+    try:
+        wait_until_sync(every_query_answered, what, timeout=120, poll=1.0)
+    except AssertionError as exc:
+        missing = [f"{t.name}: {substitute(t.expr, 'gate', rate)}" for t in checked if t not in answers]
+        raise AssertionError(f"{exc}; no data from: {missing}") from None
+    return answers
+
+
 @contextlib.contextmanager
 def stopped_at_exit(process: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
     try:
@@ -338,21 +360,7 @@ def test_every_panel_query_returns_data_from_a_live_agent_and_tail(
         # and the camera drops: the agent's source reconnects (the reconnects panel)
         camera.restart()
 
-        answers: dict[Target, list[dict[str, Any]]] = {}
-
-        def every_query_answered() -> bool:
-            for target in checked:
-                if target not in answers:
-                    result = prometheus.query_range(substitute(target.expr, "gate", rate))
-                    if finite_values(result):
-                        answers[target] = result
-            return live(len(answers) == len(checked))
-
-        try:
-            wait_until_sync(every_query_answered, "every panel query to return data", timeout=120, poll=1.0)
-        except AssertionError as exc:
-            missing = [f"{t.name}: {substitute(t.expr, 'gate', rate)}" for t in checked if t not in answers]
-            raise AssertionError(f"{exc}; no data from: {missing}") from None
+        answers = answers_to_every_query(prometheus, checked, rate, live, "every panel query to return data")
 
         def panel(title: str) -> list[dict[str, Any]]:
             """The first query of the panel called ``title``, over the last WINDOW_SECONDS."""

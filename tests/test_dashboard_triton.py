@@ -19,7 +19,6 @@ import sys
 import urllib.request
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 import yaml
@@ -33,6 +32,7 @@ from tests.test_dashboard import (
     STEP_SECONDS,
     Prometheus,
     Target,
+    answers_to_every_query,
     committed,
     finite_values,
     load_script,
@@ -131,21 +131,7 @@ def test_every_triton_panel_query_returns_data_from_a_live_triton(
             assert triton.process is not None and triton.process.poll() is None, triton.log_tail()
             return condition
 
-        answers: dict[Target, list[dict[str, Any]]] = {}
-
-        def every_query_answered() -> bool:
-            for target in checked:
-                if target not in answers:
-                    result = prometheus.query_range(substitute(target.expr, "gate", rate))
-                    if finite_values(result):
-                        answers[target] = result
-            return live(len(answers) == len(checked))
-
-        try:
-            wait_until_sync(every_query_answered, "every Triton panel query to return data", timeout=120, poll=1.0)
-        except AssertionError as exc:
-            missing = [f"{t.name}: {substitute(t.expr, 'gate', rate)}" for t in checked if t not in answers]
-            raise AssertionError(f"{exc}; no data from: {missing}") from None
+        answers = answers_to_every_query(prometheus, checked, rate, live, "every Triton panel query to return data")
 
         def panel(title: str, ref: str = "A") -> dict[str, list[float]]:
             """One query of the panel called ``title`` over the last window: its finite values per series."""

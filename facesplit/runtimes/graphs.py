@@ -114,7 +114,7 @@ def export_graph(detector: SplitDetector, part: Part, path: Path, runtime: str |
         raise ExportError(f"{path.parent}: cannot create the folder ({exc.strerror or exc})") from None
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
+        with quiet(), torch.inference_mode(False), torch.no_grad():
             program = torch.onnx.export(module.eval(), (example,), dynamo=True, verbose=False,
                                         input_names=[spec.input_name], output_names=list(spec.output_names),
                                         dynamic_shapes=({0: batch},), opset_version=OPSET, external_data=False)
@@ -155,18 +155,21 @@ def _weights_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
+
+
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """The exporter prints progress lines and logs warnings about optional packages: a verb's stdout may be
-    its JSON product, and none of it is the user's business."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
+def quiet(loggers: tuple[str, ...] = EXPORTER_LOGGERS) -> Iterator[None]:
+    """Silence a graph tool (the exporter, NNCF): they print progress lines and log warnings about optional
+    packages, and a verb's stdout may be its JSON product; none of it is the user's business."""
+    found = [logging.getLogger(name) for name in loggers]
+    levels = [logger.level for logger in found]
+    for logger in found:
         logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
+        for logger, level in zip(found, levels, strict=True):
             logger.setLevel(level)

@@ -21,13 +21,8 @@ graph, never a stale one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
-import logging
 import os
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +33,7 @@ from facesplit.errors import FrostedError
 from facesplit.images import read_image_bgr
 from facesplit.preprocess import preprocess
 from facesplit.runtimes import require
-from facesplit.runtimes.graphs import HEAD_INPUT, GraphSpec, cached_graph, graph_cache_dir
+from facesplit.runtimes.graphs import HEAD_INPUT, GraphSpec, cached_graph, graph_cache_dir, quiet
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 MAX_CALIBRATION_FRAMES = 300  # NNCF's own default subset: more frames move the scales by little
@@ -119,7 +114,7 @@ def _quantize(nncf: Any, float_path: Path, path: Path, inputs: list[np.ndarray],
     overflow_fix = OverflowFix.DISABLE if vnni else OverflowFix.FIRST_LAYER
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.xml")
     try:
-        with _quiet_nncf():
+        with quiet(("nncf",)):
             quantized = nncf.quantize(model, nncf.Dataset(inputs, lambda x: {HEAD_INPUT: x}), subset_size=len(inputs),
                                       advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix))
         ov.save_model(quantized, str(partial), compress_to_fp16=False)  # the float parts stay float32
@@ -129,17 +124,3 @@ def _quantize(nncf: Any, float_path: Path, path: Path, inputs: list[np.ndarray],
     finally:
         partial.unlink(missing_ok=True)
         partial.with_suffix(".bin").unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
-    """NNCF draws progress bars and logs what it does: a verb's stdout may be its JSON product."""
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
