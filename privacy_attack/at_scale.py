@@ -28,6 +28,7 @@ from privacy_attack.crop_cache import crops_folder, crops_key, load_or_make
 from privacy_attack.crop_noise import CropObserver, NoiseCondition, noise_conditions
 from privacy_attack.crops import CropSet, face_crops
 from privacy_attack.descriptors import DescribedFace
+from privacy_attack.face_references import as_images, colour_and_contrast_faces, thumbnail_faces
 from privacy_attack.identity import (
     Scored,
     cosine_scores,
@@ -143,13 +144,16 @@ def prepare_scale(head: torch.nn.Module, side: int, attacker: Sequence[Described
                        ).astype(np.uint8)
     data = ScaleData(side, attacker_sets, victim_sets, template)
     queries = next(iter(victim_sets.values()))
-    data.baselines = baselines(queries, victims, template, config)
+    data.baselines = baselines(queries, victims, template, config, any_split.faces)
     return data
 
 
-def baselines(queries: CropSet, victims: Victims, template: np.ndarray, config: ScaleConfig) -> dict:
+def baselines(queries: CropSet, victims: Victims, template: np.ndarray, config: ScaleConfig,
+              attacker_faces: torch.Tensor | None = None) -> dict:
     """dlib on the original photos and on the frame's face (ceilings); the boxes-only guess and the flat
-    image (floors: face SSIM on every query, identity on ``floor_queries`` of them)."""
+    image (floors: face SSIM on every query, identity on ``floor_queries`` of them); with the attacker's faces,
+    face SSIM of the references that know each face's colour and contrast or its 4x4 thumbnail
+    (`privacy_attack.face_references`)."""
     original = np.stack([face.descriptor for face in victims.queries])
     out = {"original_photo": identity_metrics(Scored(euclidean_scores(original, victims.gallery), victims.truth)),
            "frame": identity_metrics(Scored(euclidean_scores(queries.frame_descriptors.numpy(), victims.gallery),
@@ -164,6 +168,10 @@ def baselines(queries: CropSet, victims: Victims, template: np.ndarray, config: 
         embedded = embed_faces([guesses[i] for i in pick])
         found.update(identity_metrics(Scored(euclidean_scores(embedded, victims.gallery), victims.truth[pick])))
         out[name] = found
+    if attacker_faces is not None:
+        out["knowing_colour_and_contrast"] = face_ssim(
+            queries.faces, as_images(colour_and_contrast_faces(attacker_faces, queries.faces)))
+        out["knowing_a_4x4_thumbnail"] = face_ssim(queries.faces, as_images(thumbnail_faces(queries.faces)))
     return out
 
 

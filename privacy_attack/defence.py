@@ -7,14 +7,18 @@ one), and every step pays for the information its read-out still gets, so sigma 
 while the task term keeps the detector working. With ``mlp_steps``, a residual MLP probe (the table's strongest
 attack) plays too, in alternating steps after ResSFL: it starts from the ridge, trains ``mlp_steps`` steps on
 the current noise before every epoch and one more step beside every step of the fit, while the fit pays for
-what it still identifies (its contrastive loss short of chance). A profile fitted this way must be judged by
-attackers trained afresh on its final noise (the table does), never by these.
+what it still identifies (its contrastive loss short of chance). With ``face_decoder``, the table's face decoder
+(the noise-aware ridge from the crop to the face's 32-px pixels) is refitted beside the ridge probe and its
+read-out pays the same information term, so the noise also hides what the face looks like, not only whose it
+is. A profile fitted this way must be judged by attackers trained afresh on its final noise (the table does),
+never by these.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -39,27 +43,48 @@ from privacy_attack.scene import Backgrounds
 ADVERSARY_SIDE = 96  # the face size the target is set at
 
 
+@dataclass(frozen=True)
+class ReadOut:
+    """What a linear attack reads off a crop, as the information term needs it: per flattened crop element, the
+    energy a unit of noise there adds to its output, and its output's energy on the clean crops."""
+
+    energy: torch.Tensor
+    signal: float
+
+    @classmethod
+    def of(cls, attack: LinearMap, clean: torch.Tensor) -> ReadOut:
+        energy = ((attack.weight ** 2).sum(1) / attack.std ** 2).detach()
+        with torch.no_grad():
+            signal = float(((attack(clean) - attack.bias) ** 2).sum(1).mean())
+        return cls(energy, signal)
+
+    def information(self, local: torch.Tensor) -> torch.Tensor:
+        """1/2 log(1 + S/N) for noise of std ``local`` (B, F), N averaged over the batch's face positions."""
+        noise = (local ** 2 * self.energy).sum(1).mean()
+        return 0.5 * torch.log1p(self.signal / noise)
+
+
 class IdentityAdversary:
     """The identity probes on attacker face crops at the fit's split: the noise-aware ridge and, with
-    ``mlp_steps``, the residual MLP trained against the current noise."""
+    ``mlp_steps``, the residual MLP trained against the current noise; with ``face_decoder``, the ridge face
+    decoder too."""
 
     def __init__(self, faces: CropSet, weight: float, batch: int = 256, seed: int = 0, mlp_steps: int = 0,
-                 mlp_lr: float = 3e-4) -> None:
+                 mlp_lr: float = 3e-4, face_decoder: bool = False) -> None:
         self.faces = faces
         self.weight = weight
         self.batch = batch
         self.seed = seed
         self.mlp_steps = mlp_steps
         self.mlp_lr = mlp_lr
+        self.face_decoder = face_decoder
         self._mlp: ResidualProbe | None = None
         self._mlp_optimiser: torch.optim.Optimizer | None = None
         self._fit_index, self._val_index = holdout(faces.identities, seed)
         self._mlp_generator = torch.Generator().manual_seed(seed + 3)
         self.centre = faces.descriptors.mean(0)
         self._design: Design | None = None
-        self._probe: LinearMap | None = None
-        self._energy: torch.Tensor | None = None
-        self._signal = 0.0
+        self._reads: list[ReadOut] = []
 
     def _observer(self, sigma: torch.Tensor) -> CropObserver:
         profile = NoiseProfile(torch.zeros_like(sigma), sigma, 0.0, (1024, 1024), "adversary")
@@ -69,14 +94,18 @@ class IdentityAdversary:
         observer = self._observer(sigma)
         if self._design is None:
             self._design = design_for(self.faces, observer, self.seed)
-        self._probe, log = fit_ridge(self.faces, observer, self.faces.descriptors, seed=self.seed,
-                                     design=self._design)
-        # per flattened crop element, what a unit of noise there adds to the read-out's energy
-        self._energy = ((self._probe.weight ** 2).sum(1) / self._probe.std ** 2).detach()
-        with torch.no_grad():
-            clean = self._probe(observer.kept(self.faces.crops[:2048])) - self._probe.bias
-        self._signal = float((clean ** 2).sum(1).mean())
+        probe, log = fit_ridge(self.faces, observer, self.faces.descriptors, seed=self.seed, design=self._design)
+        clean = observer.kept(self.faces.crops[:2048])
+        self._reads = [ReadOut.of(probe, clean)]
         scores = {"probe_held_out_rank1_100": max(log.validation.values()), "probe_ridge": log.ridge}
+        if self.face_decoder:
+            pixels = self.faces.faces.float().flatten(1) / 255.0
+            decoder, log = fit_ridge(self.faces, observer, pixels, seed=self.seed, score="mse", design=self._design)
+            self._reads.append(ReadOut.of(decoder, clean))
+            held = pixels[self._val_index]
+            # the share of the held-out faces' pixel variance it explains beyond the attacker's average face
+            scores["decoder_held_out_r2"] = 1.0 + max(log.validation.values()) / float(
+                ((held - pixels.mean(0)) ** 2).mean())
         if self.mlp_steps:
             scores["mlp_held_out_rank1_100"] = self._train_mlp(sigma, observer)
         return scores
@@ -115,16 +144,15 @@ class IdentityAdversary:
         self._mlp_optimiser.step()
 
     def loss(self, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The information the probe's read-out gets, 1/2 log(1 + S/N): S the energy of its predictions on the
-        clean crops, N the energy the noise adds to them, sum_f |w_f|^2 sigma_f^2 over the crop's elements,
-        averaged over where faces sit. Exact for the linear probe and smooth in sigma; a sampled contrastive
-        loss moves each element of sigma by a gradient mostly made of its own noise."""
-        if self._probe is None or self._energy is None:
+        """The information each linear attack's read-out gets, 1/2 log(1 + S/N) (`ReadOut`): S the energy of its
+        predictions on the clean crops, N the energy the noise adds to them, sum_f |w_f|^2 sigma_f^2 over the
+        crop's elements, averaged over where faces sit. Exact for a linear attack and smooth in sigma; a sampled
+        contrastive loss moves each element of sigma by a gradient mostly made of its own noise."""
+        if not self._reads:
             raise RuntimeError("refit the adversary before asking for its loss")
         pick = torch.randint(len(self.faces), (self.batch,), generator=generator)
         local = crop_maps(sigma, self.faces.origins[pick], self.faces.cells).flatten(1)
-        noise = (local ** 2 * self._energy).sum(1).mean()
-        linear = 0.5 * torch.log1p(self._signal / noise)
+        linear = sum((read.information(local) for read in self._reads), torch.zeros(()))
         if not self.mlp_steps:
             return linear
         self._mlp_step(sigma.detach())  # the probe's move, then the noise's

@@ -118,7 +118,7 @@ def run_table(detector: SplitDetector, inputs: TableInputs, plan: TablePlan, con
                       "boxes only": [data.template] * shown}
         for split, by_name in profiles.items():
             chosen = by_name if full else {name: p for name, p in by_name.items() if name == CLEAN or name in focus}
-            found = measure_split(data, split, chosen, victims, config, focus, strong=full)
+            found = measure_split(data, split, chosen, victims, config, focus)
             for label, results in found.items():
                 decoded = results.pop("_decoded", None)
                 if decoded is not None and (label == "clean/clean" or label.endswith("/k=1")):
@@ -149,6 +149,14 @@ def _best(results: dict) -> tuple[str | None, dict | None]:
     return name, (results[name] if name else None)
 
 
+def _references(base: dict) -> str:
+    colour, thumbnail = base.get("knowing_colour_and_contrast"), base.get("knowing_a_4x4_thumbnail")
+    if not colour or not thumbnail:
+        return ""
+    return (f" References that know each face but not who it is: its colour and contrast face SSIM "
+            f"{colour['face_ssim']:.3f}, its 4x4 thumbnail {thumbnail['face_ssim']:.3f}.")
+
+
 def markdown(report: dict) -> str:
     """The table: one row per scale, split, profile and condition, the strongest identity attack's figures
     and the face decoder's SSIM; the baselines of each scale above its rows."""
@@ -167,7 +175,7 @@ def markdown(report: dict) -> str:
                   f"{_pct(base['frame'][key])}. Floors: boxes-only guess face SSIM "
                   f"{base['boxes_only']['face_ssim']:.3f} (32 px {base['boxes_only']['face_ssim_32']:.3f}), rank-1 "
                   f"{_pct(base['boxes_only'][key])}; flat image face SSIM {base['flat']['face_ssim']:.3f}, rank-1 "
-                  f"{_pct(base['flat'][key])}.", "",
+                  f"{_pct(base['flat'][key])}.{_references(base)}", "",
                   "| split | profile | noise | AP@0.3 MIT+CMU | AP@0.5 dlib | strongest | rank-1 / 100 | rank-1 / all "
                   "| TAR @ FAR 1 % | linear probe rank-1 / 100 | face decoder SSIM (32 px) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]

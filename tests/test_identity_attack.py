@@ -428,6 +428,39 @@ def test_the_mlp_adversary_trains_against_the_noise_and_pushes_sigma_where_ident
     assert float(pull[:8].min()) > 0 and float(pull[:8].mean()) > 10 * float(pull[8:].abs().mean())
 
 
+def test_the_face_decoder_adversary_pushes_sigma_where_the_face_pixels_are() -> None:
+    """Identity carried by channels 0-7, the face's pixels by channels 8-15: the probe alone asks for sigma on
+    0-7 only; with the face decoder refitted beside it, its term asks for sigma on 8-15 too, and its held-out
+    fit explains most of the pixels it can see."""
+    from privacy_attack.defence import IdentityAdversary
+
+    generator = torch.Generator().manual_seed(0)
+    n = 1500
+    descriptors = torch.randn(n, 128, generator=generator)
+    looks = torch.randn(n, 12, generator=generator)
+    crops = torch.zeros(n, 16, 4, 4)
+    crops[:, :8] = (descriptors @ torch.randn(128, 8 * 16, generator=generator) / 11).view(n, 8, 4, 4)
+    crops[:, 8:] = (looks @ torch.randn(12, 8 * 16, generator=generator) / 3).view(n, 8, 4, 4)
+    pixels = (128 + 30 * looks @ torch.randn(12, 3 * 32 * 32, generator=generator) / 12 ** 0.5).clamp(0, 255)
+    faces = CropSet(crops.half(), torch.randint(0, 28, (n, 2), generator=generator), descriptors,
+                    [str(i) for i in range(n)], (32, 32), pixels.round().to(torch.uint8).view(n, 3, 32, 32),
+                    torch.zeros(n, 3))
+    pulls = {}
+    for decoder in (False, True):
+        adversary = IdentityAdversary(faces, weight=1.0, batch=256, face_decoder=decoder)
+        sigma = torch.full((16, 32, 32), 0.3)
+        scores = adversary.refit(sigma)
+        assert ("decoder_held_out_r2" in scores) == decoder
+        if decoder:
+            assert scores["decoder_held_out_r2"] > 0.5
+        sigma.requires_grad_(True)
+        adversary.loss(sigma, torch.Generator().manual_seed(1)).backward()
+        assert sigma.grad is not None
+        pulls[decoder] = -sigma.grad.sum((1, 2))
+    assert float(pulls[False][8:].abs().max()) < 0.05 * float(pulls[False][:8].mean())
+    assert float(pulls[True][8:].min()) > 0 and float(pulls[True][8:].mean()) > 0.2 * float(pulls[True][:8].mean())
+
+
 def test_crops_are_kept_on_disk_and_a_changed_setting_makes_them_anew(detector: SplitDetector, lfw_faces: list,
                                                                       tmp_path: Path) -> None:
     from facesplit.detector import at_split

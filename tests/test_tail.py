@@ -111,8 +111,9 @@ async def test_one_tail_serves_profiles_fitted_at_different_splits(service_detec
     async with running_tail(tails) as server, stub_for(server.port) as stub:
         answers = await detect_all(stub, [frame(a, f, seq) for seq, (a, f) in enumerate(frames)])
     assert [a.sequence for a in answers] == [0, 1]
-    centres = [(a.boxes[0].x1 + a.boxes[0].x2) / 2 for a in answers if len(a.boxes) == 1]
-    assert len(centres) == 2 and all(300 < c < 500 for c in centres)
+    # Fresh noise can add a second, weaker box at the deep split now and then; the face must be the best one.
+    best = [max(a.boxes, key=lambda b: b.score) for a in answers if a.boxes]
+    assert len(best) == 2 and all(300 < (b.x1 + b.x2) / 2 < 500 and b.score > 0.5 for b in best)
 
 
 async def test_malformed_frames_get_their_status_and_other_streams_keep_going(tails, noisy):

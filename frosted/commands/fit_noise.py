@@ -71,6 +71,10 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--adversary-probe", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
               help="linear: the noise-aware ridge, refitted before every epoch; mlp: also the residual MLP probe "
                    "(the strongest attack), trained in alternating steps with the noise.")
+@click.option("--adversary-decoder", is_flag=True,
+              help="Also fit against the face decoder (the noise-aware ridge from the crop to the face's pixels), "
+                   "refitted before every epoch: the noise then hides what the face looks like, not only whose "
+                   "it is.")
 @seed_option("Seed of the fit (augmentation, training noise); the profile records it (default: one drawn "
              "fresh from the OS's CSPRNG, printed).")
 @model_options()
@@ -78,7 +82,7 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
               images_dir: Path | None, folds: int, use_folds: list[int], task: str, epochs: int, batch_size: int,
               augmentations: int, tune_tail: bool, tail_epochs: int, rank: int | None, privacy: str, dct: bool,
               max_frames: int, adversary_faces: tuple[Path, ...], adversary_weight: float, adversary_probe: str,
-              seed: int | None,
+              adversary_decoder: bool, seed: int | None,
               weights: Path | None, split: str | None, input_size: InputSize,
               threads: int | None) -> None:
     """Fit a noise profile: the frozen head's activations plus learned noise that the tail tolerates."""
@@ -102,6 +106,8 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
         raise click.UsageError("--task multibox needs labels: use --coco only (frames are unlabelled)")
     if tail_epochs and not tune_tail:
         raise click.UsageError("--tail-epochs trains the noise-aware tail: add --tune-tail")
+    if adversary_decoder and not adversary_faces:
+        raise click.UsageError("--adversary-decoder trains on the attacker's faces: add --adversary-faces DIR")
     if seed is None:  # drawn, so the profile's fitted_on records the seed the fit really used
         seed = secrets.randbits(31)
     tune_cpu_runtime(threads)
@@ -115,13 +121,14 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     if adversary_faces and (rank is not None or dct):
         raise click.UsageError("--adversary-faces fits per-element noise: drop --rank and --dct")
     data = build_training_set(model, images, config)
-    adversary = (_adversary(model, adversary_faces, adversary_weight, adversary_probe, seed) if adversary_faces
-                 else None)
+    adversary = (_adversary(model, adversary_faces, adversary_weight, adversary_probe, adversary_decoder, seed)
+                 if adversary_faces else None)
     sources = [str(s) for s in frame_sources] + ([f"{coco_labels} folds {use_folds}"] if coco_labels else [])
     fitted_on: dict = {"sources": sources, "images": len(images)}
     if adversary is not None:
         fitted_on["adversary"] = {"faces": [str(p) for p in adversary_faces], "crops": len(adversary.faces),
-                                  "weight": adversary_weight, "probe": ADVERSARY_PROBES[adversary_probe]}
+                                  "weight": adversary_weight, "probe": ADVERSARY_PROBES[adversary_probe]
+                                  + (DECODER_NOTE if adversary_decoder else "")}
     profile = fit_profile(model, data, config, fitted_on=fitted_on, adversary=adversary)
     profile.save(out)
     history = profile.fitted_on["history"][-1]
@@ -139,7 +146,10 @@ ADVERSARY_PROBES = {"linear": "noise-aware ridge, retrained every epoch",
                            f"({MLP_STEPS_PER_EPOCH} before every epoch, one beside every step)"}
 
 
-def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, probe: str,
+DECODER_NOTE = "; and the ridge face decoder (crop to 32-px pixels), retrained every epoch"
+
+
+def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, probe: str, decoder: bool,
                seed: int) -> IdentityAdversary:
     """The identity probe to fit against (`privacy_attack.defence`), on the faces of ``folders``."""
     from privacy_attack.defence import IdentityAdversary, adversary_crops
@@ -149,4 +159,5 @@ def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, probe
     photos = read_faces(list(folders))
     require_reid()
     crops = adversary_crops(model.head.eval(), model.split, photos, seed=seed)
-    return IdentityAdversary(crops, weight, seed=seed, mlp_steps=MLP_STEPS_PER_EPOCH if probe == "mlp" else 0)
+    return IdentityAdversary(crops, weight, seed=seed, mlp_steps=MLP_STEPS_PER_EPOCH if probe == "mlp" else 0,
+                             face_decoder=decoder)
