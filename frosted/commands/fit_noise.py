@@ -75,6 +75,9 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
               help="Also fit against the face decoder (the noise-aware ridge from the crop to the face's pixels), "
                    "refitted before every epoch: the noise then hides what the face looks like, not only whose "
                    "it is.")
+@click.option("--adversary-face-size", type=click.IntRange(24, 384), default=96, show_default=True, metavar="PX",
+              help="The face size, in pixels at the model input, at which the attacker's faces are placed for the "
+                   "adversary: larger faces give it more of the activation (a close camera).")
 @seed_option("Seed of the fit (augmentation, training noise); the profile records it (default: one drawn "
              "fresh from the OS's CSPRNG, printed).")
 @model_options()
@@ -82,7 +85,7 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
               images_dir: Path | None, folds: int, use_folds: list[int], task: str, epochs: int, batch_size: int,
               augmentations: int, tune_tail: bool, tail_epochs: int, rank: int | None, privacy: str, dct: bool,
               max_frames: int, adversary_faces: tuple[Path, ...], adversary_weight: float, adversary_probe: str,
-              adversary_decoder: bool, seed: int | None,
+              adversary_decoder: bool, adversary_face_size: int, seed: int | None,
               weights: Path | None, split: str | None, input_size: InputSize,
               threads: int | None) -> None:
     """Fit a noise profile: the frozen head's activations plus learned noise that the tail tolerates."""
@@ -108,6 +111,8 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
         raise click.UsageError("--tail-epochs trains the noise-aware tail: add --tune-tail")
     if adversary_decoder and not adversary_faces:
         raise click.UsageError("--adversary-decoder trains on the attacker's faces: add --adversary-faces DIR")
+    if adversary_face_size != 96 and not adversary_faces:
+        raise click.UsageError("--adversary-face-size places the attacker's faces: add --adversary-faces DIR")
     if seed is None:  # drawn, so the profile's fitted_on records the seed the fit really used
         seed = secrets.randbits(31)
     tune_cpu_runtime(threads)
@@ -121,13 +126,14 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     if adversary_faces and (rank is not None or dct):
         raise click.UsageError("--adversary-faces fits per-element noise: drop --rank and --dct")
     data = build_training_set(model, images, config)
-    adversary = (_adversary(model, adversary_faces, adversary_weight, adversary_probe, adversary_decoder, seed)
-                 if adversary_faces else None)
+    adversary = (_adversary(model, adversary_faces, adversary_weight, adversary_probe, adversary_decoder,
+                            adversary_face_size, seed) if adversary_faces else None)
     sources = [str(s) for s in frame_sources] + ([f"{coco_labels} folds {use_folds}"] if coco_labels else [])
     fitted_on: dict = {"sources": sources, "images": len(images)}
     if adversary is not None:
         fitted_on["adversary"] = {"faces": [str(p) for p in adversary_faces], "crops": len(adversary.faces),
-                                  "weight": adversary_weight, "probe": ADVERSARY_PROBES[adversary_probe]
+                                  "weight": adversary_weight, "face_size": adversary_face_size,
+                                  "probe": ADVERSARY_PROBES[adversary_probe]
                                   + (DECODER_NOTE if adversary_decoder else "")}
     profile = fit_profile(model, data, config, fitted_on=fitted_on, adversary=adversary)
     profile.save(out)
@@ -150,7 +156,7 @@ DECODER_NOTE = "; and the ridge face decoder (crop to 32-px pixels), retrained e
 
 
 def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, probe: str, decoder: bool,
-               seed: int) -> IdentityAdversary:
+               face_size: int, seed: int) -> IdentityAdversary:
     """The identity probe to fit against (`privacy_attack.defence`), on the faces of ``folders``."""
     from privacy_attack.defence import IdentityAdversary, adversary_crops
     from privacy_attack.measure import require_reid
@@ -158,6 +164,6 @@ def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, probe
 
     photos = read_faces(list(folders))
     require_reid()
-    crops = adversary_crops(model.head.eval(), model.split, photos, seed=seed)
+    crops = adversary_crops(model.head.eval(), model.split, photos, side=face_size, seed=seed)
     return IdentityAdversary(crops, weight, seed=seed, mlp_steps=MLP_STEPS_PER_EPOCH if probe == "mlp" else 0,
                              face_decoder=decoder)
