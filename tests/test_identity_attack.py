@@ -380,6 +380,16 @@ def test_descriptors_are_cached_by_content_not_by_where_the_photos_lie(detector:
 # --- the defence ---------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
+def _identity_in_first_channels(n: int, channels: int, generator: torch.Generator) -> CropSet:
+    """Crops whose first 8 channels carry their descriptor linearly and whose other channels are empty."""
+    descriptors = torch.randn(n, 128, generator=generator)
+    crops = torch.zeros(n, channels, 4, 4)
+    crops[:, :8] = (descriptors @ torch.randn(128, 8 * 16, generator=generator) / 11).view(n, 8, 4, 4)
+    return CropSet(crops.half(), torch.randint(0, 28, (n, 2), generator=generator), descriptors,
+                   [str(i) for i in range(n)], (32, 32), torch.zeros(n, 3, 32, 32, dtype=torch.uint8),
+                   torch.zeros(n, 3))
+
+
 def test_noise_fitted_against_the_probe_grows_where_identity_is(faceboxes: FaceBoxes, shared_dir: Path) -> None:
     """Identity carried by channels 0-7 only: fitted against the probe, sigma grows there, not elsewhere."""
     from facesplit.noise.fit import FitConfig, FitImage, build_training_set, fit_profile
@@ -388,14 +398,7 @@ def test_noise_fitted_against_the_probe_grows_where_identity_is(faceboxes: FaceB
     photos = sorted((shared_dir / "data/faces/unlabelled").glob("*.jpg"))[:2]
     config = FitConfig(alpha=0.3, epochs=4, augmentations=1, batch_size=1)
     data = build_training_set(faceboxes, [FitImage(f"unlabelled/{p.name}", p, None) for p in photos], config)
-    generator = torch.Generator().manual_seed(0)
-    n = 1500
-    descriptors = torch.randn(n, 128, generator=generator)
-    crops = torch.zeros(n, 128, 4, 4)
-    crops[:, :8] = (descriptors @ torch.randn(128, 8 * 16, generator=generator) / 11).view(n, 8, 4, 4)
-    faces = CropSet(crops.half(), torch.randint(0, 28, (n, 2), generator=generator), descriptors,
-                    [str(i) for i in range(n)], (32, 32), torch.zeros(n, 3, 32, 32, dtype=torch.uint8),
-                    torch.zeros(n, 3))
+    faces = _identity_in_first_channels(1500, 128, torch.Generator().manual_seed(0))
     plain = fit_profile(faceboxes, data, config)
     defended = fit_profile(faceboxes, data, config, adversary=IdentityAdversary(faces, weight=2.0, batch=128))
     growth = defended.sigma / plain.sigma
@@ -409,14 +412,7 @@ def test_the_mlp_adversary_trains_against_the_noise_and_pushes_sigma_where_ident
     noise, and its term's gradient asks for more sigma on those channels, not on the others."""
     from privacy_attack.defence import IdentityAdversary
 
-    generator = torch.Generator().manual_seed(0)
-    n = 1500
-    descriptors = torch.randn(n, 128, generator=generator)
-    crops = torch.zeros(n, 16, 4, 4)
-    crops[:, :8] = (descriptors @ torch.randn(128, 8 * 16, generator=generator) / 11).view(n, 8, 4, 4)
-    faces = CropSet(crops.half(), torch.randint(0, 28, (n, 2), generator=generator), descriptors,
-                    [str(i) for i in range(n)], (32, 32), torch.zeros(n, 3, 32, 32, dtype=torch.uint8),
-                    torch.zeros(n, 3))
+    faces = _identity_in_first_channels(1500, 16, torch.Generator().manual_seed(0))
     sigma = torch.full((16, 32, 32), 0.3)
     adversary = IdentityAdversary(faces, weight=1.0, batch=128, mlp_steps=200)
     scores = adversary.refit(sigma)
@@ -436,15 +432,13 @@ def test_the_face_decoder_adversary_pushes_sigma_where_the_face_pixels_are() -> 
 
     generator = torch.Generator().manual_seed(0)
     n = 1500
-    descriptors = torch.randn(n, 128, generator=generator)
+    faces = _identity_in_first_channels(n, 16, generator)
     looks = torch.randn(n, 12, generator=generator)
-    crops = torch.zeros(n, 16, 4, 4)
-    crops[:, :8] = (descriptors @ torch.randn(128, 8 * 16, generator=generator) / 11).view(n, 8, 4, 4)
+    crops = faces.crops.float()
     crops[:, 8:] = (looks @ torch.randn(12, 8 * 16, generator=generator) / 3).view(n, 8, 4, 4)
+    faces.crops = crops.half()
     pixels = (128 + 30 * looks @ torch.randn(12, 3 * 32 * 32, generator=generator) / 12 ** 0.5).clamp(0, 255)
-    faces = CropSet(crops.half(), torch.randint(0, 28, (n, 2), generator=generator), descriptors,
-                    [str(i) for i in range(n)], (32, 32), pixels.round().to(torch.uint8).view(n, 3, 32, 32),
-                    torch.zeros(n, 3))
+    faces.faces = pixels.round().to(torch.uint8).view(n, 3, 32, 32)
     pulls = {}
     for decoder in (False, True):
         adversary = IdentityAdversary(faces, weight=1.0, batch=256, face_decoder=decoder)
