@@ -36,12 +36,13 @@ sys.path.insert(0, str(REPO))
 from edge_agent.triton_uplink import TritonTransport  # noqa: E402
 from edge_agent.uplink import CameraStream, DetectTransport, UplinkTransport, open_channel  # noqa: E402
 from facesplit.detector import load_detector  # noqa: E402
+from facesplit.noise import DEFAULT_PROFILE  # noqa: E402
 from facesplit.noise.shipped import split_for  # noqa: E402
 from tests.rig.servers import free_port  # noqa: E402
 from tests.rig.triton import TritonServer  # noqa: E402
 from tests.tail_helpers import frame, noisy_activation  # noqa: E402
 
-PROFILE = "inception3-alpha-0.4"  # the default profile
+PROFILE = DEFAULT_PROFILE
 STREAMS = (1, 8)
 WINDOW = 2
 

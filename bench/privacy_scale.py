@@ -22,6 +22,7 @@ from pathlib import Path
 
 from facesplit.detector import load_detector
 from facesplit.faceboxes import SPLITS
+from facesplit.noise import DEFAULT_PROFILE
 from privacy_attack.at_scale import ScaleConfig
 from privacy_attack.people import read_faces, read_people
 from privacy_attack.scale_report import (
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--splits", default=",".join(SPLITS))
     parser.add_argument("--scales", type=_ints, default=(96, 48, 192))  # the target's scale first
     parser.add_argument("--full-scales", type=_ints, default=(96,))
-    parser.add_argument("--focus", default="inception3-alpha-0.4,alpha-0.4")
+    parser.add_argument("--focus", default=f"{DEFAULT_PROFILE},alpha-0.4")
     parser.add_argument("--profile", action="append", default=[], metavar="FILE",
                         help="also attack this profile file (at its split, as a focus profile); repeatable")
     parser.add_argument("--no-shipped", action="store_true",

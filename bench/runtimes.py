@@ -7,9 +7,10 @@ The parent exports the graphs once (timed), then runs each runtime in a fresh ch
 round after round, the order rotating so drift on a noisy machine hits each; each figure is the median over
 rounds of the per-round median. Inputs are what the product hands a head runtime: the model input as
 `facesplit.preprocess` makes it (an NHWC buffer viewed as NCHW), batches stacked the same way; a runtime that
-wants dense NCHW pays for the copy. The noise is the product's sampler (AES-CTR + Box-Muller) with a per-channel
-profile, the default profile's form. Each worker also checks its graphs against torch on real photos (max abs
-difference of activations, box offsets and scores) and records the CPU pressure it ran under (Linux PSI).
+wants dense NCHW pays for the copy. The noise is the product's sampler (AES-CTR + Box-Muller) with a profile of
+the default profile's form (its rank's basis, when it has one). Each worker also checks its graphs against
+torch on real photos (max abs difference of activations, box offsets and scores) and records the CPU pressure it
+ran under (Linux PSI).
 
 On a GPU (bench/gpu_session.sh), the columns ``torch-cuda`` and ``torch-cuda-fp16`` (torch with ``--device cuda``, the
 head at float32 or ``--precision float16``; the noise drawn on the GPU by the ChaCha20 sampler), ``onnxruntime-cuda``
@@ -49,7 +50,9 @@ from bench_model import cpu_stall_us, hd_frame, machine_info
 from facesplit.detector import SplitDetector, at_split
 from facesplit.faceboxes import activation_shape
 from facesplit.images import read_image_bgr, sample_image
+from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.profile import NoiseProfile, Obfuscator
+from facesplit.noise.shipped import resolve_profile
 from facesplit.noise.streams import gaussian_stream
 from facesplit.pipeline import EdgeHead, add_noise, noise_device
 from facesplit.preprocess import InputSize, preprocess
@@ -131,11 +134,16 @@ def time_ms(fn: Callable[[], object], seconds: float, min_iterations: int = 8) -
 
 
 def bench_profile(size: InputSize) -> NoiseProfile:
-    """A per-channel profile of the activation's shape (the default profile's form; its values do not matter)."""
+    """A profile of the default profile's form (per element, in a basis of its rank when it has one) and of the
+    activation's shape at ``size``; its values do not matter."""
     assert size.width is not None and size.height is not None
-    shape = activation_shape(size.height, size.width)
+    channels, height, width = activation_shape(size.height, size.width)
+    rank = NoiseProfile.load(resolve_profile(DEFAULT_PROFILE)).rank
+    directions = torch.randn(channels, rank or 1, generator=torch.Generator().manual_seed(0))
+    basis = None if rank is None else torch.linalg.qr(directions)[0]
+    shape = (rank or channels, height, width)
     return NoiseProfile(mu=torch.zeros(shape), sigma=torch.full(shape, 0.3), alpha=0.4,
-                        input_size=(size.width, size.height), head_fingerprint="bench")
+                        input_size=(size.width, size.height), head_fingerprint="bench", basis=basis)
 
 
 def stacked(x: np.ndarray, batch: int) -> np.ndarray:

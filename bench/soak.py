@@ -65,9 +65,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from facesplit.noise import DEFAULT_PROFILE  # noqa: E402
 from tests.rig.servers import RtspServer, free_port  # noqa: E402
 
-PROFILE = "inception3-alpha-0.4"  # the agent's default: the soak runs what ships
+PROFILE = DEFAULT_PROFILE  # the soak runs what ships
 CAMERA_RESTART_AT = 0.3  # fractions of the run (after time 0) at which the restarts start
 TAIL_RESTART_AT = 0.5
 RECOVERY_TARGET_SECONDS = 2.0

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from edge_agent.tls_files import check_client_tls
 from facesplit.errors import FrostedError
 from facesplit.faceboxes import SPLITS
+from facesplit.noise import DEFAULT_PROFILE
 from facesplit.preprocess import InputSize
 from facesplit.runtimes import (
     DEFAULT_DEVICE,
@@ -86,7 +87,7 @@ class CameraConfig(_Strict):
 class NoiseConfig(_Strict):
     # a shipped profile's name or a path; the default ends the head after the Inception blocks, where an
     # attacker's reconstructions no longer re-identify people (bench/results/attack_budget.md)
-    profile: str = "inception3-alpha-0.4"
+    profile: str = DEFAULT_PROFILE
     disabled: bool = False  # --no-noise: clean activations leave the site
 
 

@@ -10,7 +10,8 @@ the current noise before every epoch and one more step beside every step of the 
 what it still identifies (its contrastive loss short of chance). With ``face_decoder``, the table's face decoder
 (the noise-aware ridge from the crop to the face's 32-px pixels) is refitted beside the ridge probe and its
 read-out pays the same information term, so the noise also hides what the face looks like, not only whose it
-is. A profile fitted this way must be judged by attackers trained afresh on its final noise (the table does),
+is. With a rank-R profile (`fit-noise --rank`) the adversary reads the R coordinates the edge keeps
+(`in_basis`). A profile fitted this way must be judged by attackers trained afresh on its final noise (the table does),
 never by these.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -85,6 +86,16 @@ class IdentityAdversary:
         self.centre = faces.descriptors.mean(0)
         self._design: Design | None = None
         self._reads: list[ReadOut] = []
+
+    def in_basis(self, basis: torch.Tensor) -> IdentityAdversary:
+        """This adversary on the crops' coordinates along the (C, R) orthonormal ``basis`` (a rank-R profile:
+        the edge sends V (V^T a + mu + sigma eps), so the attacker loses nothing by reading V^T z, and the
+        directions the profile drops never reach it). Before any refit: its probes are trained afresh."""
+        if self._design is not None:
+            raise RuntimeError("put the adversary in the basis before it is first refitted")
+        along = torch.einsum("cr,nchw->nrhw", basis.float(), self.faces.crops.float()).half()
+        return IdentityAdversary(replace(self.faces, crops=along), self.weight, self.batch, self.seed, self.mlp_steps,
+                                 self.mlp_lr, self.face_decoder)
 
     def _observer(self, sigma: torch.Tensor) -> CropObserver:
         profile = NoiseProfile(torch.zeros_like(sigma), sigma, 0.0, (1024, 1024), "adversary")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from facesplit.detector import SplitDetector, at_split
 from facesplit.faceboxes import SPLITS
+from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.profile import split_of
 from facesplit.noise.shipped import load_profile_for, shipped_profiles
 from privacy_attack.at_scale import ScaleConfig, as_image, measure_split, prepare_scale, rank1_key, victims_from
@@ -38,7 +39,7 @@ class TablePlan:
     focus: tuple[str, ...] = ()
 
 
-def shipped_plan(splits: Sequence[str] = SPLITS, focus: tuple[str, ...] = ("inception3-alpha-0.4", "alpha-0.4"),
+def shipped_plan(splits: Sequence[str] = SPLITS, focus: tuple[str, ...] = (DEFAULT_PROFILE, "alpha-0.4"),
                  full_scales: tuple[int, ...] = (96,)) -> TablePlan:
     """Every shipped profile at its own split."""
     by_split: dict[str, list[str]] = {split: [] for split in splits}

@@ -150,10 +150,11 @@ def test_every_kustomization_renders_and_validates_strictly(tmp_path: Path) -> N
 
 
 def test_there_is_an_eval_overlay_per_shipped_profile_and_clean() -> None:
+    from facesplit.noise import DEFAULT_PROFILE
     from facesplit.noise.shipped import shipped_profiles
 
     assert sorted(p.name for p in EVAL_OVERLAYS.iterdir()) == sorted(["clean", *shipped_profiles()])
-    assert "inception3-alpha-0.4" in shipped_profiles()  # the product's default (edge_agent.config) has one
+    assert DEFAULT_PROFILE in shipped_profiles()  # the product's default has one
 
 
 @pytest.mark.parametrize("overlay", sorted(p.name for p in EVAL_OVERLAYS.iterdir()))

@@ -11,6 +11,7 @@ import pytest
 from facesplit.detector import SplitDetector, at_split, with_tail
 from facesplit.errors import FrostedError
 from facesplit.images import sample_image
+from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.shipped import load_profile_for
 from facesplit.preprocess import InputSize, preprocess
 from facesplit.runtimes.export import export_onnx
@@ -19,7 +20,6 @@ from tests.conftest import run_frosted
 from tests.runtime_params import missing
 
 pytestmark = pytest.mark.skipif(bool(missing("onnxruntime")), reason="the export needs 'frosted[onnx]'")
-DEFAULT_PROFILE = "inception3-alpha-0.4"
 
 
 @pytest.mark.parametrize("profiles, sizes, split, named", [

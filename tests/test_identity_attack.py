@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -379,7 +380,6 @@ def test_descriptors_are_cached_by_content_not_by_where_the_photos_lie(detector:
 
 # --- the defence ---------------------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def _identity_in_first_channels(n: int, channels: int, generator: torch.Generator) -> CropSet:
     """Crops whose first 8 channels carry their descriptor linearly and whose other channels are empty."""
     descriptors = torch.randn(n, 128, generator=generator)
@@ -390,6 +390,7 @@ def _identity_in_first_channels(n: int, channels: int, generator: torch.Generato
                    torch.zeros(n, 3))
 
 
+@pytest.mark.slow
 def test_noise_fitted_against_the_probe_grows_where_identity_is(faceboxes: FaceBoxes, shared_dir: Path) -> None:
     """Identity carried by channels 0-7 only: fitted against the probe, sigma grows there, not elsewhere."""
     from facesplit.noise.fit import FitConfig, FitImage, build_training_set, fit_profile
@@ -405,6 +406,10 @@ def test_noise_fitted_against_the_probe_grows_where_identity_is(faceboxes: FaceB
     assert float(growth[:8].mean()) > float(growth[8:].mean()) + 0.1
     scores = [epoch["adversary"]["probe_held_out_rank1_100"] for epoch in defended.fitted_on["history"]]
     assert len(scores) == config.epochs and all(0 <= score <= 1 for score in scores)  # retrained every epoch
+    ranked = fit_profile(faceboxes, data, replace(config, rank=16, epochs=1),
+                         adversary=IdentityAdversary(faces, weight=2.0, batch=128))
+    assert ranked.basis is not None and ranked.sigma.shape[0] == 16
+    assert "adversary" in ranked.fitted_on["history"][0]  # read in the basis' coordinates
 
 
 def test_the_mlp_adversary_trains_against_the_noise_and_pushes_sigma_where_identity_is() -> None:
@@ -422,6 +427,32 @@ def test_the_mlp_adversary_trains_against_the_noise_and_pushes_sigma_where_ident
     assert sigma.grad is not None
     pull = -sigma.grad.sum((1, 2))  # minimising the loss moves sigma along minus its gradient
     assert float(pull[:8].min()) > 0 and float(pull[:8].mean()) > 10 * float(pull[8:].abs().mean())
+
+
+def test_the_adversary_of_a_rank_profile_reads_the_coordinates_the_edge_keeps() -> None:
+    """A basis whose columns 8-15 are channels 0-7 (where identity is) and whose columns 0-7 are empty channels:
+    in the basis the probe identifies through the noise, and its term asks for sigma on coordinates 8-15 only;
+    a basis that drops channels 0-7 leaves it nothing to read."""
+    from privacy_attack.defence import IdentityAdversary
+
+    faces = _identity_in_first_channels(1500, 32, torch.Generator().manual_seed(0))
+    eye = torch.eye(32)
+    keeps = torch.cat([eye[:, 16:24], eye[:, :8]], dim=1)  # (32, 16): coordinates 8-15 are channels 0-7
+    drops = eye[:, 16:32]
+    adversary = IdentityAdversary(faces, weight=1.0, batch=128)
+    seen = adversary.in_basis(keeps)
+    assert seen.faces.crops.shape[1] == 16 and torch.equal(seen.faces.crops[:, 8:], faces.crops[:, :8])
+    sigma = torch.full((16, 32, 32), 0.3)
+    assert seen.refit(sigma)["probe_held_out_rank1_100"] > 0.2  # chance is 0.01
+    sigma.requires_grad_(True)
+    seen.loss(sigma, torch.Generator().manual_seed(1)).backward()
+    assert sigma.grad is not None
+    pull = -sigma.grad.sum((1, 2))
+    assert float(pull[8:].min()) > 0 and float(pull[8:].mean()) > 10 * float(pull[:8].abs().mean())
+    blind = IdentityAdversary(faces, weight=1.0, batch=128).in_basis(drops)
+    assert blind.refit(torch.full((16, 32, 32), 0.3))["probe_held_out_rank1_100"] < 0.05
+    with pytest.raises(RuntimeError, match="before"):
+        seen.in_basis(keeps)
 
 
 def test_the_face_decoder_adversary_pushes_sigma_where_the_face_pixels_are() -> None:

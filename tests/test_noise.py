@@ -175,8 +175,9 @@ def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_p
 
 
 def test_fit_noise_refuses_before_fitting(tmp_path: Path, weights_path: Path, shared_dir: Path) -> None:
-    """A rank over the activation's channels, tail epochs without tuning the tail, or a face decoder or a face
-    size for the adversary without the attacker's faces: usage errors, no profile."""
+    """A rank over the activation's channels, tail epochs without tuning the tail, a face decoder or a face
+    size for the adversary without the attacker's faces, or an adversary per frequency: usage errors, no
+    profile."""
     dlib = shared_dir / "data/faces/dlib"
     too_many = invoke_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "r.safetensors"), "--rank",
                               "200", "--coco", str(dlib / "labels.json"), "--use-folds", "1", "--weights",
@@ -195,6 +196,11 @@ def test_fit_noise_refuses_before_fitting(tmp_path: Path, weights_path: Path, sh
                            "--adversary-face-size", "192", "--coco", str(dlib / "labels.json"), "--use-folds", "1",
                            "--weights", str(weights_path))
     assert sized.returncode == 2 and "--adversary-faces" in sized.stderr and not (tmp_path / "s.safetensors").exists()
+    per_frequency = invoke_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "f.safetensors"),
+                                   "--adversary-faces", str(dlib / "images"), "--dct", "--coco",
+                                   str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path))
+    assert per_frequency.returncode == 2 and "--dct" in per_frequency.stderr
+    assert not (tmp_path / "f.safetensors").exists()
 
 
 @pytest.mark.slow  # fit-noise then eval, in subprocesses

@@ -52,6 +52,11 @@ class Adversary(Protocol):
         """Differentiable in ``sigma``: minimising it makes the adversary fail."""
         ...
 
+    def in_basis(self, basis: torch.Tensor) -> Adversary:
+        """The same adversary for noise along the (C, R) ``basis``: it sees the R coordinates the edge keeps
+        (orthonormal columns, so nothing of what leaves is lost to it), and sigma is (R, H, W)."""
+        ...
+
 
 @dataclass(frozen=True)
 class FitImage:
@@ -182,13 +187,15 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
     """Train mu, rho (and the tail, if asked) on the cached activations; returns the fitted profile. With an
     ``adversary``, its loss joins the privacy term (weighted by its own ``weight``), and it is retrained on the
     current noise before every joint epoch."""
-    if adversary is not None and (config.rank or config.dct):
-        raise ValueError("an adversary is fitted against per-element noise: no rank, no dct")
+    if adversary is not None and config.dct:
+        raise ValueError("an adversary is fitted against noise per element (in a basis or not), not per frequency")
     if config.tail_epochs and not config.tune_tail:
         raise ValueError("tail_epochs train the noise-aware tail: set tune_tail")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # training noise: reproducible, never shipped
     basis, energy_kept = principal_basis(data.activations, config.rank) if config.rank else (None, 1.0)
+    if adversary is not None and basis is not None:
+        adversary = adversary.in_basis(basis)
     shape = (config.rank or data.activations.shape[1], *data.activations.shape[2:])
     variance = signal_variance(data.activations, basis, config.dct) if config.privacy == "information" else None
     span = config.sigma_max - config.sigma_min

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from facesplit.noise import DEFAULT_PROFILE
 from frosted.options import deprecated_alias, json_option, model_options
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 @click.command()
 @click.option("--seconds", type=click.FloatRange(min=0.5), default=4.0, show_default=True,
               help="Length of the clip streamed through the service.")
-@click.option("--noise", "profile", default="inception3-alpha-0.4", show_default=True, metavar="PROFILE",
+@click.option("--noise", "profile", default=DEFAULT_PROFILE, show_default=True, metavar="PROFILE",
               help="Noise profile the agent applies and the tail serves.")
 @json_option("Write the JSON lines of boxes here ('-': stdout).", default="-", checked=False)
 @deprecated_alias("--output", "--json", "json_path")

@@ -65,7 +65,7 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--adversary-faces", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
               help="Fit against an identity probe trained on these face photos (any layout; repeat for several; "
                    "needs the attack extra): before every epoch the probe is retrained on the current noise, and "
-                   "every step also pays for what it still identifies. Per-element noise only (no --rank, --dct).")
+                   "every step also pays for what it still identifies. Not with --dct.")
 @click.option("--adversary-weight", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
               help="Weight of the identity probe's term beside (1 - alpha) task + alpha privacy.")
 @click.option("--adversary-probe", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
@@ -123,8 +123,8 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     channels = activation_shape(32, 32)[0]  # the same for every input size
     if rank is not None and rank > channels:
         raise click.BadParameter(f"{rank}: the activation has only {channels} channels", param_hint="--rank")
-    if adversary_faces and (rank is not None or dct):
-        raise click.UsageError("--adversary-faces fits per-element noise: drop --rank and --dct")
+    if adversary_faces and dct:
+        raise click.UsageError("--adversary-faces fits noise per element (with or without --rank): drop --dct")
     data = build_training_set(model, images, config)
     adversary = (_adversary(model, adversary_faces, adversary_weight, adversary_probe, adversary_decoder,
                             adversary_face_size, seed) if adversary_faces else None)
