@@ -365,13 +365,14 @@ def test_shipped_profiles_are_listed_and_fit_the_shipped_weights(weights_path: P
     assert [(row["name"], row["alpha"], row["rank"]) for row in deep] == [
         (f"inception3-alpha-{a}", a, None) for a in (0.2, 0.4, 0.6, 0.8)]
     # and the two fitted against the identity probes (docs/privacy.md): the linear one, and the MLP too
-    fitted_against = [row for row in rows if row["split"] == "inception3" and row not in deep]
+    fitted_against = [row for row in rows if row["split"] == "inception3" and "adversarial" in row["name"]]
     assert [row["name"] for row in fitted_against] == ["inception3-adversarial-0.2", "inception3-adversarial-mlp-0.2"]
     adversaries = [NoiseProfile.load(Path(row["path"])).fitted_on["adversary"] for row in fitted_against]
     assert all(a["crops"] > 10_000 and a["weight"] == 2.0 for a in adversaries)
     assert "MLP" not in adversaries[0]["probe"] and "MLP probe" in adversaries[1]["probe"]
-    assert [(row["name"], row["alpha"], row["rank"], row["dct"]) for row in rows if row["rank"]] == [
-        ("information-dct-alpha-0.7", 0.7, 128, True), ("rank48-alpha-0.2", 0.2, 48, False)]
+    assert [(row["name"], row["alpha"], row["rank"], row["dct"], row["split"]) for row in rows if row["rank"]] == [
+        ("inception3-rank16-alpha-0.4", 0.4, 16, False, "inception3"),  # the default (facesplit.noise)
+        ("information-dct-alpha-0.7", 0.7, 128, True, "rdcl"), ("rank48-alpha-0.2", 0.2, 48, False, "rdcl")]
     information = NoiseProfile.load(Path(next(row["path"] for row in rows if row["dct"])))
     assert information.fitted_on["privacy"] == "information" and information.fitted_on["dct"]
     heads = {split: head_fingerprint(faceboxes.at_split(split)) for split in ("rdcl", "inception3")}
