@@ -5,7 +5,7 @@ activations then differ from torch's by ~3e-2, beyond what the noise profiles we
 
 A head also takes the frame's pixels as they are (`run_pixels`: letterboxed uint8 BGR, NHWC): OpenVINO's own
 preprocessing converts them, subtracts the mean and reorders to NCHW inside the compiled model, which saves
-the frame's float conversion and layout copy on the CPU (~1.5 ms of a 1920x1080 frame's 1024x576 input).
+the frame's float conversion and layout copy on the CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from facesplit.runtimes.graphs import GraphSpec
 
 
 class OpenVinoGraph:
-    """One exported graph compiled by OpenVINO for the CPU; ``threads``: inference threads (None: its choice)."""
+    """One exported graph compiled by OpenVINO for the CPU, dense NCHW in (the tail's activations from the wire);
+    ``threads``: inference threads (None: its choice)."""
 
     name = "openvino"
 
@@ -41,12 +42,11 @@ class OpenVinoGraph:
         return [np.array(results[self.compiled.output(name)], copy=True) for name in self.spec.output_names]
 
 
-
 class OpenVinoHead(GraphHead):
     """A head, from model inputs (`run`) or from pixels (`run_pixels`, what `facesplit.pipeline` uses). Both
     compiled models take NHWC buffers and reorder inside the graph, where the plugin fuses it into the first
     convolution: `facesplit.preprocess` makes model inputs as an NHWC buffer viewed as NCHW (torch's
-    channels_last), which a dense-NCHW input would make the caller copy (~1.5 ms of a 1024x576 input)."""
+    channels_last), which a dense-NCHW input would make the caller copy: for an int8 head, as long as the head."""
 
     name = "openvino"
 
