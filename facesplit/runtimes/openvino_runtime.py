@@ -25,46 +25,49 @@ class OpenVinoGraph:
     ``threads``: inference threads (None: its choice)."""
 
     name = "openvino"
+    share_inputs = False  # True: OpenVINO reads the fed array in place (it must not change during the call)
 
     def __init__(self, path: Path, spec: GraphSpec, threads: int | None = None) -> None:
-        ov = require_for_runtime("openvino", self.name, "OpenVINO")
-        core = ov.Core()
         self.spec = spec
         self.config = compile_config(threads)
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", self.config)
+        self.compiled = self._compile(path)
         self.request = self.compiled.create_infer_request()
         self.outputs(np.zeros(spec.input_shape(1), np.float32))  # lazy set-up now, not on the first frame
 
+    def _compile(self, path: Path) -> Any:
+        ov = require_for_runtime("openvino", self.name, "OpenVINO")
+        core = ov.Core()
+        return core.compile_model(core.read_model(str(path)), "CPU", self.config)
+
+    def _feed(self, values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(values, dtype=np.float32)
+
     def outputs(self, values: np.ndarray) -> list[np.ndarray]:
-        feed = np.ascontiguousarray(values, dtype=np.float32)
-        results = self.request.infer({self.spec.input_name: feed})
+        results = self.request.infer({0: self._feed(values)}, share_inputs=self.share_inputs)
         # the request's output buffers are reused by the next inference: the caller gets its own copies
         return [np.array(results[self.compiled.output(name)], copy=True) for name in self.spec.output_names]
 
 
-class OpenVinoHead(GraphHead):
+class OpenVinoHead(OpenVinoGraph, GraphHead):
     """A head, from model inputs (`run`) or from pixels (`run_pixels`, what `facesplit.pipeline` uses). Both
     compiled models take NHWC buffers and reorder inside the graph, where the plugin fuses it into the first
     convolution: `facesplit.preprocess` makes model inputs as an NHWC buffer viewed as NCHW (torch's
     channels_last), which a dense-NCHW input would make the caller copy: for an int8 head, as long as the head."""
 
-    name = "openvino"
+    share_inputs = True  # the NHWC feed is a fresh array or the caller's own, read once
 
     def __init__(self, path: Path, spec: GraphSpec, threads: int | None = None) -> None:
-        self.spec = spec
-        self.config = compile_config(threads)
-        self.compiled = _compile_nhwc(path, self.config, pixels=False)
-        self.request = self.compiled.create_infer_request()
+        super().__init__(path, spec, threads)
         self.pixels_compiled = _compile_nhwc(path, self.config, pixels=True)
         self.pixels_request = self.pixels_compiled.create_infer_request()
-        self.run(np.zeros(spec.input_shape(1), np.float32))  # lazy set-up now, not on the first frame
         self.run_pixels(np.zeros((1, spec.height, spec.width, 3), np.uint8))
 
-    def outputs(self, values: np.ndarray) -> list[np.ndarray]:
+    def _compile(self, path: Path) -> Any:
+        return _compile_nhwc(path, self.config, pixels=False)
+
+    def _feed(self, values: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 model inputs, any strides: the NHWC view is free for `facesplit.preprocess`'s."""
-        feed = np.ascontiguousarray(np.asarray(values, dtype=np.float32).transpose(0, 2, 3, 1))
-        results = self.request.infer({0: feed}, share_inputs=True)
-        return [np.array(results[self.compiled.output(name)], copy=True) for name in self.spec.output_names]
+        return np.ascontiguousarray(np.asarray(values, dtype=np.float32).transpose(0, 2, 3, 1))
 
     def run_pixels(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 BGR, letterboxed and padded with the mean (`facesplit.preprocess.letterbox_pixels`)
