@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--shared", default=os.environ.get("FROSTED_SHARED", "../shared"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
+    if args.draws < 1:
+        parser.error(f"--draws must be at least 1, not {args.draws}")
     tune_cpu_runtime(args.threads)
     seeds = list(range(args.seed, args.seed + args.draws))
     rows = []
