@@ -63,6 +63,9 @@ def main() -> None:
                              "frame's centre over the model's mean grey, REFERENCE.md's identity-probe setting")
     parser.add_argument("--limit-people", type=int, default=None, help="quick runs: the first N victims' photos")
     parser.add_argument("--no-ap", action="store_true")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="another seed is a replication: other placements of every face, other noise draws and "
+                             "other probe initialisations (the AP draws stay the same)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--stem", default="privacy_scale")
     args = parser.parse_args()
@@ -83,7 +86,7 @@ def main() -> None:
     # on one flat frame at one position a second placement of a face is the same crop
     placements = args.attacker_placements or (1 if centred else 2)
     config = ScaleConfig(scales=args.scales, attacker_placements=placements, probe_seconds=args.probe_seconds,
-                         probe_steps=args.probe_steps, centred=centred)
+                         probe_steps=args.probe_steps, centred=centred, seed=args.seed)
     def checkpoint(partial: dict) -> None:
         write_outputs(partial, Path(args.out), args.stem)
 

@@ -20,6 +20,7 @@ from facesplit.noise.profile import split_of
 from facesplit.noise.shipped import load_profile_for, shipped_profiles
 from privacy_attack.at_scale import ScaleConfig, as_image, measure_split, prepare_scale, rank1_key, victims_from
 from privacy_attack.descriptors import describe
+from privacy_attack.identity import GALLERY_SIZE
 from privacy_attack.people import FacePhoto, check_disjoint
 from privacy_attack.scene import Backgrounds
 
@@ -162,10 +163,14 @@ def markdown(report: dict) -> str:
     """The table: one row per scale, split, profile and condition, the strongest identity attack's figures
     and the face decoder's SSIM; the baselines of each scale above its rows."""
     data = report["data"]
+    gallery = min(GALLERY_SIZE, data["people"])  # a site with fewer people than 100 has no gallery of 100
+    among = (f"Rank-1 among {gallery} people (chance {1 / gallery:.0%}) and among all {data['people']} (chance "
+             f"{1 / data['people']:.1%})" if gallery < data["people"] else
+             f"Rank-1 among all {data['people']} people (chance {1 / gallery:.1%}; fewer than {GALLERY_SIZE}, so no "
+             f"gallery of {GALLERY_SIZE}: both rank-1 columns are this one)")
     lines = [f"Victims: {data['people']} people, {data['queries']} query photos (gallery: one clean photo each); "
-             f"attacker: {data['attacker_faces']} faces. Rank-1 among 100 people (chance 1 %) and among all "
-             f"{data['people']} (chance {1 / data['people']:.1%}); TAR at FAR 1 %; 95 % Wilson intervals on the "
-             "queries. Strongest of the identity attacks by rank-1 among 100.", ""]
+             f"attacker: {data['attacker_faces']} faces. {among}; TAR at FAR 1 %; 95 % Wilson intervals on the "
+             f"queries. Strongest of the identity attacks by rank-1 among {gallery}.", ""]
     for side, at_side in report["scales"].items():
         base = at_side["baselines"]
         key = rank1_key(base["original_photo"])
@@ -177,8 +182,8 @@ def markdown(report: dict) -> str:
                   f"{base['boxes_only']['face_ssim']:.3f} (32 px {base['boxes_only']['face_ssim_32']:.3f}), rank-1 "
                   f"{_pct(base['boxes_only'][key])}; flat image face SSIM {base['flat']['face_ssim']:.3f}, rank-1 "
                   f"{_pct(base['flat'][key])}.{_references(base)}", "",
-                  "| split | profile | noise | AP@0.3 MIT+CMU | AP@0.5 dlib | strongest | rank-1 / 100 | rank-1 / all "
-                  "| TAR @ FAR 1 % | linear probe rank-1 / 100 | face decoder SSIM (32 px) |",
+                  f"| split | profile | noise | AP@0.3 MIT+CMU | AP@0.5 dlib | strongest | rank-1 / {gallery} "
+                  f"| rank-1 / all | TAR @ FAR 1 % | linear probe rank-1 / {gallery} | face decoder SSIM (32 px) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for split, found in at_side["splits"].items():
             for label, results in found.items():
@@ -219,7 +224,8 @@ def plot_ap_against_identity(report: dict, path: Path, side: str = "96") -> Path
 
     at_side = report["scales"].get(side) or next(iter(report["scales"].values()))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, metric, label in ((axes[0], "rank1", "rank-1 among 100 (strongest attack)"),
+    gallery = min(GALLERY_SIZE, report["data"]["people"])
+    for ax, metric, label in ((axes[0], "rank1", f"rank-1 among {gallery} (strongest attack)"),
                               (axes[1], "tar_at_far", "TAR at FAR 1 % (strongest attack)")):
         for split, found in at_side["splits"].items():
             xs, ys, names = [], [], []

@@ -200,6 +200,9 @@ def test_attack_on_a_folder_of_people_at_camera_scale(weights_path: Path, shared
     assert ceiling["rank1_6"]["rate"] > 0.8  # dlib on the originals names them
     assert "inception3-alpha-0.4" in report["accuracy"]["inception3"]
     assert "| inception3 | inception3-alpha-0.4 | k=1 |" in result.stdout
+    # 6 people: no gallery of 100 to pick from, and the table says so rather than claim a chance of 1 %
+    assert "Rank-1 among all 6 people (chance 16.7%; fewer than 100" in result.stdout
+    assert "| rank-1 / 6 | rank-1 / all |" in result.stdout and "rank-1 / 100" not in result.stdout
     assert (out / "attack.md").is_file() and (out / "attack-grid.png").is_file() and (out / "attack.png").is_file()
 
 

@@ -17,7 +17,7 @@ from facesplit.noise.fit import FitConfig, FitImage, build_training_set, fit_pro
 from facesplit.noise.profile import NoiseProfile, Obfuscator, ProfileError
 from facesplit.noise.sampler import GaussianStream
 from facesplit.weights import head_fingerprint, load_faceboxes
-from tests.conftest import invoke_frosted, run_frosted
+from tests.conftest import REPO, invoke_frosted, run_frosted
 
 
 def make_profile(fingerprint: str, shape: tuple[int, int, int] = (128, 32, 32)) -> NoiseProfile:
@@ -137,6 +137,33 @@ def test_tail_epochs_train_only_the_tail_with_the_noise_frozen(faceboxes: FaceBo
     assert longer.fitted_on["tail_epochs"] == 2 and joint.fitted_on["tail_epochs"] == 0
 
 
+@pytest.mark.slow  # two fits
+def test_a_fit_from_a_profile_keeps_its_noise_bit_for_bit_and_trains_its_tail(tmp_path: Path, faceboxes: FaceBoxes,
+                                                                              shared_dir: Path) -> None:
+    photos = sorted((shared_dir / "data/faces/unlabelled").glob("*.jpg"))
+    config = FitConfig(alpha=0.5, epochs=1, augmentations=0, batch_size=1, tune_tail=True, rank=8)
+    first = build_training_set(faceboxes, [FitImage(f"unlabelled/{p.name}", p, None) for p in photos[:2]], config)
+    path = tmp_path / "start.safetensors"
+    fit_profile(faceboxes, first, config).save(path)
+    start = NoiseProfile.load(path)
+    more = build_training_set(faceboxes, [FitImage(f"unlabelled/{p.name}", p, None) for p in photos[2:4]], config)
+    retuned = fit_profile(faceboxes, more, replace(config, alpha=0.1, rank=None, epochs=0, tail_epochs=1),
+                          start=start)
+    retuned.save(tmp_path / "retuned.safetensors")
+    again = NoiseProfile.load(tmp_path / "retuned.safetensors")
+    # mu, sigma and the basis as shipped, bit for bit (so its privacy figures carry over); the tail moved on
+    assert torch.equal(again.mu, start.mu) and torch.equal(again.sigma, start.sigma)
+    assert torch.equal(again.basis, start.basis) and again.alpha == 0.5 and again.rank == 8
+    assert start.tail_state is not None and again.tail_state is not None
+    assert any(not torch.equal(again.tail_state[k], start.tail_state[k]) for k in start.tail_state)
+    assert again.fingerprint != start.fingerprint
+    assert again.fitted_on["noise_from"]["fingerprint"] == start.fingerprint
+    assert again.fitted_on["seen"] == sorted(f"unlabelled/{p.name}" for p in photos[:4])  # eval skips all four
+    assert [e["tail_only"] for e in again.fitted_on["history"]] == [True]
+    with pytest.raises(ValueError, match="tail alone"):
+        fit_profile(faceboxes, more, replace(config, epochs=1, tail_epochs=1), start=start)
+
+
 def test_information_privacy_rewards_noise_only_where_there_is_signal_to_hide() -> None:
     activations = torch.randn(64, 4, 2, 2, generator=torch.Generator().manual_seed(0)) * 2 + 1
     activations[:, :, 0, 0] = 0.7  # the same in every frame (letterbox padding): nothing to hide
@@ -201,6 +228,35 @@ def test_fit_noise_refuses_before_fitting(tmp_path: Path, weights_path: Path, sh
                                    str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path))
     assert per_frequency.returncode == 2 and "--dct" in per_frequency.stderr
     assert not (tmp_path / "f.safetensors").exists()
+
+
+def test_fit_noise_from_a_profile_refuses_what_would_change_its_noise(tmp_path: Path, weights_path: Path,
+                                                                      shared_dir: Path) -> None:
+    """--noise-from keeps the profile's noise: an option that would move it, no tail to train, or a file that is
+    not a profile (any bytes, even an 8-byte 'header'), are one-line errors before any fit, and nothing is
+    written."""
+    dlib = shared_dir / "data/faces/dlib"
+    shipped = REPO / "facesplit/profiles/inception3-rank16-alpha-0.4.safetensors"
+    data = ["--coco", str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path)]
+    out = tmp_path / "o.safetensors"
+    tail = ["--tune-tail", "--tail-epochs", "1"]
+    for extra, says in ((["--alpha", "0.3", *tail], "drop --alpha"), (["--rank", "4", *tail], "drop --rank"),
+                        (["--split", "rdcl", *tail], "drop --split"), (["--epochs", "3", *tail], "drop --epochs"),
+                        (["--adversary-faces", str(dlib / "images"), *tail], "drop --adversary-faces"),
+                        ([], "--tune-tail --tail-epochs N")):
+        result = invoke_frosted("fit-noise", "--noise-from", str(shipped), "--out", str(out), *extra, *data)
+        assert result.returncode == 2 and says in result.stderr, (extra, result.stderr)
+    (tmp_path / "eight.safetensors").write_bytes(bytes(8))
+    (tmp_path / "huge.safetensors").write_bytes(b"\xff" * 64)  # a header length of 2^64 - 1
+    for bad in (tmp_path / "missing.safetensors", tmp_path / "eight.safetensors", tmp_path / "huge.safetensors",
+                REPO / "README.md"):
+        result = invoke_frosted("fit-noise", "--noise-from", str(bad), "--out", str(out), *tail, *data)
+        error = result.stderr.strip().splitlines()[-1]
+        assert result.returncode in (1, 2) and error.startswith("Error: ") and bad.name in error, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not out.exists()
+    no_alpha = invoke_frosted("fit-noise", "--out", str(out), *data)
+    assert no_alpha.returncode == 2 and "--alpha" in no_alpha.stderr
 
 
 @pytest.mark.slow  # fit-noise then eval, in subprocesses
@@ -311,6 +367,22 @@ def test_a_basis_round_trips_and_a_bad_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match=r"the basis must be \(C, R\) with R = 3"):
         NoiseProfile(mu=torch.zeros(3, 2, 2), sigma=torch.ones(3, 2, 2), alpha=0.1, input_size=(64, 64),
                      head_fingerprint="x" * 64, basis=random_basis(8, 4))
+
+
+@pytest.mark.parametrize("content", [
+    b"", bytes(8), b"\xff" * 64,  # no header; a header of length 0; one of 2^64 - 1 bytes (read as a length)
+    (100).to_bytes(8, "little") + b"{}",  # longer than the file
+    (7).to_bytes(8, "little") + b"[1,2,3]", (6).to_bytes(8, "little") + b"{\"a\":",  # not an object; cut short
+    (24).to_bytes(8, "little") + b'{"__metadata__": [1, 2]}'])  # metadata that is not a mapping
+def test_a_file_that_is_not_a_profile_is_refused_from_its_header_alone(tmp_path: Path, content: bytes) -> None:
+    from facesplit.noise.profile import split_of
+
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ProfileError, match="not a readable noise profile"):
+        split_of(path)
+    with pytest.raises(ProfileError, match=r"bad\.safetensors"):
+        NoiseProfile.load(path)
 
 
 def test_detector_with_noise_still_finds_faces(detector: SplitDetector, faceboxes: FaceBoxes) -> None:

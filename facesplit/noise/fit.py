@@ -17,7 +17,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -182,18 +182,36 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
-                fitted_on: dict | None = None, adversary: Adversary | None = None) -> NoiseProfile:
+def _from_profile(start: NoiseProfile, config: FitConfig, shape: tuple[int, ...]) -> FitConfig:
+    """The config that keeps ``start``'s noise: no joint epochs, its alpha, rank and coordinates."""
+    if config.epochs or not config.tail_epochs or not config.tune_tail:
+        raise ValueError("a fit from a profile trains its tail alone: epochs 0, tail_epochs > 0, tune_tail")
+    if start.shape != shape:
+        raise ValueError(f"the profile is for activations {start.shape}, these are {shape}")
+    return replace(config, alpha=start.alpha, rank=start.rank, dct=start.dct)
+
+
+def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig, fitted_on: dict | None = None,
+                adversary: Adversary | None = None, start: NoiseProfile | None = None) -> NoiseProfile:
     """Train mu, rho (and the tail, if asked) on the cached activations; returns the fitted profile. With an
     ``adversary``, its loss joins the privacy term (weighted by its own ``weight``), and it is retrained on the
-    current noise before every joint epoch."""
+    current noise before every joint epoch. From a ``start`` profile, its noise (mu, sigma, basis) is kept
+    bit for bit and only its noise-aware tail trains on, ``tail_epochs`` more, so every privacy figure
+    measured on it still holds."""
     if adversary is not None and config.dct:
         raise ValueError("an adversary is fitted against noise per element (in a basis or not), not per frequency")
     if config.tail_epochs and not config.tune_tail:
         raise ValueError("tail_epochs train the noise-aware tail: set tune_tail")
+    if start is not None:
+        if adversary is not None:
+            raise ValueError("a fit from a profile keeps its noise: there is nothing for an adversary to move")
+        config = _from_profile(start, config, tuple(data.activations.shape[1:]))
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # training noise: reproducible, never shipped
-    basis, energy_kept = principal_basis(data.activations, config.rank) if config.rank else (None, 1.0)
+    if start is not None:
+        basis, energy_kept = start.basis, float(start.fitted_on.get("energy_kept", 1.0))
+    else:
+        basis, energy_kept = principal_basis(data.activations, config.rank) if config.rank else (None, 1.0)
     if adversary is not None and basis is not None:
         adversary = adversary.in_basis(basis)
     shape = (config.rank or data.activations.shape[1], *data.activations.shape[2:])
@@ -203,6 +221,14 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
     rho = torch.full(shape, _logit((config.sigma_init - config.sigma_min) / span), requires_grad=True)
     # eval: batch-norm statistics stay the clean model's; channels_last: ~1.7x faster steps on CPU
     tail = copy.deepcopy(model.tail).eval().to(memory_format=torch.channels_last)
+    fixed_sigma = None
+    if start is not None:
+        mu, fixed_sigma = start.mu.clone(), start.sigma.clone()
+        tail.load_state_dict(start.tail_state or {}, strict=False)
+
+    def current_sigma() -> torch.Tensor:
+        return fixed_sigma if fixed_sigma is not None else config.sigma_min + span * torch.sigmoid(rho)
+
     tuned = {name: p for name, p in tail.named_parameters()
              if config.tune_tail and name.split(".")[0] in config.tuned_tail_modules}
     for name, p in tail.named_parameters():
@@ -226,12 +252,11 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
             mu.requires_grad_(not tail_only)
             order = torch.randperm(count, generator=generator)
             totals = np.zeros(3)
-            adversary_scores = None if adversary is None or tail_only else adversary.refit(
-                (config.sigma_min + span * torch.sigmoid(rho)).detach())
-            for start in range(0, count, config.batch_size):
-                index = order[start:start + config.batch_size]
+            adversary_scores = None if adversary is None or tail_only else adversary.refit(current_sigma().detach())
+            for first in range(0, count, config.batch_size):
+                index = order[first:first + config.batch_size]
                 clean = coordinates(basis, data.activations[index].float(), config.dct)
-                sigma = config.sigma_min + span * torch.sigmoid(rho)
+                sigma = current_sigma()
                 eps = torch.randn(clean.shape, generator=generator)
                 noisy = expand(basis, clean + mu + sigma * eps, config.dct).contiguous(
                     memory_format=torch.channels_last)
@@ -254,15 +279,18 @@ def fit_profile(model: FaceBoxes, data: TrainingSet, config: FitConfig,
             mean = totals / steps_per_epoch
             history.append({"epoch": epoch + 1, "loss": mean[0], "task": mean[1], "mean_sigma": mean[2],
                             "tail_only": tail_only, **({"adversary": adversary_scores} if adversary_scores else {})})
-    sigma = (config.sigma_min + span * torch.sigmoid(rho)).detach()
+    sigma = current_sigma().detach()
     width, height = config.input_size.width, config.input_size.height
     assert width is not None and height is not None
     summary = {
         **(fitted_on or {}), "task": config.task, "epochs": config.epochs, "samples": count,
-        "tail_epochs": config.tail_epochs, "augmentations": config.augmentations, "seen": data.seen, "history": history,
+        "tail_epochs": config.tail_epochs, "augmentations": config.augmentations, "history": history,
+        # what evaluation must skip: every image that shaped the profile, the start's fit included
+        "seen": sorted(set(data.seen) | set(start.fitted_on.get("seen", []) if start else [])),
         "fit_seconds": round(time.perf_counter() - started, 1), "seed": config.seed,
         "sigma_bounds": [config.sigma_min, config.sigma_max], "noise_aware_tail": config.tune_tail,
-        "rank": config.rank, "privacy": config.privacy, "dct": config.dct, "energy_kept": round(energy_kept, 4)}
+        "rank": config.rank, "privacy": config.privacy, "dct": config.dct, "energy_kept": round(energy_kept, 4),
+        **({"noise_from": {"fingerprint": start.fingerprint, "fitted_on": start.fitted_on}} if start else {})}
     return NoiseProfile(mu=mu.detach(), sigma=sigma, alpha=config.alpha, input_size=(width, height),
                         head_fingerprint=head_fingerprint(model), fitted_on=summary,
                         tail_state={k: v.detach().contiguous() for k, v in tail.state_dict().items()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -194,12 +195,24 @@ class NoiseProfile:
         return profile
 
 
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     """A profile file's metadata strings, from its header alone (no tensors read)."""
     try:
         with open(path, "rb") as f:
             header_len = int.from_bytes(f.read(8), "little")
-            return json.loads(f.read(header_len)).get("__metadata__") or {}
+            # the length comes from the file: any 8 bytes read as one, so bound it before reading that much
+            if not 0 < header_len <= min(MAX_HEADER_BYTES, os.fstat(f.fileno()).st_size - 8):
+                raise ValueError("no safetensors header")
+            header = json.loads(f.read(header_len))
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
+            metadata = header.get("__metadata__")
+            if metadata is not None and not isinstance(metadata, dict):
+                raise ValueError("malformed metadata")
+            return metadata or {}
     except (OSError, ValueError) as exc:
         raise ProfileError(f"{path}: not a readable noise profile ({exc})") from None
 

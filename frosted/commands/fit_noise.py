@@ -31,8 +31,13 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 @click.command("fit-noise")
-@click.option("--alpha", type=click.FloatRange(0, 1, max_open=True), required=True,
-              help="Privacy weight: loss = (1 - alpha) task + alpha privacy (see --privacy).")
+@click.option("--alpha", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Privacy weight: loss = (1 - alpha) task + alpha privacy (see --privacy). Required, unless "
+                   "--noise-from brings it.")
+@click.option("--noise-from", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PROFILE",
+              help="Keep this profile's noise bit for bit (mu, sigma, basis: every privacy figure measured on it "
+                   "still holds) and train only its noise-aware tail on, --tail-epochs more, on the data given "
+                   "(e.g. more of the site's frames). Its alpha, split, rank and input size come with it.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Profile file to write (.safetensors).")
 @click.option("--frames", "frame_sources", multiple=True, type=click.Path(path_type=Path),
@@ -81,8 +86,9 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @seed_option("Seed of the fit (augmentation, training noise); the profile records it (default: one drawn "
              "fresh from the OS's CSPRNG, printed).")
 @model_options()
-def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_labels: Path | None,
-              images_dir: Path | None, folds: int, use_folds: list[int], task: str, epochs: int, batch_size: int,
+def fit_noise(alpha: float | None, noise_from: Path | None, out: Path, frame_sources: tuple[Path, ...],
+              coco_labels: Path | None, images_dir: Path | None, folds: int, use_folds: list[int], task: str,
+              epochs: int, batch_size: int,
               augmentations: int, tune_tail: bool, tail_epochs: int, rank: int | None, privacy: str, dct: bool,
               max_frames: int, adversary_faces: tuple[Path, ...], adversary_weight: float, adversary_probe: str,
               adversary_decoder: bool, adversary_face_size: int, seed: int | None,
@@ -95,8 +101,9 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     from facesplit.faceboxes import DEFAULT_SPLIT, activation_shape
     from facesplit.noise.fit import FitConfig, build_training_set, fit_profile
     from facesplit.noise.fit_data import frames_from, labelled_from_coco
+    from facesplit.noise.profile import NoiseProfile, split_of
     from facesplit.runtime import tune_cpu_runtime
-    from facesplit.weights import load_faceboxes
+    from facesplit.weights import head_fingerprint, load_faceboxes
 
     images = [image for source in frame_sources for image in frames_from(source, max_frames)]
     if coco_labels is not None:
@@ -109,6 +116,10 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
         raise click.UsageError("--task multibox needs labels: use --coco only (frames are unlabelled)")
     if tail_epochs and not tune_tail:
         raise click.UsageError("--tail-epochs trains the noise-aware tail: add --tune-tail")
+    if noise_from is not None:
+        _check_noise_from(click.get_current_context(), noise_from, tail_epochs, tune_tail)
+    elif alpha is None:
+        raise click.UsageError("give --alpha (or --noise-from PROFILE to keep a profile's noise)")
     if adversary_decoder and not adversary_faces:
         raise click.UsageError("--adversary-decoder trains on the attacker's faces: add --adversary-faces DIR")
     if adversary_face_size != 96 and not adversary_faces:
@@ -116,7 +127,14 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     if seed is None:  # drawn, so the profile's fitted_on records the seed the fit really used
         seed = secrets.randbits(31)
     tune_cpu_runtime(threads)
+    if noise_from is not None:
+        split = split_of(noise_from)
     model = load_faceboxes(weights, split or DEFAULT_SPLIT)
+    start = None
+    if noise_from is not None:
+        start = NoiseProfile.load(noise_from, head_fingerprint(model), (input_size.width, input_size.height))
+        alpha, epochs = start.alpha, 0
+    assert alpha is not None
     config = FitConfig(alpha=alpha, task=task, input_size=input_size, epochs=epochs,  # type: ignore[arg-type]
                        batch_size=batch_size, augmentations=augmentations, tune_tail=tune_tail,
                        tail_epochs=tail_epochs, rank=rank, privacy=privacy, dct=dct, seed=seed)  # type: ignore[arg-type]
@@ -129,21 +147,23 @@ def fit_noise(alpha: float, out: Path, frame_sources: tuple[Path, ...], coco_lab
     adversary = (_adversary(model, adversary_faces, adversary_weight, adversary_probe, adversary_decoder,
                             adversary_face_size, seed) if adversary_faces else None)
     sources = [str(s) for s in frame_sources] + ([f"{coco_labels} folds {use_folds}"] if coco_labels else [])
+    sources += [f"noise from {noise_from}"] if noise_from else []
     fitted_on: dict = {"sources": sources, "images": len(images)}
     if adversary is not None:
         fitted_on["adversary"] = {"faces": [str(p) for p in adversary_faces], "crops": len(adversary.faces),
                                   "weight": adversary_weight, "face_size": adversary_face_size,
                                   "probe": ADVERSARY_PROBES[adversary_probe]
                                   + (DECODER_NOTE if adversary_decoder else "")}
-    profile = fit_profile(model, data, config, fitted_on=fitted_on, adversary=adversary)
+    profile = fit_profile(model, data, config, fitted_on=fitted_on, adversary=adversary, start=start)
     profile.save(out)
     history = profile.fitted_on["history"][-1]
-    objective = privacy + (", per frequency" if dct else "")
+    objective = privacy + (", per frequency" if dct else "") + (f", noise kept from {noise_from}" if start else "")
     click.echo(f"Wrote {out}: alpha {alpha} ({objective}, split {model.split}), {len(images)} images x "
                f"{augmentations + 1} views, "
                f"{profile.fitted_on['fit_seconds']} s, final task loss {history['task']:.4f}, "
                f"mean sigma {history['mean_sigma']:.4f}, "
-               + (f"rank {rank} ({profile.fitted_on['energy_kept']:.1%} of the activation's energy), " if rank else "")
+               + (f"rank {profile.rank} ({profile.fitted_on['energy_kept']:.1%} of the activation's energy), "
+                  if profile.rank else "")
                + f"seed {seed}, fingerprint {profile.fingerprint}")
 
 
@@ -167,3 +187,20 @@ def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, probe
     crops = adversary_crops(model.head.eval(), model.split, photos, side=face_size, seed=seed)
     return IdentityAdversary(crops, weight, seed=seed, mlp_steps=MLP_STEPS_PER_EPOCH if probe == "mlp" else 0,
                              face_decoder=decoder)
+
+
+# What a profile's noise fixes, so a fit that keeps it cannot also be told to change it.
+NOISE_OPTIONS = ("alpha", "epochs", "rank", "privacy", "dct", "adversary_faces", "adversary_weight", "adversary_probe",
+                 "adversary_decoder", "adversary_face_size", "split")
+
+
+def _check_noise_from(ctx: click.Context, noise_from: Path, tail_epochs: int, tune_tail: bool) -> None:
+    given = [name for name in NOISE_OPTIONS
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+    if given:
+        raise click.UsageError(f"--noise-from keeps the profile's noise: drop --{given[0].replace('_', '-')}")
+    if not (tune_tail and tail_epochs):
+        raise click.UsageError("--noise-from trains only the noise-aware tail: add --tune-tail --tail-epochs N")
+    if not noise_from.is_file():
+        raise click.BadParameter(f"{noise_from}: no such profile file", param_hint="--noise-from")
+
