@@ -83,6 +83,11 @@ def with_tail(detector: SplitDetector, tail_state: dict[str, torch.Tensor] | Non
     unknown = sorted(set(tail_state) - set(state))
     if unknown:
         raise FrostedError(f"the profile's noise-aware tail has tensors this tail lacks: {unknown[:3]}")
+    misshapen = [name for name, tensor in tail_state.items() if tensor.shape != state[name].shape]
+    if misshapen:
+        name = misshapen[0]
+        raise FrostedError(f"the profile's noise-aware tail does not fit this tail: {name} is "
+                           f"{tuple(tail_state[name].shape)}, here {tuple(state[name].shape)}")
     state.update(tail_state)
     tuned.tail.load_state_dict(state, strict=True)
     return SplitDetector(tuned, detector.input_size, detector.postprocess)

@@ -385,6 +385,35 @@ def test_a_file_that_is_not_a_profile_is_refused_from_its_header_alone(tmp_path:
         NoiseProfile.load(path)
 
 
+@pytest.mark.parametrize(("change", "says"), [
+    ({"input_size": "abc"}, "malformed header"), ({"alpha": "x"}, "malformed header"),
+    ({"fitted_on": "{bad"}, "malformed header"), ({"split": "nowhere"}, "split 'nowhere'"),
+    ({"head_fingerprint": None}, "lacks 'head_fingerprint'")])
+def test_a_profile_with_a_malformed_header_is_one_profile_error(tmp_path: Path, change: dict, says: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from facesplit.noise.profile import read_metadata, split_of
+
+    good = tmp_path / "good.safetensors"
+    make_profile("x" * 64, (2, 2, 2)).save(good)
+    metadata = {k: v for k, v in {**read_metadata(good), **change}.items() if v is not None}
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(good)), str(bad), metadata=metadata)
+    with pytest.raises(ProfileError, match=says):
+        split_of(bad)
+        NoiseProfile.load(bad)
+
+
+def test_a_noise_aware_tail_of_other_shapes_is_refused_by_name(detector: SplitDetector) -> None:
+    from facesplit.detector import with_tail
+    from facesplit.errors import FrostedError
+
+    with pytest.raises(FrostedError, match=r"conf\.0\.weight is \(3, 3, 1, 1\), here \(42, 128, 3, 3\)"):
+        with_tail(detector, {"conf.0.weight": torch.zeros(3, 3, 1, 1)})
+    with pytest.raises(FrostedError, match="tensors this tail lacks"):
+        with_tail(detector, {"bogus": torch.zeros(2)})
+
+
 def test_detector_with_noise_still_finds_faces(detector: SplitDetector, faceboxes: FaceBoxes) -> None:
     from facesplit.images import sample_image
 

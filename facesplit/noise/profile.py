@@ -37,7 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from facesplit.errors import FrostedError
-from facesplit.faceboxes import DEFAULT_SPLIT
+from facesplit.faceboxes import DEFAULT_SPLIT, SPLITS
 from facesplit.noise.dct import (
     from_frequencies,
     from_frequencies_channels_last,
@@ -172,8 +172,8 @@ class NoiseProfile:
         metadata = read_metadata(path)
         if metadata.get("format") not in FORMATS or "mu" not in tensors or "sigma" not in tensors:
             raise ProfileError(f"{path}: not a noise profile (expected format {FORMAT!r} with mu and sigma)")
-        width, height = (int(v) for v in metadata["input_size"].split("x"))
         try:
+            width, height = (int(v) for v in metadata["input_size"].split("x"))
             profile = cls(mu=tensors["mu"].float(), sigma=tensors["sigma"].float(), alpha=float(metadata["alpha"]),
                           input_size=(width, height), head_fingerprint=metadata["head_fingerprint"],
                           fitted_on=json.loads(metadata.get("fitted_on") or "{}"),
@@ -183,6 +183,10 @@ class NoiseProfile:
                           split=metadata.get("split", DEFAULT_SPLIT))
         except ProfileError as exc:
             raise ProfileError(f"{path}: {exc}") from None
+        except KeyError as exc:  # a header written by something else than `save`
+            raise ProfileError(f"{path}: not a noise profile (its header lacks {exc})") from None
+        except ValueError as exc:  # json.JSONDecodeError too
+            raise ProfileError(f"{path}: not a noise profile (malformed header: {exc})") from None
         if split is not None and profile.split != split:
             raise ProfileError(f"{path}: fitted for the model split at {profile.split}, not {split}; "
                                f"pass --split {profile.split}")
@@ -219,7 +223,11 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 def split_of(path: Path) -> str:
     """The model split a profile file was fitted at, from its header alone."""
-    return read_metadata(path).get("split", DEFAULT_SPLIT)
+    split = read_metadata(path).get("split", DEFAULT_SPLIT)
+    if split not in SPLITS:
+        raise ProfileError(f"{path}: not a noise profile (fitted at split {split!r}, which is not one of "
+                           f"{', '.join(SPLITS)})")
+    return split
 
 
 class Obfuscator:
