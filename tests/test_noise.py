@@ -236,7 +236,7 @@ def test_fit_noise_from_a_profile_refuses_what_would_change_its_noise(tmp_path: 
     not a profile (any bytes, even an 8-byte 'header'), are one-line errors before any fit, and nothing is
     written."""
     dlib = shared_dir / "data/faces/dlib"
-    shipped = REPO / "facesplit/profiles/inception3-rank16-alpha-0.4.safetensors"
+    shipped = "inception3-rank16-alpha-0.4"  # a shipped name, as every --noise takes, or a file
     data = ["--coco", str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path)]
     out = tmp_path / "o.safetensors"
     tail = ["--tune-tail", "--tail-epochs", "1"]
@@ -244,7 +244,7 @@ def test_fit_noise_from_a_profile_refuses_what_would_change_its_noise(tmp_path: 
                         (["--split", "rdcl", *tail], "drop --split"), (["--epochs", "3", *tail], "drop --epochs"),
                         (["--adversary-faces", str(dlib / "images"), *tail], "drop --adversary-faces"),
                         ([], "--tune-tail --tail-epochs N")):
-        result = invoke_frosted("fit-noise", "--noise-from", str(shipped), "--out", str(out), *extra, *data)
+        result = invoke_frosted("fit-noise", "--noise-from", shipped, "--out", str(out), *extra, *data)
         assert result.returncode == 2 and says in result.stderr, (extra, result.stderr)
     (tmp_path / "eight.safetensors").write_bytes(bytes(8))
     (tmp_path / "huge.safetensors").write_bytes(b"\xff" * 64)  # a header length of 2^64 - 1

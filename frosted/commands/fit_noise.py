@@ -34,10 +34,11 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--alpha", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Privacy weight: loss = (1 - alpha) task + alpha privacy (see --privacy). Required, unless "
                    "--noise-from brings it.")
-@click.option("--noise-from", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PROFILE",
-              help="Keep this profile's noise bit for bit (mu, sigma, basis: every privacy figure measured on it "
-                   "still holds) and train only its noise-aware tail on, --tail-epochs more, on the data given "
-                   "(e.g. more of the site's frames). Its alpha, split, rank and input size come with it.")
+@click.option("--noise-from", default=None, metavar="PROFILE",
+              help="A shipped profile's name (see 'frosted profiles') or a file: keep its noise bit for bit (mu, "
+                   "sigma, basis: every privacy figure measured on it still holds) and train only its noise-aware "
+                   "tail on, --tail-epochs more, on the data given (e.g. more of the site's frames). Its alpha, "
+                   "split, rank and input size come with it.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Profile file to write (.safetensors).")
 @click.option("--frames", "frame_sources", multiple=True, type=click.Path(path_type=Path),
@@ -86,7 +87,7 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @seed_option("Seed of the fit (augmentation, training noise); the profile records it (default: one drawn "
              "fresh from the OS's CSPRNG, printed).")
 @model_options()
-def fit_noise(alpha: float | None, noise_from: Path | None, out: Path, frame_sources: tuple[Path, ...],
+def fit_noise(alpha: float | None, noise_from: str | None, out: Path, frame_sources: tuple[Path, ...],
               coco_labels: Path | None, images_dir: Path | None, folds: int, use_folds: list[int], task: str,
               epochs: int, batch_size: int,
               augmentations: int, tune_tail: bool, tail_epochs: int, rank: int | None, privacy: str, dct: bool,
@@ -102,6 +103,7 @@ def fit_noise(alpha: float | None, noise_from: Path | None, out: Path, frame_sou
     from facesplit.noise.fit import FitConfig, build_training_set, fit_profile
     from facesplit.noise.fit_data import frames_from, labelled_from_coco
     from facesplit.noise.profile import NoiseProfile, split_of
+    from facesplit.noise.shipped import resolve_profile
     from facesplit.runtime import tune_cpu_runtime
     from facesplit.weights import head_fingerprint, load_faceboxes
 
@@ -117,7 +119,7 @@ def fit_noise(alpha: float | None, noise_from: Path | None, out: Path, frame_sou
     if tail_epochs and not tune_tail:
         raise click.UsageError("--tail-epochs trains the noise-aware tail: add --tune-tail")
     if noise_from is not None:
-        _check_noise_from(click.get_current_context(), noise_from, tail_epochs, tune_tail)
+        _check_noise_from(click.get_current_context(), tail_epochs, tune_tail)
     elif alpha is None:
         raise click.UsageError("give --alpha (or --noise-from PROFILE to keep a profile's noise)")
     if adversary_decoder and not adversary_faces:
@@ -127,12 +129,13 @@ def fit_noise(alpha: float | None, noise_from: Path | None, out: Path, frame_sou
     if seed is None:  # drawn, so the profile's fitted_on records the seed the fit really used
         seed = secrets.randbits(31)
     tune_cpu_runtime(threads)
-    if noise_from is not None:
-        split = split_of(noise_from)
+    start_path = resolve_profile(noise_from) if noise_from is not None else None
+    if start_path is not None:
+        split = split_of(start_path)
     model = load_faceboxes(weights, split or DEFAULT_SPLIT)
     start = None
-    if noise_from is not None:
-        start = NoiseProfile.load(noise_from, head_fingerprint(model), (input_size.width, input_size.height))
+    if start_path is not None:
+        start = NoiseProfile.load(start_path, head_fingerprint(model), (input_size.width, input_size.height))
         alpha, epochs = start.alpha, 0
     assert alpha is not None
     config = FitConfig(alpha=alpha, task=task, input_size=input_size, epochs=epochs,  # type: ignore[arg-type]
@@ -147,7 +150,7 @@ def fit_noise(alpha: float | None, noise_from: Path | None, out: Path, frame_sou
     adversary = (_adversary(model, adversary_faces, adversary_weight, adversary_probe, adversary_decoder,
                             adversary_face_size, seed) if adversary_faces else None)
     sources = [str(s) for s in frame_sources] + ([f"{coco_labels} folds {use_folds}"] if coco_labels else [])
-    sources += [f"noise from {noise_from}"] if noise_from else []
+    sources += [f"noise from {start_path}"] if start_path else []
     fitted_on: dict = {"sources": sources, "images": len(images)}
     if adversary is not None:
         fitted_on["adversary"] = {"faces": [str(p) for p in adversary_faces], "crops": len(adversary.faces),
@@ -157,7 +160,7 @@ def fit_noise(alpha: float | None, noise_from: Path | None, out: Path, frame_sou
     profile = fit_profile(model, data, config, fitted_on=fitted_on, adversary=adversary, start=start)
     profile.save(out)
     history = profile.fitted_on["history"][-1]
-    objective = privacy + (", per frequency" if dct else "") + (f", noise kept from {noise_from}" if start else "")
+    objective = privacy + (", per frequency" if dct else "") + (f", noise kept from {start_path}" if start else "")
     click.echo(f"Wrote {out}: alpha {alpha} ({objective}, split {model.split}), {len(images)} images x "
                f"{augmentations + 1} views, "
                f"{profile.fitted_on['fit_seconds']} s, final task loss {history['task']:.4f}, "
@@ -194,13 +197,11 @@ NOISE_OPTIONS = ("alpha", "epochs", "rank", "privacy", "dct", "adversary_faces",
                  "adversary_decoder", "adversary_face_size", "split")
 
 
-def _check_noise_from(ctx: click.Context, noise_from: Path, tail_epochs: int, tune_tail: bool) -> None:
+def _check_noise_from(ctx: click.Context, tail_epochs: int, tune_tail: bool) -> None:
     given = [name for name in NOISE_OPTIONS
              if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
     if given:
         raise click.UsageError(f"--noise-from keeps the profile's noise: drop --{given[0].replace('_', '-')}")
     if not (tune_tail and tail_epochs):
         raise click.UsageError("--noise-from trains only the noise-aware tail: add --tune-tail --tail-epochs N")
-    if not noise_from.is_file():
-        raise click.BadParameter(f"{noise_from}: no such profile file", param_hint="--noise-from")
 
