@@ -97,10 +97,15 @@ def verification(scored: Scored, far: float = FALSE_ACCEPT_RATE) -> dict:
     return out
 
 
+def gallery_for(people: int, gallery_size: int = GALLERY_SIZE) -> int:
+    """How many people a rank-1 gallery holds: ``gallery_size``, or everyone when there are fewer."""
+    return min(gallery_size, people)
+
+
 def identity_metrics(scored: Scored, gallery_size: int = GALLERY_SIZE, far: float = FALSE_ACCEPT_RATE) -> dict:
     """Rank-1 among ``gallery_size`` and among all people, and TAR at ``far``: JSON-able, with intervals."""
     people = scored.scores.shape[1]
-    size = min(gallery_size, people)
+    size = gallery_for(people, gallery_size)
     return {"queries": len(scored.truth), "people": people,
             f"rank1_{size}": _rate(rank1_rates(scored, size), chance=1 / size),
             "rank1_all": _rate(rank1_rates(scored, people), chance=1 / people),

@@ -20,7 +20,7 @@ from facesplit.noise.profile import split_of
 from facesplit.noise.shipped import load_profile_for, shipped_profiles
 from privacy_attack.at_scale import ScaleConfig, as_image, measure_split, prepare_scale, rank1_key, victims_from
 from privacy_attack.descriptors import describe
-from privacy_attack.identity import GALLERY_SIZE
+from privacy_attack.identity import GALLERY_SIZE, gallery_for
 from privacy_attack.people import FacePhoto, check_disjoint
 from privacy_attack.scene import Backgrounds
 
@@ -163,7 +163,7 @@ def markdown(report: dict) -> str:
     """The table: one row per scale, split, profile and condition, the strongest identity attack's figures
     and the face decoder's SSIM; the baselines of each scale above its rows."""
     data = report["data"]
-    gallery = min(GALLERY_SIZE, data["people"])  # a site with fewer people than 100 has no gallery of 100
+    gallery = gallery_for(data["people"])  # a site with fewer people than 100 has no gallery of 100
     among = (f"Rank-1 among {gallery} people (chance {1 / gallery:.0%}) and among all {data['people']} (chance "
              f"{1 / data['people']:.1%})" if gallery < data["people"] else
              f"Rank-1 among all {data['people']} people (chance {1 / gallery:.1%}; fewer than {GALLERY_SIZE}, so no "
@@ -224,7 +224,7 @@ def plot_ap_against_identity(report: dict, path: Path, side: str = "96") -> Path
 
     at_side = report["scales"].get(side) or next(iter(report["scales"].values()))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    gallery = min(GALLERY_SIZE, report["data"]["people"])
+    gallery = gallery_for(report["data"]["people"])
     for ax, metric, label in ((axes[0], "rank1", f"rank-1 among {gallery} (strongest attack)"),
                               (axes[1], "tar_at_far", "TAR at FAR 1 % (strongest attack)")):
         for split, found in at_side["splits"].items():
