@@ -11,7 +11,9 @@ with fresh noise), and the face decoder (noise-aware ridge to the face's pixels;
 face). Conditions: clean, each profile at k = 1 and k = 30 (averaging), and k = 30 under the rotating secret. AP:
 MIT+CMU folds 6-10 pooled AP@0.3 and dlib AP@0.5, the mean of 5 noise draws. Every shipped profile is attacked at
 --full-scales; at the other scales only clean and the --focus profiles, which also get the costly attacks (MLP
-probe, dlib on the decoded faces). Writes privacy_scale.{md,json,png} and privacy_scale-grid.png under --out.
+probe, dlib on the decoded faces). ``--precision int8``: every frame, the attacker's and the victims', goes through
+the int8 head the edge runs with ``--runtime openvino --precision int8`` (NNCF, the default calibration), at one
+split. Writes privacy_scale.{md,json,png} and privacy_scale-grid.png under --out (``--stem``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ import argparse
 import os
 from pathlib import Path
 
-from facesplit.detector import load_detector
+import torch
+
+from facesplit.detector import SplitDetector, at_split, load_detector
 from facesplit.faceboxes import SPLITS
 from facesplit.noise import DEFAULT_PROFILE
+from facesplit.preprocess import InputSize
+from facesplit.runtimes.factory import head_runtime
+from facesplit.runtimes.int8 import int8_graph
 from privacy_attack.at_scale import ScaleConfig
 from privacy_attack.people import read_faces, read_people
+from privacy_attack.runtime_head import RuntimeHead
 from privacy_attack.scale_report import (
     TableInputs,
     TablePlan,
@@ -34,11 +42,22 @@ from privacy_attack.scale_report import (
     with_files,
     write_outputs,
 )
-from privacy_attack.scene import Backgrounds
+from privacy_attack.scene import FRAME, Backgrounds
 
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
+
+
+def int8_head(detector: SplitDetector, splits: list[str], threads: int) -> RuntimeHead:
+    """The edge's int8 head at the one split asked for, on the whole 1024x1024 frames the victims are placed in."""
+    if len(splits) != 1:
+        raise SystemExit(f"--precision int8 attacks one split (a graph ends at one): --splits SPLIT, not {splits}")
+    at = at_split(load_detector(input_size=InputSize(*FRAME)), splits[0])
+    path, _ = int8_graph(at)
+    runtime = head_runtime("openvino", at, threads, precision="int8")
+    torch.set_num_threads(threads)  # the runtime left torch one thread; the probes train in torch after the crops
+    return RuntimeHead(runtime, splits[0], path.name)
 
 
 def main() -> None:
@@ -66,6 +85,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="another seed is a replication: other placements of every face, other noise draws and "
                              "other probe initialisations (the AP draws stay the same)")
+    parser.add_argument("--precision", choices=("float32", "int8"), default="float32",
+                        help="the head the frames go through: int8 is the edge's OpenVINO int8 head (one split, "
+                             "--splits SPLIT)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the int8 head's threads")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--stem", default="privacy_scale")
     args = parser.parse_args()
@@ -90,8 +113,10 @@ def main() -> None:
     def checkpoint(partial: dict) -> None:
         write_outputs(partial, Path(args.out), args.stem)
 
+    head = None if args.precision == "float32" else int8_head(detector, splits, args.threads)
     report = run_table(detector, inputs, plan, config, settings={"command": "bench/privacy_scale.py",
-                                                                 "args": vars(args)}, checkpoint=checkpoint)
+                                                                 "args": vars(args)}, checkpoint=checkpoint,
+                       head=head)
     paths = write_outputs(report, Path(args.out), args.stem)
     print(markdown(report))
     print("wrote", ", ".join(map(str, paths)), f"(wall time {report['wall_time_s']} s)")

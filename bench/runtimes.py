@@ -360,7 +360,7 @@ def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], runtimes: l
         f"- {FRAME_ITEM} at {DEFAULT_HEAD[0]}, {DEFAULT_HEAD[1]}: {frame['ms']:.2f} ms on {frame['runtime']} "
         f"(target < {TARGET_FRAME_MS} ms): **{'met' if frame['met'] else 'not met'}**; the fastest float head: "
         f"{goal['frame_ms_float']['ms']:.2f} ms on {goal['frame_ms_float']['runtime']}"
-        f"{'' if INT8 not in runtimes else ' (int8: see bench/results/int8_accuracy.md for its AP)'}",
+        f"{'' if INT8 not in runtimes else ' (int8: bench/precision_accuracy.py measures its AP)'}",
         "", f"Where the {FRAME_ITEM} time goes at {DEFAULT_HEAD[0]}, {DEFAULT_HEAD[1]} (median ms of each stage; "
         "preprocess: resize and, for runtimes that take model inputs, the float conversion and mean; noise: the "
         "AES-CTR draw, the channels_last layout and the add):", "",

@@ -13,7 +13,13 @@ from facesplit.faceboxes import activation_shape
 from facesplit.noise.profile import NoiseProfile, split_of
 from facesplit.noise.shipped import load_profile_for, resolve_profile
 from facesplit.pipeline import TailBoxes
-from facesplit.runtimes import DEFAULT_DEVICE, DEFAULT_RUNTIME, fingerprint_at
+from facesplit.runtimes import (
+    DEFAULT_DEVICE,
+    DEFAULT_RUNTIME,
+    SERVABLE_PRECISIONS,
+    UnknownRuntimeError,
+    fingerprint_at,
+)
 from facesplit.runtimes.factory import tail_runtime
 from facesplit.weights import clean_fingerprint
 
@@ -42,12 +48,13 @@ class ServedTail:
 
 def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: bool = False,
                  runtime: str = DEFAULT_RUNTIME, threads: int | None = None,
-                 int8_heads: bool = False, device: str = DEFAULT_DEVICE) -> dict[str, ServedTail]:
+                 head_precisions: tuple[str, ...] = (), device: str = DEFAULT_DEVICE) -> dict[str, ServedTail]:
     """fingerprint -> tail, for each profile (shipped name or path), each at the model split it was fitted for,
     and, only if asked, for clean activations at ``detector``'s split (those expose the frames they came from);
-    every tail on ``runtime`` (`facesplit.runtimes.RUNTIME_NAMES`) and ``device``. ``int8_heads``: each also for
-    frames from an int8 head (their own fingerprint, `facesplit.runtimes.fingerprint_at`), which the operator has
-    validated the profile for; without it, such frames are refused as a profile not served."""
+    every tail on ``runtime`` (`facesplit.runtimes.RUNTIME_NAMES`) and ``device``. ``head_precisions`` (of
+    `facesplit.runtimes.SERVABLE_PRECISIONS`): each also for frames from a head at that precision (their own
+    fingerprint, `facesplit.runtimes.fingerprint_at`), which the operator has validated the profile for; without
+    it, such frames are refused as a profile not served."""
 
     def on_runtime(at: SplitDetector) -> TailBoxes:
         return TailBoxes(tail_runtime(runtime, at, threads, device=device), at.postprocess)
@@ -71,8 +78,11 @@ def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: b
         tails[profile.fingerprint] = ServedTail(profile.fingerprint, resolve_profile(name).stem, profile.alpha, True,
                                                 size.width, size.height, shape, tuned.split, on_runtime(tuned),
                                                 tuned)
-    if int8_heads:
-        for served in list(tails.values()):
-            at_int8 = fingerprint_at(served.fingerprint, "int8")
-            tails[at_int8] = replace(served, fingerprint=at_int8, name=f"{served.name}+int8-head")
+    for served in list(tails.values()):
+        for precision in dict.fromkeys(head_precisions):
+            if precision not in SERVABLE_PRECISIONS:
+                raise UnknownRuntimeError(f"a tail serves heads at {', '.join(SERVABLE_PRECISIONS)} besides "
+                                          f"float32, not {precision!r}")
+            at = fingerprint_at(served.fingerprint, precision)
+            tails[at] = replace(served, fingerprint=at, name=f"{served.name}+{precision}-head")
     return tails

@@ -26,7 +26,7 @@ from facesplit.noise.profile import NoiseProfile
 from privacy_attack.canvas import resize
 from privacy_attack.crop_cache import crops_folder, crops_key, load_or_make
 from privacy_attack.crop_noise import CropObserver, NoiseCondition, noise_conditions
-from privacy_attack.crops import CropSet, face_crops
+from privacy_attack.crops import CropSet, face_crops, runs_windows
 from privacy_attack.descriptors import DescribedFace
 from privacy_attack.face_references import as_images, colour_and_contrast_faces, thumbnail_faces
 from privacy_attack.identity import (
@@ -135,7 +135,7 @@ def prepare_scale(head: torch.nn.Module, side: int, attacker: Sequence[Described
                                                             progress=config.progress, desc=desc, **settings))
 
     attacker_sets = crops_of(attacker, f"attacker at {side} px", seed=config.seed + side, placements=count,
-                             whole_frame=False, face_side=DECODED_SIDE)
+                             whole_frame=not runs_windows(head), face_side=DECODED_SIDE)
     victim_sets = crops_of(victims.queries, f"victims at {side} px", seed=config.seed + 10_000 + side,
                            whole_frame=True, face_side=FACE_COMPARE_SIDE, describe_frames=True)
     any_split = next(iter(attacker_sets.values()))

@@ -50,7 +50,10 @@ def cell_origin(centre: tuple[float, float], cells: int, grid: tuple[int, int]) 
 
 def head_outputs(head: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every split's activation from one pass of ``head`` (a `FaceBoxesHead`): {"rdcl": ..., "inception1": ...}
-    up to the head's own split."""
+    up to the head's own split; a `privacy_attack.runtime_head.RuntimeHead` (a compiled head, e.g. int8) gives
+    its one split's."""
+    if hasattr(head, "split_outputs"):
+        return head.split_outputs(x)
     out = {}
     x = head.conv2(head.conv1(x))
     out[SPLITS[0]] = x
@@ -58,6 +61,17 @@ def head_outputs(head: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = getattr(head, name)(x)
         out[name] = x
     return out
+
+
+def head_splits(head: nn.Module) -> tuple[str, ...]:
+    """The splits `head_outputs` gives for ``head``."""
+    return tuple(getattr(head, "splits", None) or (SPLITS[0], *head.inceptions))
+
+
+def runs_windows(head: nn.Module) -> bool:
+    """Whether ``head`` runs any input size (a torch module), so that an attacker's face can go through a window
+    of its frame, or only whole frames (a compiled head, whose graph has one input size)."""
+    return not hasattr(head, "split_outputs")
 
 
 @dataclass
@@ -106,7 +120,7 @@ def face_crops(head: nn.Module, faces: Sequence[DescribedFace], side: float, bac
     rng = np.random.default_rng(seed)
     cells = crop_cells(side)
     grid = (FRAME[1] // STRIDE, FRAME[0] // STRIDE)
-    splits = (SPLITS[0], *head.inceptions)
+    splits = head_splits(head)
     jobs = [face for face in faces for _ in range(placements)]
     # written in place: tens of thousands of small tensors between the head's large temporaries fragment
     # the allocator's heap until the process runs out of memory

@@ -13,12 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from torch import nn
+
 from facesplit.detector import SplitDetector, at_split
 from facesplit.faceboxes import SPLITS
 from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.profile import split_of
 from facesplit.noise.shipped import load_profile_for, shipped_profiles
 from privacy_attack.at_scale import ScaleConfig, as_image, measure_split, prepare_scale, rank1_key, victims_from
+from privacy_attack.crops import head_splits
 from privacy_attack.descriptors import describe
 from privacy_attack.identity import GALLERY_SIZE, gallery_for
 from privacy_attack.people import FacePhoto, check_disjoint
@@ -79,13 +82,20 @@ def _deepest(splits: Sequence[str]) -> str:
 
 
 def run_table(detector: SplitDetector, inputs: TableInputs, plan: TablePlan, config: ScaleConfig,
-              settings: dict | None = None, checkpoint: Callable[[dict], None] | None = None) -> dict:
+              settings: dict | None = None, checkpoint: Callable[[dict], None] | None = None,
+              head: nn.Module | None = None) -> dict:
     """Attack every profile of ``plan`` at every scale of ``config``: a JSON-able dict (and decoded faces of
     the first victims under ``"_grid"``, for `write_outputs`). AP comes first, then one scale at a time;
-    ``checkpoint`` sees the report as it grows (a long run keeps what it measured)."""
+    ``checkpoint`` sees the report as it grows (a long run keeps what it measured). ``head``: what the frames go
+    through (default: ``detector``'s torch head, to the plan's deepest split; a
+    `privacy_attack.runtime_head.RuntimeHead` for a compiled one, at the plan's splits)."""
     started = time.monotonic()
     check_disjoint(inputs.victims, inputs.attacker)
-    deep = at_split(detector, _deepest(list(plan.profiles)))
+    if head is None:
+        head = at_split(detector, _deepest(list(plan.profiles))).model.head
+    missing = set(plan.profiles) - set(head_splits(head))
+    if missing:
+        raise ValueError(f"the head gives splits {', '.join(head_splits(head))}, not {', '.join(sorted(missing))}")
     described_victims = describe(inputs.victims, progress=config.progress, desc="victims: dlib")
     described_attacker = describe(inputs.attacker, progress=config.progress, desc="attacker: dlib")
     victims = victims_from(described_victims)
@@ -111,12 +121,12 @@ def run_table(detector: SplitDetector, inputs: TableInputs, plan: TablePlan, con
     report["_grid"] = grid
     for side in config.scales:
         full = side in plan.full_scales
-        data = prepare_scale(deep.model.head, side, described_attacker, victims, inputs.backgrounds, config,
+        data = prepare_scale(head, side, described_attacker, victims, inputs.backgrounds, config,
                              placements=None if full else 1)
         at_side: dict = {"baselines": data.baselines, "cells": next(iter(data.victims.values())).cells,
                          "splits": {}}
         shown = min(GRID_ROWS, len(victims.queries))
-        grid[side] = {"original": [as_image(data.victims[SPLITS[0]].faces[i]) for i in range(shown)],
+        grid[side] = {"original": [as_image(next(iter(data.victims.values())).faces[i]) for i in range(shown)],
                       "boxes only": [data.template] * shown}
         for split, by_name in profiles.items():
             chosen = by_name if full else {name: p for name, p in by_name.items() if name == CLEAN or name in focus}

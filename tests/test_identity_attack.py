@@ -333,6 +333,46 @@ def test_the_attackers_window_gives_the_crop_of_the_whole_frame(detector: SplitD
 
 
 
+def test_a_compiled_head_gives_the_torch_heads_crops_at_its_split_through_whole_frames(detector: SplitDetector,
+                                                                                     lfw_faces: list) -> None:
+    """The int8 privacy table runs the attacks through a head runtime (`RuntimeHead`): over the float torch
+    runtime it must give exactly the torch module's crops, the attacker's faces through whole frames (a graph has
+    one input size), and its own crop-cache key."""
+    from facesplit.detector import at_split
+    from facesplit.preprocess import InputSize
+    from facesplit.runtimes.factory import head_runtime
+    from privacy_attack.crop_cache import crops_key
+    from privacy_attack.crops import face_crops, head_splits, runs_windows
+    from privacy_attack.runtime_head import RuntimeHead
+    from privacy_attack.scene import FRAME, Backgrounds
+
+    at = at_split(SplitDetector(detector.source, InputSize(*FRAME)), "inception3")
+    compiled = RuntimeHead(head_runtime("torch", at), "inception3", "torch float32")
+    assert head_splits(compiled) == ("inception3",) and not runs_windows(compiled) and runs_windows(at.model.head)
+    backgrounds = Backgrounds.shipped()
+    torch_crops = face_crops(at.model.head, lfw_faces, 96, backgrounds, seed=4, whole_frame=True, progress=False)
+    runtime_crops = face_crops(compiled, lfw_faces, 96, backgrounds, seed=4, whole_frame=True, progress=False)
+    assert set(runtime_crops) == {"inception3"}
+    assert torch.equal(runtime_crops["inception3"].origins, torch_crops["inception3"].origins)
+    assert torch.equal(runtime_crops["inception3"].crops, torch_crops["inception3"].crops)
+    keys = {crops_key(head, lfw_faces, backgrounds, side=96) for head in
+            (at.model.head, compiled, RuntimeHead(head_runtime("torch", at), "inception3", "another graph"))}
+    assert len(keys) == 3
+
+
+def test_a_table_through_a_compiled_head_attacks_only_the_split_it_ends_at(detector: SplitDetector) -> None:
+    from facesplit.runtimes.factory import head_runtime
+    from privacy_attack.at_scale import ScaleConfig
+    from privacy_attack.runtime_head import RuntimeHead
+    from privacy_attack.scale_report import TableInputs, TablePlan, run_table
+    from privacy_attack.scene import Backgrounds
+
+    compiled = RuntimeHead(head_runtime("torch", detector), "inception3", "torch float32")
+    plan = TablePlan({"rdcl": (), "inception3": ()}, (96,), ())
+    with pytest.raises(ValueError, match=r"^the head gives splits inception3, not rdcl$"):
+        run_table(detector, TableInputs([], [], Backgrounds.flat()), plan, ScaleConfig(), head=compiled)
+
+
 def test_centred_staging_puts_every_face_on_the_same_cells_over_the_mean(detector: SplitDetector,
                                                                          lfw_faces: list) -> None:
     """REFERENCE.md's setting: each face at the frame's centre over the model's mean grey (zero at the input),

@@ -20,7 +20,7 @@ from facesplit.images import read_image_bgr, sample_image
 from facesplit.pipeline import EdgeHead
 from facesplit.postprocess import PostprocessConfig
 from facesplit.preprocess import BGR_MEAN, InputSize, letterbox_pixels, preprocess
-from facesplit.runtimes import fingerprint_at
+from facesplit.runtimes import UnknownRuntimeError, fingerprint_at
 from facesplit.runtimes.factory import detector_on, head_runtime
 from facesplit.runtimes.int8 import CalibrationError, calibration_frames
 from frosted.demo import make_clip
@@ -88,13 +88,23 @@ def test_an_int8_head_sends_another_fingerprint_and_a_float_tail_refuses_it():
         EdgeAgent(config, int8_backend, None).check_served(info)  # type: ignore[arg-type]
 
 
-def test_a_tail_told_to_serves_int8_heads_under_their_fingerprint(faceboxes):
-    tails = served_tails(SplitDetector(faceboxes, InputSize(320, 192)), [], serve_clean=True, int8_heads=True)
-    assert len(tails) == 2
+def test_a_tail_told_to_serves_heads_at_other_precisions_under_their_fingerprints(faceboxes):
+    detector = SplitDetector(faceboxes, InputSize(320, 192))
+    tails = served_tails(detector, [], serve_clean=True, head_precisions=("int8", "float16", "int8"))
+    assert len(tails) == 3
     clean = next(t for t in tails.values() if t.name == "clean")
-    int8 = tails[fingerprint_at(clean.fingerprint, "int8")]
-    assert isinstance(int8, ServedTail) and int8.name == "clean+int8-head" and int8.boxes is clean.boxes
-    assert len(served_tails(SplitDetector(faceboxes, InputSize(320, 192)), [], serve_clean=True)) == 1
+    for precision in ("int8", "float16"):
+        other = tails[fingerprint_at(clean.fingerprint, precision)]
+        assert isinstance(other, ServedTail) and other.name == f"clean+{precision}-head" and other.boxes is clean.boxes
+    assert len(served_tails(detector, [], serve_clean=True)) == 1
+    with pytest.raises(UnknownRuntimeError, match=r"^a tail serves heads at float16, int8 besides float32, "
+                                                  r"not 'float32'$"):
+        served_tails(detector, [], serve_clean=True, head_precisions=("float32",))
+
+
+def test_serve_precision_takes_only_the_other_precisions():
+    result = invoke_frosted("tail", "--insecure", "--serve-precision", "float32")
+    assert result.returncode == 2 and "'float32' is not one of 'float16', 'int8'" in result.stderr
 
 
 def test_int8_needs_openvino_in_one_line(tmp_path):
@@ -169,26 +179,29 @@ def test_the_int8_graph_is_cached_per_calibration(faceboxes, graphs, calibration
 
 
 
-@pytest.mark.slow  # a tail and an agent in their own processes, the agent exporting and quantizing its head (~40 s)
-@needs_int8
-def test_an_int8_agent_and_a_tail_that_serves_int8_heads(tmp_path, weights_path, calibration, monkeypatch):
+@pytest.mark.slow  # a tail and an agent in their own processes; int8: the agent exports and quantizes its head (~40 s)
+@pytest.mark.parametrize("precision", [pytest.param("int8", marks=needs_int8), "float16"])
+def test_an_agent_at_another_precision_and_a_tail_that_serves_it(tmp_path, weights_path, calibration, monkeypatch,
+                                                                precision):
     monkeypatch.setenv("FROSTED_GRAPH_CACHE", str(tmp_path / "graphs"))
     monkeypatch.setenv("FROSTED_WEIGHTS", str(weights_path))
     clip = make_clip(tmp_path / "clip.mp4", seconds=1.0, fps=10)
     port = free_port()
-    tail, lines = start_tail_process(port, "--insecure", "--noise", PROFILE, "--threads", "1", "--serve-int8-heads")
+    tail, lines = start_tail_process(port, "--insecure", "--noise", PROFILE, "--threads", "1",
+                                     "--serve-precision", precision)
     try:
-        assert any(f"serving {PROFILE}+int8-head" in line for line in lines), lines
+        assert any(f"serving {PROFILE}+{precision}-head" in line for line in lines), lines
+        runtime = "openvino" if precision == "int8" else "torch"
         config = tmp_path / "cameras.yaml"
         config.write_text(f"tail: {{address: '127.0.0.1:{port}', insecure: true}}\nnoise: {{profile: {PROFILE}}}\n"
                           f"cameras: [{{id: door, url: '{clip}'}}]\n"
-                          f"model: {{runtime: openvino, threads: 1, calibration: '{calibration}'}}\n")
-        out = tmp_path / "int8.jsonl"
-        result = run_frosted("edge", "--config", str(config), "--json", str(out), "--precision", "int8")
+                          f"model: {{runtime: {runtime}, threads: 1, calibration: '{calibration}'}}\n")
+        out = tmp_path / "frames.jsonl"
+        result = run_frosted("edge", "--config", str(config), "--json", str(out), "--precision", precision)
         assert result.returncode == 0, result.stderr[-2000:]
         records = [json.loads(line) for line in out.read_text().splitlines()]
         assert len(records) >= 5 and all(len(r["boxes"]) == 1 for r in records)
-        assert len(list((tmp_path / "graphs").glob("head-int8-*.xml"))) == 1
+        assert len(list((tmp_path / "graphs").glob("head-int8-*.xml"))) == (precision == "int8")
     finally:
         tail.terminate()
         tail.wait(timeout=30)

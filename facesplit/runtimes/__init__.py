@@ -34,8 +34,11 @@ EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
 PRECISIONS = ("float32", "float16", "int8")
 DEFAULT_PRECISION = "float32"
 INT8_RUNTIMES = ("openvino",)  # where an int8 head runs (ONNX Runtime ran the same graph slower than float)
-# float16 halves the head's memory traffic on a GPU's tensor cores; on a CPU it is slower than float32
-FLOAT16_RUNTIMES = ("torch",)  # with --device cuda
+# float16 halves the head's memory traffic on a GPU's tensor cores. On a CPU it is slower than float32, but computes
+# as a GPU's half-precision head does (float16 values, float32 sums), so a profile can be validated for it without one
+FLOAT16_RUNTIMES = ("torch",)
+# the heads other than float32 a tail can be told to serve (`frosted tail --serve-precision`)
+SERVABLE_PRECISIONS = tuple(p for p in PRECISIONS if p != DEFAULT_PRECISION)
 
 # Where the head and tail compute (`--device`, `model.device`). cuda: torch on the GPU (the activation stays there
 # and the noise is drawn there, `facesplit.noise.streams`), or ONNX Runtime's CUDA/TensorRT execution providers.
@@ -124,9 +127,9 @@ def check_precision(precision: str, runtime: str, device: str = DEFAULT_DEVICE) 
         raise UnknownRuntimeError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "int8" and runtime not in INT8_RUNTIMES:
         raise UnknownRuntimeError(f"--precision int8 runs on --runtime {' or '.join(INT8_RUNTIMES)}, not {runtime}")
-    if precision == "float16" and (runtime not in FLOAT16_RUNTIMES or device != "cuda"):
-        raise UnknownRuntimeError(f"--precision float16 runs on --runtime {' or '.join(FLOAT16_RUNTIMES)} with "
-                                  f"--device cuda, not --runtime {runtime} on {device}")
+    if precision == "float16" and runtime not in FLOAT16_RUNTIMES:
+        raise UnknownRuntimeError(f"--precision float16 runs on --runtime {' or '.join(FLOAT16_RUNTIMES)}, "
+                                  f"not {runtime}")
     return precision
 
 
@@ -155,7 +158,7 @@ def fingerprint_at(fingerprint: str, precision: str) -> str:
     """What frames carry on the wire for a profile's (or clean) ``fingerprint`` when the head runs at
     ``precision``: float32 keeps it; another precision is another head (its activations differ from the ones
     the profile was fitted and validated on), so another fingerprint, which a tail serves only if told to
-    (``frosted tail --serve-int8-heads``): a tail validated for the float head refuses the frames."""
+    (``frosted tail --serve-precision int8``): a tail validated for the float head refuses the frames."""
     if precision == DEFAULT_PRECISION:
         return fingerprint
     digest = hashlib.sha256(f"{fingerprint}|head-precision:{precision}".encode()).hexdigest()

@@ -62,13 +62,13 @@ def head_runtime(name: str, detector: SplitDetector, threads: int | None = None,
                  calibration: Path | None = None, device: str = DEFAULT_DEVICE) -> HeadRuntime:
     """``detector``'s head (its split and input size) on runtime ``name``; ``graphs``: the folder graphs
     are exported to and found in (default: the cache); ``precision`` int8: quantized, calibrated on the images
-    in ``calibration`` (default: MIT+CMU folds 1-5, `facesplit.runtimes.int8`); float16: on ``device`` cuda."""
+    in ``calibration`` (default: MIT+CMU folds 1-5, `facesplit.runtimes.int8`); float16: half precision (torch)."""
     check_device(device, check_runtime_name(name))
     check_precision(precision, name, device)
-    if name == "torch" and device == "cuda":
-        from facesplit.runtimes.torch_runtime import CudaTorchHead
+    if name == "torch":
+        from facesplit.runtimes.torch_runtime import CudaTorchHead, TorchHead
 
-        return CudaTorchHead(detector, precision)
+        return CudaTorchHead(detector, precision) if device == "cuda" else TorchHead(detector, precision)
     if precision == "int8":
         from facesplit.runtimes.int8 import int8_graph
 

@@ -15,15 +15,23 @@ from facesplit.runtimes import DEFAULT_PRECISION, cuda_torch
 
 class TorchHead:
     """The detector's head on CPU torch. A channels_last input (an NHWC buffer viewed as NCHW, what
-    `facesplit.preprocess` makes) stays channels_last: no copy, and the output is channels_last too."""
+    `facesplit.preprocess` makes) stays channels_last: no copy, and the output is channels_last too.
+    ``precision`` float16 runs a half-precision copy of the head (float16 values, float32 sums, as a GPU's
+    tensor cores do): slower than float32 here, it is there to measure a profile on a float16 head without a GPU."""
 
     name = "torch"
 
-    def __init__(self, detector: SplitDetector) -> None:
+    def __init__(self, detector: SplitDetector, precision: str = DEFAULT_PRECISION) -> None:
         self.detector = detector
+        self.half = None
+        if precision == "float16":
+            self.half = copy.deepcopy(detector.model.head).to(torch.float16, memory_format=torch.channels_last)
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
-        return self.detector.head(_tensor(inputs)).numpy()
+        if self.half is None:
+            return self.detector.head(_tensor(inputs)).numpy()
+        with torch.inference_mode():
+            return self.half(_tensor(inputs).to(torch.float16)).float().numpy()
 
 
 class TorchTail:

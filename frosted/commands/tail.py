@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cloud_tail.limits import StreamLimits
+from facesplit.runtimes import SERVABLE_PRECISIONS
 from frosted.options import (
     check_precision_option,
     deprecated_alias,
@@ -59,9 +60,10 @@ SERVE_CLEAN_WARNING = ("WARNING: --serve-clean: this tail accepts CLEAN activati
 @click.option("--tls-client-ca", type=_FILE, default=None,
               help="Require client certificates signed by this CA (mutual TLS).")
 @click.option("--insecure", is_flag=True, help="Serve plaintext gRPC (no TLS).")
-@click.option("--serve-int8-heads", is_flag=True,
-              help="Also serve each profile to agents whose head is int8 (--precision int8): another head, so "
-                   "only once the profile's AP has been measured on it (docs/runtimes.md).")
+@click.option("--serve-precision", "serve_precisions", type=click.Choice(SERVABLE_PRECISIONS), multiple=True,
+              help="Also serve each profile to agents whose head runs at this --precision (repeatable): another "
+                   "head, so only once the profile's AP has been measured on it (bench/precision_accuracy.py, "
+                   "docs/runtimes.md).")
 @model_options()
 @runtime_option()
 @device_option()
@@ -70,7 +72,7 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
          max_streams_per_connection: int, max_connections: int, idle_timeout_seconds: float,
          threshold: float, tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
          insecure: bool, weights: Path | None, split: str | None, input_size: InputSize, threads: int | None,
-         runtime: str, device: str, serve_int8_heads: bool) -> None:
+         runtime: str, device: str, serve_precisions: tuple[str, ...]) -> None:
     """Serve the tail: validate, batch across cameras, run the rest of FaceBoxes, answer with boxes."""
     # imported here, not at the top: `frosted --help` and `frosted tail --help` must not wait for torch and gRPC
     import asyncio
@@ -117,7 +119,7 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     detector = load_detector(str(weights) if weights else None, input_size,
                              PostprocessConfig(score_threshold=threshold), threads, split or DEFAULT_SPLIT)
     tails = served_tails(detector, list(profiles) or list(shipped_profiles()), serve_clean=serve_clean,
-                         runtime=runtime, threads=threads, int8_heads=serve_int8_heads, device=device)
+                         runtime=runtime, threads=threads, head_precisions=serve_precisions, device=device)
     limits = StreamLimits(max_in_flight=max_in_flight, max_message_bytes=max_message_bytes, max_streams=max_streams,
                           max_streams_per_connection=max_streams_per_connection, max_connections=max_connections,
                           idle_timeout_seconds=idle_timeout_seconds)
