@@ -15,10 +15,12 @@ from facesplit.noise.shipped import load_profile_for, resolve_profile
 from facesplit.pipeline import TailBoxes
 from facesplit.runtimes import (
     DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
     DEFAULT_RUNTIME,
     SERVABLE_PRECISIONS,
     UnknownRuntimeError,
     fingerprint_at,
+    served_name,
 )
 from facesplit.runtimes.factory import tail_runtime
 from facesplit.weights import clean_fingerprint
@@ -40,6 +42,12 @@ class ServedTail:
     split: str  # where the edge's head ends for this profile
     boxes: TailBoxes  # the tail on its runtime, then post-processing
     detector: SplitDetector | None = None  # the torch model the tail came from (its weights, split, thresholds)
+    precision: str = DEFAULT_PRECISION  # of the heads whose frames it takes (`facesplit.runtimes.fingerprint_at`)
+
+    @property
+    def served_as(self) -> str:
+        """Its name as agents see it: the profile's (or "clean"), marked with the heads' precision if not float32."""
+        return served_name(self.name, self.precision)
 
     def detect_batch(self, activations: np.ndarray) -> list[np.ndarray]:
         """(B, C, H, W) float32 -> per item (N, 5) [x1, y1, x2, y2, score] in model-input pixels."""
@@ -84,5 +92,5 @@ def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: b
                 raise UnknownRuntimeError(f"a tail serves heads at {', '.join(SERVABLE_PRECISIONS)} besides "
                                           f"float32, not {precision!r}")
             at = fingerprint_at(served.fingerprint, precision)
-            tails[at] = replace(served, fingerprint=at, name=f"{served.name}+{precision}-head")
+            tails[at] = replace(served, fingerprint=at, precision=precision)
     return tails

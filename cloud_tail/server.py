@@ -84,7 +84,7 @@ def check_limits(tails: dict[str, ServedTail], limits: StreamLimits) -> None:
         smallest = math.prod(tail.activation_shape) + _FRAME_HEADER_BYTES
         if limits.max_message_bytes < smallest:
             raise LimitsError(f"the message limit ({limits.max_message_bytes} bytes, --max-message-bytes) is smaller "
-                              f"than one int8 frame of {tail.name} ({smallest} bytes): no frame would get through")
+                              f"than one int8 frame of {tail.served_as} ({smallest} bytes): no frame would get through")
 
 
 class TailServer:

@@ -54,7 +54,7 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
 
     async def GetInfo(  # noqa: N802 - the RPC's name, from proto/
             self, request: tail_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> tail_pb2.TailInfo:
-        profiles = [tail_pb2.ServedProfile(fingerprint=t.fingerprint, name=t.name, alpha=t.alpha, noisy=t.noisy,
+        profiles = [tail_pb2.ServedProfile(fingerprint=t.fingerprint, name=t.served_as, alpha=t.alpha, noisy=t.noisy,
                                            input_width=t.input_width, input_height=t.input_height,
                                            activation_shape=list(t.activation_shape))
                     for t in self.tails.values()]

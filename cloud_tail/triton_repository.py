@@ -42,7 +42,7 @@ from facesplit.runtimes.graphs import MAX_BATCH, TAIL_INPUT, TAIL_OUTPUTS, expor
 from triton_wire import model_config_pb2 as mc
 from triton_wire.names import COMPOSING_SUFFIXES, ensemble_name
 
-REPOSITORY_FORMAT = "frosted-triton/1"  # bump when a model's inputs, outputs or parameters change
+REPOSITORY_FORMAT = "frosted-triton/2"  # bump when a model's inputs, outputs or parameters change
 MODELS_DIR = Path(__file__).resolve().parent / "triton_models"  # the python-backend model.py sources
 ACTIVATION, BOXES, BOX_COUNT = "activation", "boxes", "box_count"
 EnsembleTail = Literal["python", "onnxruntime"]
@@ -64,7 +64,7 @@ class TritonOptions:
 
 def model_names(tail: ServedTail) -> dict[str, str]:
     """The repository's model names for ``tail``: the ensemble is what agents call (`triton_wire.names`)."""
-    base = ensemble_name(tail.name if tail.noisy else None, tail.split)
+    base = ensemble_name(tail.name if tail.noisy else None, tail.split, tail.precision)
     parts = dict(zip(("tail-onnx", "tail-python", "boxes"), COMPOSING_SUFFIXES, strict=True))
     return {"ensemble": base, **{part: f"{base}{suffix}" for part, suffix in parts.items()}}
 
@@ -96,7 +96,7 @@ def _write_tail(tail: ServedTail, out: Path, options: TritonOptions) -> dict[str
     priors = priors_for(tail.input_height, tail.input_width)
     anchors = int(priors.shape[0])
     params = {"fingerprint": tail.fingerprint, "profile": tail.name, "alpha": f"{tail.alpha:g}",
-              "noisy": str(tail.noisy).lower(), "split": tail.split,
+              "noisy": str(tail.noisy).lower(), "split": tail.split, "head_precision": tail.precision,
               "input_size": f"{tail.input_width}x{tail.input_height}", "format": REPOSITORY_FORMAT}
     for name in names.values():
         _fresh_model_dir(out / name)
@@ -134,7 +134,8 @@ def _write_tail(tail: ServedTail, out: Path, options: TritonOptions) -> dict[str
     for part, config in configs.items():
         (out / names[part] / "config.pbtxt").write_text(text_format.MessageToString(config))
     return {"model": names["ensemble"], "models": list(names.values()), "fingerprint": tail.fingerprint,
-            "profile": tail.name, "split": tail.split, "input_size": params["input_size"]}
+            "profile": tail.name, "head_precision": tail.precision, "split": tail.split,
+            "input_size": params["input_size"]}
 
 
 def _check_ours(path: Path) -> None:

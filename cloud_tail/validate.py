@@ -28,7 +28,7 @@ def validate_frame(frame: tail_pb2.ActivationFrame, tails: dict[str, ServedTail]
                             f"camera_id must be 1..{MAX_CAMERA_ID} characters", "invalid")
     tail = tails.get(frame.profile_fingerprint)
     if tail is None:
-        served = ", ".join(f"{t.name}={t.fingerprint[:12]}" for t in tails.values())
+        served = ", ".join(f"{t.served_as}={t.fingerprint[:12]}" for t in tails.values())
         raise FrameRejectedError(grpc.StatusCode.FAILED_PRECONDITION,
                             f"profile fingerprint {frame.profile_fingerprint[:40]!r} is not served here "
                             f"(served: {served})", "unknown_profile")

@@ -49,8 +49,8 @@ def triton_model_for(config: AgentConfig) -> str:
     from triton_wire.names import ensemble_name
 
     if config.noise.disabled:
-        return ensemble_name(None, split_for(config.model.split, []))
-    return ensemble_name(resolve_profile(config.noise.profile).stem, "")
+        return ensemble_name(None, split_for(config.model.split, []), config.model.precision)
+    return ensemble_name(resolve_profile(config.noise.profile).stem, "", config.model.precision)
 
 
 class EdgeAgent:

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from facesplit.runtimes import DEFAULT_DEVICE, DEFAULT_PRECISION, DEFAULT_RUNTIME, DEVICES, PRECISIONS, RUNTIME_NAMES
+from facesplit.runtimes import (
+    DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
+    DEFAULT_RUNTIME,
+    DEVICES,
+    PRECISIONS,
+    RUNTIME_NAMES,
+    SERVABLE_PRECISIONS,
+)
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -130,6 +138,15 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 def threshold_option(help: str) -> Decorator:
     return click.option("--threshold", type=click.FloatRange(0, 1), default=DEFAULT_THRESHOLD, show_default=True,
                         help=help)
+
+
+def serve_precision_option() -> Decorator:
+    """--serve-precision: which heads besides float32 a tail (ours, or a Triton repository) serves."""
+    return click.option("--serve-precision", "serve_precisions", type=click.Choice(SERVABLE_PRECISIONS),
+                        multiple=True,
+                        help="Also serve each profile to agents whose head runs at this --precision (repeatable): "
+                             "another head, so only once the profile's AP has been measured on it "
+                             "(bench/precision_accuracy.py, docs/runtimes.md).")
 
 
 def seed_option(help: str = "Reproducible noise, for evaluation only (default: fresh noise from the OS's "

@@ -95,7 +95,8 @@ def test_a_tail_told_to_serves_heads_at_other_precisions_under_their_fingerprint
     clean = next(t for t in tails.values() if t.name == "clean")
     for precision in ("int8", "float16"):
         other = tails[fingerprint_at(clean.fingerprint, precision)]
-        assert isinstance(other, ServedTail) and other.name == f"clean+{precision}-head" and other.boxes is clean.boxes
+        assert isinstance(other, ServedTail) and other.served_as == f"clean+{precision}-head"
+        assert other.boxes is clean.boxes and other.precision == precision
     assert len(served_tails(detector, [], serve_clean=True)) == 1
     with pytest.raises(UnknownRuntimeError, match=r"^a tail serves heads at float16, int8 besides float32, "
                                                   r"not 'float32'$"):

@@ -19,8 +19,8 @@ import torch
 from google.protobuf import json_format, text_format
 
 from edge_agent import metrics
-from edge_agent.agent import EdgeAgent
-from edge_agent.backend import TorchHeadBackend
+from edge_agent.agent import EdgeAgent, triton_model_for
+from edge_agent.backend import RuntimeHeadBackend, TorchHeadBackend
 from edge_agent.config import AgentConfig
 from edge_agent.sink import JsonLinesSink
 from edge_agent.tail_check import TailUnusableError
@@ -31,6 +31,8 @@ from facesplit.images import sample_image
 from facesplit.noise.shipped import load_profile_for
 from facesplit.postprocess import PostprocessConfig, detections_from_outputs
 from facesplit.preprocess import preprocess
+from facesplit.runtimes import fingerprint_at
+from facesplit.runtimes.factory import head_runtime
 from facesplit.weights import clean_fingerprint
 from frosted.demo import make_clip
 from tests.conftest import invoke_frosted
@@ -40,10 +42,12 @@ from tests.tail_helpers import PROFILE, frame
 from tests.waiting import wait_until
 from triton_wire import grpc_service_pb2_grpc as kserve_grpc
 from triton_wire import model_config_pb2 as mc
+from triton_wire.names import ensemble_name
 
 pytestmark = pytest.mark.slow  # a tritonserver in its own process, agents streaming to it
 
 CLEAN = "clean-rdcl"  # the clean tail's ensemble at the service detector's split (PROFILE's too)
+HALF = f"{PROFILE}+float16-head"  # PROFILE's tail, served to agents whose head runs in float16
 PARTS = ("", ".tail-onnx", ".tail-python", ".boxes")
 
 
@@ -52,9 +56,10 @@ def repository(tmp_path_factory, weights_path) -> Path:
     """The repository as a user makes it: the CLI, the profile and the clean tail, the tests' threshold."""
     out = tmp_path_factory.mktemp("triton") / "models"
     result = invoke_frosted("export", "triton", "--noise", PROFILE, "--serve-clean", "--threshold", "0.5",
-                            "--threads", "1", "--weights", str(weights_path), "--out", str(out))
+                            "--threads", "1", "--weights", str(weights_path), "--out", str(out),
+                            "--serve-precision", "float16")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stderr.count("wrote ") == 2, result.stderr
+    assert result.stderr.count("wrote ") == 4, result.stderr  # the profile and clean, for float32 and float16 heads
     return out
 
 
@@ -63,7 +68,7 @@ def triton(repository) -> TritonServer:
     # the python-backend models only: this server has no onnxruntime backend (the .tail-onnx models are for
     # NVIDIA's Triton images); loading an ensemble loads the models it calls
     try:
-        server = TritonServer(repository, models=[PROFILE, CLEAN])
+        server = TritonServer(repository, models=[PROFILE, CLEAN, HALF])
     except RigUnavailableError as exc:
         pytest.skip(str(exc))
     with server:
@@ -87,6 +92,18 @@ def test_every_model_is_batched_warmed_up_and_carries_its_fingerprint(repository
             assert config.max_batch_size == 8
         for config in (onnx_tail, python_tail, boxes):
             assert config.HasField("dynamic_batching") and config.model_warmup
+
+
+def test_heads_at_another_precision_get_models_of_their_own(repository, tails):
+    for tail in tails.values():
+        name = ensemble_name(tail.name if tail.noisy else None, tail.split, "float16")
+        assert name == (HALF if tail.noisy else f"{CLEAN}+float16-head")
+        for part in PARTS:
+            config = config_of(repository, name + part)
+            assert config.parameters["fingerprint"].string_value == fingerprint_at(tail.fingerprint, "float16")
+            assert config.parameters["head_precision"].string_value == "float16"
+        assert config_of(repository, name.removesuffix("+float16-head")).parameters["head_precision"].string_value \
+            == "float32"
 
 
 def test_the_export_replaces_its_own_models_and_refuses_anyone_elses(tmp_path, weights_path):
@@ -199,6 +216,24 @@ async def test_the_agent_through_triton_finds_what_the_local_detector_finds(trit
         assert "uplink_round_trip" in record["latency_ms"] and "tail_queue" not in record["latency_ms"]
 
 
+async def test_a_float16_agent_through_triton_gets_the_float16_heads_model(triton, service_detector, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", seconds=1.0, fps=10)
+    out = tmp_path / "boxes.jsonl"
+    config = AgentConfig(tail={"address": f"triton://{triton.grpc_address}", "insecure": True},
+                         cameras=[{"id": "door", "url": str(clip)}], noise={"profile": PROFILE}, output=str(out),
+                         model={"precision": "float16"}, sources={"open_seconds": 5, "read_seconds": 2})
+    assert triton_model_for(config) == HALF
+    backend = RuntimeHeadBackend(head_runtime("torch", service_detector, precision="float16"),
+                                 service_detector.input_size, load_profile_for(service_detector, PROFILE),
+                                 clean_fingerprint(service_detector.source), precision="float16")
+    agent = EdgeAgent(config, backend, JsonLinesSink(str(out)))
+    summary = await agent.run()
+    agent.sink.close()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == summary.answered["door"] >= 3
+    assert all(len(record["boxes"]) == 1 for record in records)
+
+
 async def test_batches_form_under_four_streams(triton, noisy):
     activation, fingerprint = noisy
     model = f"{PROFILE}.tail-python"
@@ -239,7 +274,7 @@ async def test_batches_form_under_four_streams(triton, noisy):
 
 @pytest.mark.parametrize("model, says", [
     (f"/{PROFILE}", f"it serves: {PROFILE} (fingerprint "),  # the model exists, its fingerprint is another's
-    ("", f"it serves: {PROFILE}, {CLEAN}"),  # no model named after the agent's profile
+    ("", f"it serves: {PROFILE}, {HALF}, {CLEAN}"),  # no model named after the agent's profile
 ])
 def test_a_profile_triton_does_not_serve_is_refused_in_one_line(triton, weights_path, tmp_path, model, says):
     clip = make_clip(tmp_path / "clip.mp4", seconds=0.5, fps=10)

@@ -165,6 +165,11 @@ def fingerprint_at(fingerprint: str, precision: str) -> str:
     return f"{precision}-{digest[:27]}"
 
 
+def served_name(name: str, precision: str) -> str:
+    """What a tail (our `GetInfo`, a Triton model) calls ``name``'s tail served to heads at ``precision``."""
+    return name if precision == DEFAULT_PRECISION else f"{name}+{precision}-head"
+
+
 def install_hint(extra: str) -> str:
     return f"pip install 'frosted[{extra}]'"
 

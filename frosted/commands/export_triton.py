@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from frosted.options import model_options, threshold_option
+from frosted.options import model_options, serve_precision_option, threshold_option
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -30,11 +30,12 @@ if TYPE_CHECKING:
 @click.option("--ensemble-tail", type=click.Choice(["python", "onnxruntime"]), default="python", show_default=True,
               help="Which tail the ensemble calls: the python-backend one (ONNX Runtime in the server's Python; "
                    "any Triton with the python backend) or the onnxruntime_onnx one (NVIDIA's Triton images).")
+@serve_precision_option()
 @threshold_option("Send back faces scoring at least this.")
 @model_options()
 def triton(out: Path, profiles: tuple[str, ...], serve_clean: bool, max_batch: int, max_delay_ms: float,
-           instances: int, ensemble_tail: str, threshold: float, weights: Path | None, split: str | None,
-           input_size: InputSize, threads: int | None) -> None:
+           instances: int, ensemble_tail: str, serve_precisions: tuple[str, ...], threshold: float,
+           weights: Path | None, split: str | None, input_size: InputSize, threads: int | None) -> None:
     """Per tail: NAME (the ensemble agents call: FP16 activation -> boxes), NAME.tail-onnx, NAME.tail-python
     and NAME.boxes, each with the profile fingerprint in its parameters. Agents use it with
     --tail triton://HOST:PORT."""
@@ -48,7 +49,8 @@ def triton(out: Path, profiles: tuple[str, ...], serve_clean: bool, max_batch: i
 
     detector = load_detector(str(weights) if weights else None, input_size,
                              PostprocessConfig(score_threshold=threshold), threads, split or DEFAULT_SPLIT)
-    tails = served_tails(detector, list(profiles) or list(shipped_profiles()), serve_clean=serve_clean)
+    tails = served_tails(detector, list(profiles) or list(shipped_profiles()), serve_clean=serve_clean,
+                         head_precisions=serve_precisions)
     options = TritonOptions(max_batch=max_batch, max_delay_ms=max_delay_ms, threads=threads or 0,
                             instances=instances, ensemble_tail=ensemble_tail)  # type: ignore[arg-type]
     for summary in write_repository(tails.values(), out, options):

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 import click
 
 from cloud_tail.limits import StreamLimits
-from facesplit.runtimes import SERVABLE_PRECISIONS
 from frosted.options import (
     check_precision_option,
     deprecated_alias,
     device_option,
     model_options,
     runtime_option,
+    serve_precision_option,
     threshold_option,
 )
 
@@ -60,10 +60,7 @@ SERVE_CLEAN_WARNING = ("WARNING: --serve-clean: this tail accepts CLEAN activati
 @click.option("--tls-client-ca", type=_FILE, default=None,
               help="Require client certificates signed by this CA (mutual TLS).")
 @click.option("--insecure", is_flag=True, help="Serve plaintext gRPC (no TLS).")
-@click.option("--serve-precision", "serve_precisions", type=click.Choice(SERVABLE_PRECISIONS), multiple=True,
-              help="Also serve each profile to agents whose head runs at this --precision (repeatable): another "
-                   "head, so only once the profile's AP has been measured on it (bench/precision_accuracy.py, "
-                   "docs/runtimes.md).")
+@serve_precision_option()
 @model_options()
 @runtime_option()
 @device_option()
@@ -128,6 +125,6 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     check_limits(tails, limits)  # before the "serving" lines, so a refusal is the only line
     for t in tails.values():
         on = f"runtime {runtime}" + (f" on {device}" if device != "cpu" else "")
-        click.echo(f"serving {t.name} (alpha {t.alpha:g}, split {t.split}, {on}) fingerprint "
+        click.echo(f"serving {t.served_as} (alpha {t.alpha:g}, split {t.split}, {on}) fingerprint "
                    f"{t.fingerprint}", err=True)
     asyncio.run(serve(tails, config))
