@@ -8,7 +8,9 @@ is calibrated on MIT+CMU folds 1-5, what the profiles were fitted on), the noise
 
 float16 runs on the GPU where torch sees one, else on this CPU (float16 values and float32 sums there too; the
 JSON records which). Also the activations' difference between the two heads on the held-out images. Writes
-``<precision>_accuracy.json`` and ``.md`` under ``--out`` (bench/results).
+``<precision>_accuracy.json`` and ``.md`` under ``--out`` (bench/results). ``--record``: if the profile's AP is
+within the tolerance, write what was measured into the profile file's header (`facesplit.noise.validation`), which
+is what lets a tail serve it to such heads (``frosted tail --serve-precision``); if not, say so and exit 1.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from facesplit.evaluation.report import score_set
 from facesplit.images import read_image_bgr
 from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.profile import ProfileError
-from facesplit.noise.shipped import load_profile_for
+from facesplit.noise.shipped import load_profile_for, resolve_profile
+from facesplit.noise.validation import record_validation
 from facesplit.preprocess import InputSize, preprocess
 from facesplit.runtime import tune_cpu_runtime
 from facesplit.runtimes.factory import detector_on, head_runtime
@@ -102,6 +105,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--shared", default=os.environ.get("FROSTED_SHARED", "../shared"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--record", action="store_true",
+                        help="write the validation into the profile file when it is within the tolerance")
     args = parser.parse_args()
     if args.draws < 1:
         parser.error(f"--draws must be at least 1, not {args.draws}")
@@ -144,6 +149,27 @@ def main() -> None:
     (out / f"{stem}.json").write_text(json.dumps(document, indent=1) + "\n")
     (out / f"{stem}.md").write_text(markdown(document))
     print((out / f"{stem}.md").read_text())
+    if args.record:
+        record(document, args.noise)
+
+
+def record(document: dict[str, Any], profile: str) -> None:
+    """The profile's row into its file's header, if it is within the tolerance; else exit 1, saying why."""
+    row = next((r for r in document["rows"] if r["profile"] == profile), None)
+    if row is None:
+        raise SystemExit(f"--record: {profile} was not scored at any of --sizes (it is fitted for another)")
+    if not row["within_tolerance"]:
+        raise SystemExit(f"--record: not recorded: {profile} is outside {document['tolerance_points']} AP points "
+                         f"on a {document['precision']} head ({row['delta_points']})")
+    path = resolve_profile(profile)
+    record_validation(path, document["precision"], {
+        "ap_delta_points": {k: {m: round(v[m], 3) for m in ("mean", "low", "high")}
+                            for k, v in row["delta_points"].items()},
+        "draws": len(document["seeds"]), "size": row["size"], "tolerance_points": document["tolerance_points"],
+        "runtime": document["runtime"], "device": document["device"], "calibration": document["calibration"],
+        "measured_on": document["machine"]["cpu_model"], "date": document["machine"]["date"][:10],
+        "by": "bench/precision_accuracy.py"})
+    print(f"recorded in {path}: validated on {document['precision']} heads")
 
 
 def interval(difference: dict[str, float]) -> str:

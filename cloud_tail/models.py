@@ -3,6 +3,7 @@ on a tail runtime (`facesplit.runtimes`), with post-processing composed around i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -12,6 +13,7 @@ from facesplit.errors import FrostedError
 from facesplit.faceboxes import activation_shape
 from facesplit.noise.profile import NoiseProfile, split_of
 from facesplit.noise.shipped import load_profile_for, resolve_profile
+from facesplit.noise.validation import validated_heads
 from facesplit.pipeline import TailBoxes
 from facesplit.runtimes import (
     DEFAULT_DEVICE,
@@ -24,6 +26,8 @@ from facesplit.runtimes import (
 )
 from facesplit.runtimes.factory import tail_runtime
 from facesplit.weights import clean_fingerprint
+
+log = logging.getLogger("cloud_tail")
 
 
 class TailInputSizeError(FrostedError, ValueError):
@@ -61,8 +65,9 @@ def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: b
     and, only if asked, for clean activations at ``detector``'s split (those expose the frames they came from);
     every tail on ``runtime`` (`facesplit.runtimes.RUNTIME_NAMES`) and ``device``. ``head_precisions`` (of
     `facesplit.runtimes.SERVABLE_PRECISIONS`): each also for frames from a head at that precision (their own
-    fingerprint, `facesplit.runtimes.fingerprint_at`), which the operator has validated the profile for; without
-    it, such frames are refused as a profile not served."""
+    fingerprint, `facesplit.runtimes.fingerprint_at`), if the profile file records a validation on such a head
+    (`facesplit.noise.validation`; a profile without one is logged and not served to it; clean is served as
+    asked); without it, such frames are refused as a profile not served."""
 
     def on_runtime(at: SplitDetector) -> TailBoxes:
         return TailBoxes(tail_runtime(runtime, at, threads, device=device), at.postprocess)
@@ -73,6 +78,8 @@ def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: b
                                  "every frame of a profile has its activation's one shape")
     shape = activation_shape(size.height, size.width)
     tails: dict[str, ServedTail] = {}
+    # a noisy tail's fingerprint -> the profile as given, and the heads its file records a validation on
+    validated: dict[str, tuple[str, dict[str, dict]]] = {}
     splits = {detector.split: detector}
     if serve_clean:
         fingerprint = clean_fingerprint(detector.source)
@@ -86,11 +93,18 @@ def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: b
         tails[profile.fingerprint] = ServedTail(profile.fingerprint, resolve_profile(name).stem, profile.alpha, True,
                                                 size.width, size.height, shape, tuned.split, on_runtime(tuned),
                                                 tuned)
+        validated[profile.fingerprint] = (name, validated_heads(resolve_profile(name)))
+    for precision in dict.fromkeys(head_precisions):
+        if precision not in SERVABLE_PRECISIONS:
+            raise UnknownRuntimeError(f"a tail serves heads at {', '.join(SERVABLE_PRECISIONS)} besides "
+                                      f"float32, not {precision!r}")
     for served in list(tails.values()):
         for precision in dict.fromkeys(head_precisions):
-            if precision not in SERVABLE_PRECISIONS:
-                raise UnknownRuntimeError(f"a tail serves heads at {', '.join(SERVABLE_PRECISIONS)} besides "
-                                          f"float32, not {precision!r}")
+            if served.noisy and precision not in validated[served.fingerprint][1]:
+                log.warning("not serving %s to %s heads: its AP was never measured on one "
+                            "(bench/precision_accuracy.py --precision %s --noise %s --record)",
+                            served.name, precision, precision, validated[served.fingerprint][0])
+                continue
             at = fingerprint_at(served.fingerprint, precision)
             tails[at] = replace(served, fingerprint=at, precision=precision)
     return tails

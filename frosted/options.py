@@ -144,9 +144,9 @@ def serve_precision_option() -> Decorator:
     """--serve-precision: which heads besides float32 a tail (ours, or a Triton repository) serves."""
     return click.option("--serve-precision", "serve_precisions", type=click.Choice(SERVABLE_PRECISIONS),
                         multiple=True,
-                        help="Also serve each profile to agents whose head runs at this --precision (repeatable): "
-                             "another head, so only once the profile's AP has been measured on it "
-                             "(bench/precision_accuracy.py, docs/runtimes.md).")
+                        help="Also serve to agents whose head runs at this --precision (repeatable) each profile "
+                             "whose file records its AP measured on such a head (bench/precision_accuracy.py "
+                             "--record; docs/runtimes.md); the others are logged and not served to them.")
 
 
 def seed_option(help: str = "Reproducible noise, for evaluation only (default: fresh noise from the OS's "

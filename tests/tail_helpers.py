@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -21,12 +22,24 @@ from cloud_tail.service import StreamLimits
 from facesplit.detector import SplitDetector
 from facesplit.images import sample_image
 from facesplit.noise.profile import Obfuscator
-from facesplit.noise.shipped import load_profile_for
+from facesplit.noise.shipped import load_profile_for, resolve_profile
+from facesplit.noise.validation import record_validation
 from facesplit.preprocess import preprocess
 from frosted_wire.codec import encode_tensor
 from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
 
 PROFILE = "alpha-0.2"
+
+
+def validated_copy(folder: Path, name: str, *precisions: str) -> Path:
+    """A copy of shipped profile ``name`` (the same file name, so the same served name and fingerprint) whose
+    header records a validation on heads at ``precisions``, as `bench/precision_accuracy.py --record` writes it:
+    what a tail needs before it serves the profile to such heads. For the tests only: no AP was measured."""
+    copy = folder / resolve_profile(name).name
+    shutil.copy(resolve_profile(name), copy)
+    for precision in precisions:
+        record_validation(copy, precision, {"by": "a test"})
+    return copy
 
 
 def tails_for(detector: SplitDetector, runtime: str = "torch", threads: int | None = None,

@@ -29,7 +29,7 @@ from tests.conftest import invoke_frosted, run_frosted
 from tests.rig.servers import free_port
 from tests.runtime_fakes import FakeHead
 from tests.runtime_params import missing
-from tests.tail_helpers import PROFILE, start_tail_process
+from tests.tail_helpers import PROFILE, start_tail_process, validated_copy
 
 SIZE = InputSize(1024, 576)  # the default profile's split (inception3), 16:9 frames
 CALIBRATION = ("2007_007763.jpg", "2008_001009.jpg", "2008_002079.jpg", "2008_002470.jpg")  # dlib photos
@@ -101,6 +101,29 @@ def test_a_tail_told_to_serves_heads_at_other_precisions_under_their_fingerprint
     with pytest.raises(UnknownRuntimeError, match=r"^a tail serves heads at float16, int8 besides float32, "
                                                   r"not 'float32'$"):
         served_tails(detector, [], serve_clean=True, head_precisions=("float32",))
+
+
+def test_a_profile_is_served_to_another_head_only_once_its_file_records_a_validation(faceboxes, tmp_path, caplog):
+    detector = SplitDetector(faceboxes, InputSize(1024, 1024))
+    tails = served_tails(detector, [PROFILE], head_precisions=("int8",))
+    assert [t.served_as for t in tails.values()] == [PROFILE]  # the shipped alpha-0.2 records none
+    assert f"not serving {PROFILE} to int8 heads: its AP was never measured on one" in caplog.text
+    copy = validated_copy(tmp_path, PROFILE, "int8")
+    tails = served_tails(detector, [str(copy)], head_precisions=("int8", "float16"))
+    assert sorted(t.served_as for t in tails.values()) == [PROFILE, f"{PROFILE}+int8-head"]
+    assert f"not serving {PROFILE} to float16 heads" in caplog.text
+
+
+def test_the_default_profile_records_its_validations_on_int8_and_float16_heads():
+    from facesplit.noise import DEFAULT_PROFILE
+    from facesplit.noise.shipped import resolve_profile
+    from facesplit.noise.validation import validated_heads
+
+    records = validated_heads(resolve_profile(DEFAULT_PROFILE))
+    assert set(records) == {"int8", "float16"}
+    for record in records.values():
+        assert record["by"] == "bench/precision_accuracy.py" and record["draws"] >= 20
+        assert all(abs(d["mean"]) <= record["tolerance_points"] for d in record["ap_delta_points"].values())
 
 
 def test_serve_precision_takes_only_the_other_precisions():
@@ -188,7 +211,8 @@ def test_an_agent_at_another_precision_and_a_tail_that_serves_it(tmp_path, weigh
     monkeypatch.setenv("FROSTED_WEIGHTS", str(weights_path))
     clip = make_clip(tmp_path / "clip.mp4", seconds=1.0, fps=10)
     port = free_port()
-    tail, lines = start_tail_process(port, "--insecure", "--noise", PROFILE, "--threads", "1",
+    profile = validated_copy(tmp_path, PROFILE, precision)
+    tail, lines = start_tail_process(port, "--insecure", "--noise", str(profile), "--threads", "1",
                                      "--serve-precision", precision)
     try:
         assert any(f"serving {PROFILE}+{precision}-head" in line for line in lines), lines

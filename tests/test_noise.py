@@ -500,3 +500,35 @@ def test_eval_with_a_shipped_profile_by_name(weights_path: Path, shared_dir: Pat
     scores = json.loads((tmp_path / "e.json").read_text())
     assert scores["noise"] == "alpha-0.2" and scores["noise_seed"] is None
     assert scores["by_iou"]["0.5"]["pooled_ap"] > 0.9
+
+
+def test_a_validation_record_rewrites_the_header_only_and_is_read_back(tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from facesplit.noise.shipped import resolve_profile
+    from facesplit.noise.validation import VALIDATED_HEADS, record_validation, validated_heads
+
+    shipped = resolve_profile("alpha-0.2")
+    copy = tmp_path / shipped.name
+    shutil.copy(shipped, copy)
+    assert validated_heads(copy) == {}
+    record_validation(copy, "int8", {"draws": 20})
+    record_validation(copy, "float16", {"draws": 20})
+    record_validation(copy, "int8", {"draws": 40})  # a new measurement replaces the old
+    assert validated_heads(copy) == {"int8": {"draws": 40}, "float16": {"draws": 20}}
+    before, after = load_file(str(shipped)), load_file(str(copy))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert NoiseProfile.load(copy).fingerprint == NoiseProfile.load(shipped).fingerprint
+    assert not list(tmp_path.glob(".*partial"))
+    broken = tmp_path / "broken.safetensors"
+    profile = NoiseProfile.load(shipped)
+    profile.save(broken)
+    from safetensors.torch import save_file
+
+    from facesplit.noise.profile import read_metadata  # a record that is not JSON is one line
+
+    save_file(load_file(str(broken)), str(broken), metadata={**read_metadata(broken), VALIDATED_HEADS: "{nope"})
+    with pytest.raises(ProfileError, match=r"broken.safetensors: not a noise profile \(malformed validated_heads"):
+        validated_heads(broken)

@@ -38,7 +38,7 @@ from frosted.demo import make_clip
 from tests.conftest import invoke_frosted
 from tests.rig.servers import RigUnavailableError, RtspServer
 from tests.rig.triton import TritonServer, triton_install
-from tests.tail_helpers import PROFILE, frame
+from tests.tail_helpers import PROFILE, frame, validated_copy
 from tests.waiting import wait_until
 from triton_wire import grpc_service_pb2_grpc as kserve_grpc
 from triton_wire import model_config_pb2 as mc
@@ -55,7 +55,8 @@ PARTS = ("", ".tail-onnx", ".tail-python", ".boxes")
 def repository(tmp_path_factory, weights_path) -> Path:
     """The repository as a user makes it: the CLI, the profile and the clean tail, the tests' threshold."""
     out = tmp_path_factory.mktemp("triton") / "models"
-    result = invoke_frosted("export", "triton", "--noise", PROFILE, "--serve-clean", "--threshold", "0.5",
+    profile = validated_copy(tmp_path_factory.mktemp("profile"), PROFILE, "float16")
+    result = invoke_frosted("export", "triton", "--noise", str(profile), "--serve-clean", "--threshold", "0.5",
                             "--threads", "1", "--weights", str(weights_path), "--out", str(out),
                             "--serve-precision", "float16")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,54 @@
+"""Which heads a profile has been validated on: a record in the profile file's header, written by a measurement.
+
+A head at another precision (int8, float16) is another head (`facesplit.runtimes.fingerprint_at`): a profile
+fitted on the float32 head keeps its accuracy there only if someone measured it. `bench/precision_accuracy.py
+--record` measures it and, when the AP is within the tolerance, writes what it measured here, under the header's
+``validated_heads`` metadata; a tail serves a profile to such heads (`frosted tail --serve-precision`) only if the
+record says so. Only the header is rewritten: the tensors, hence the profile's fingerprint, stay bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from facesplit.noise.profile import MAX_HEADER_BYTES, ProfileError, read_metadata
+
+VALIDATED_HEADS = "validated_heads"  # the metadata key: {precision: what was measured}
+
+
+def validated_heads(path: Path) -> dict[str, dict[str, Any]]:
+    """The precisions ``path``'s profile was validated on, each with what was measured (header only)."""
+    text = read_metadata(path).get(VALIDATED_HEADS)
+    if not text:
+        return {}
+    try:
+        records = json.loads(text)
+    except ValueError as exc:
+        raise ProfileError(f"{path}: not a noise profile (malformed {VALIDATED_HEADS}: {exc})") from None
+    if not isinstance(records, dict) or not all(isinstance(v, dict) for v in records.values()):
+        raise ProfileError(f"{path}: not a noise profile (malformed {VALIDATED_HEADS})")
+    return records
+
+
+def record_validation(path: Path, precision: str, measured: dict[str, Any]) -> None:
+    """Add (or replace) ``precision``'s record in ``path``'s header; the tensors' bytes are copied as they are.
+    Written to a temporary file first and moved over ``path``: a killed run leaves the old file."""
+    records = {**validated_heads(path), precision: measured}
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+        data = f.read()
+    header["__metadata__"] = {**header.get("__metadata__", {}), VALIDATED_HEADS: json.dumps(records, sort_keys=True)}
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # safetensors pads its header to 8 bytes, so the tensors stay aligned
+    if len(encoded) > MAX_HEADER_BYTES:
+        raise ProfileError(f"{path}: the header would pass safetensors' limit")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
