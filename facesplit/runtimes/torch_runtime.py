@@ -23,7 +23,7 @@ class TorchHead:
 
     def __init__(self, detector: SplitDetector, precision: str = DEFAULT_PRECISION) -> None:
         self.detector = detector
-        self.half = None
+        self.half: torch.nn.Module | None = None
         if precision == "float16":
             self.half = copy.deepcopy(detector.model.head).to(torch.float16, memory_format=torch.channels_last)
 
