@@ -53,7 +53,7 @@ def int8_head(detector: SplitDetector, splits: list[str], threads: int) -> Runti
     """The edge's int8 head at the one split asked for, on the whole 1024x1024 frames the victims are placed in."""
     if len(splits) != 1:
         raise SystemExit(f"--precision int8 attacks one split (a graph ends at one): --splits SPLIT, not {splits}")
-    at = at_split(load_detector(input_size=InputSize(*FRAME)), splits[0])
+    at = at_split(SplitDetector(detector.source, InputSize(*FRAME)), splits[0])
     path, _ = int8_graph(at)
     runtime = head_runtime("openvino", at, threads, precision="int8")
     torch.set_num_threads(threads)  # the runtime left torch one thread; the probes train in torch after the crops

@@ -505,8 +505,9 @@ def test_eval_with_a_shipped_profile_by_name(weights_path: Path, shared_dir: Pat
 def test_a_validation_record_rewrites_the_header_only_and_is_read_back(tmp_path: Path) -> None:
     import shutil
 
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
 
+    from facesplit.noise.profile import read_metadata
     from facesplit.noise.shipped import resolve_profile
     from facesplit.noise.validation import VALIDATED_HEADS, record_validation, validated_heads
 
@@ -525,10 +526,7 @@ def test_a_validation_record_rewrites_the_header_only_and_is_read_back(tmp_path:
     broken = tmp_path / "broken.safetensors"
     profile = NoiseProfile.load(shipped)
     profile.save(broken)
-    from safetensors.torch import save_file
-
-    from facesplit.noise.profile import read_metadata  # a record that is not JSON is one line
-
+    # a record that is not JSON is one line
     save_file(load_file(str(broken)), str(broken), metadata={**read_metadata(broken), VALIDATED_HEADS: "{nope"})
     with pytest.raises(ProfileError, match=r"broken.safetensors: not a noise profile \(malformed validated_heads"):
         validated_heads(broken)

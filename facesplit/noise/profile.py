@@ -202,8 +202,8 @@ class NoiseProfile:
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    """A profile file's metadata strings, from its header alone (no tensors read)."""
+def read_header(path: Path) -> tuple[dict, int]:
+    """A profile file's safetensors header (a JSON object) and where its tensors' bytes begin."""
     try:
         with open(path, "rb") as f:
             header_len = int.from_bytes(f.read(8), "little")
@@ -213,12 +213,16 @@ def read_metadata(path: Path) -> dict[str, str]:
             header = json.loads(f.read(header_len))
             if not isinstance(header, dict):
                 raise ValueError("the header is not a JSON object")
-            metadata = header.get("__metadata__")
-            if metadata is not None and not isinstance(metadata, dict):
+            if header.get("__metadata__") is not None and not isinstance(header["__metadata__"], dict):
                 raise ValueError("malformed metadata")
-            return metadata or {}
+            return header, 8 + header_len
     except (OSError, ValueError) as exc:
         raise ProfileError(f"{path}: not a readable noise profile ({exc})") from None
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """A profile file's metadata strings, from its header alone (no tensors read)."""
+    return read_header(path)[0].get("__metadata__") or {}
 
 
 def split_of(path: Path) -> str:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from facesplit.noise.profile import MAX_HEADER_BYTES, ProfileError, read_metadata
+from facesplit.noise.profile import MAX_HEADER_BYTES, ProfileError, read_header, read_metadata
 
 VALIDATED_HEADS = "validated_heads"  # the metadata key: {precision: what was measured}
 
@@ -37,9 +37,9 @@ def record_validation(path: Path, precision: str, measured: dict[str, Any]) -> N
     """Add (or replace) ``precision``'s record in ``path``'s header; the tensors' bytes are copied as they are.
     Written to a temporary file first and moved over ``path``: a killed run leaves the old file."""
     records = {**validated_heads(path), precision: measured}
+    header, start = read_header(path)
     with open(path, "rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(length))
+        f.seek(start)
         data = f.read()
     header["__metadata__"] = {**header.get("__metadata__", {}), VALIDATED_HEADS: json.dumps(records, sort_keys=True)}
     encoded = json.dumps(header, separators=(",", ":")).encode()
