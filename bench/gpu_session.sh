@@ -38,6 +38,9 @@ PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 man
            manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64)
 WEIGHTS_IN_SHARED=assets/faceboxes/FaceBoxesProd.pth
 PHOTO_IN_SHARED=data/faces/dlib/images/2008_001322.jpg  # tests/test_runtimes.py's second photo
+# tests/test_int8.py's calibration folder (its CALIBRATION)
+CALIBRATION_IN_SHARED=(data/faces/dlib/images/2007_007763.jpg data/faces/dlib/images/2008_001009.jpg
+                       data/faces/dlib/images/2008_002079.jpg data/faces/dlib/images/2008_002470.jpg)
 
 travelling_bytes() {  # the working tree that travels: tracked and untracked files git does not ignore
     { git ls-files; git ls-files --others --exclude-standard; } | sort -u \
@@ -57,7 +60,7 @@ prepare() {
     # shellcheck disable=SC2046  # one pin per word
     "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         "${platform_flags[@]}" -d "$payload/wheels" $(pins "${PACKAGES[@]}") || return 1
-    for p in "$WEIGHTS_IN_SHARED" "$PHOTO_IN_SHARED"; do
+    for p in "$WEIGHTS_IN_SHARED" "$PHOTO_IN_SHARED" "${CALIBRATION_IN_SHARED[@]}"; do
         [ -f "$shared/$p" ] || { echo "prepare: $shared/$p not found (set FROSTED_SHARED)" >&2; return 1; }
         mkdir -p "$payload/assets/$(dirname "$p")"
         cp "$shared/$p" "$payload/assets/$p"
@@ -174,6 +177,9 @@ run() {  # run SHA256: the payload's, as 'prepare' printed it
         # CUDA head/tail parity (fp32 <= 1e-4, float16 to its tolerance), noise on the device, ORT's CUDA EP, TensorRT
         step runtime-tests 90 "${pytest[@]}" tests/test_runtimes.py -k "cuda or tensorrt or float16" \
             --junitxml="$work/junit/runtimes.xml"
+        # TensorRT's float16 and int8 heads against the same heads on the CPU (int8: where NNCF is installed)
+        step tensorrt-precision-tests 90 "${pytest[@]}" tests/test_int8.py -k tensorrt \
+            --junitxml="$work/junit/int8.xml"
         # the live agent and tail over real gRPC, head + noise and tail on the GPU
         step edge-e2e-cuda 60 "${pytest[@]}" tests/test_edge.py -k "torch-cuda" --junitxml="$work/junit/edge.xml"
         step noise-bench 60 python3 bench/noise_device.py --iterations 30 --out "$work/bench"
@@ -184,7 +190,7 @@ run() {  # run SHA256: the payload's, as 'prepare' printed it
         # the float16 head's AP against float32 on the held-out sets, on the GPU's kernels (bench/results has the CPU's)
         step precision-bench 120 python3 bench/precision_accuracy.py --precision float16 --draws "$draws" \
             --sizes "$sizes" --threads "$(nproc)" --out "$work/bench"
-        step runtimes-bench 180 python3 bench/runtimes.py --runtimes torch,torch-cuda,torch-cuda-fp16,onnxruntime-cuda,tensorrt \
+        step runtimes-bench 180 python3 bench/runtimes.py --runtimes torch,torch-cuda,torch-cuda-fp16,onnxruntime-cuda,tensorrt,tensorrt-fp16,tensorrt-int8 \
             --batches "$batches" --rounds 1 --seconds "$seconds" --threads "$(nproc)" --out "$work/bench"
     } 2>&1 | tee "$out/session.log"
     {

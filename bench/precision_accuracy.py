@@ -34,7 +34,7 @@ from facesplit.images import read_image_bgr
 from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.profile import ProfileError
 from facesplit.noise.shipped import load_profile_for, resolve_profile
-from facesplit.noise.validation import record_validation
+from facesplit.noise.validation import DEFAULT_CALIBRATION, record_validation
 from facesplit.preprocess import InputSize, preprocess
 from facesplit.runtime import tune_cpu_runtime
 from facesplit.runtimes.factory import detector_on, head_runtime
@@ -48,7 +48,7 @@ DRAWS = 20
 
 
 def accuracy(detector: SplitDetector, runtime: str, precision: str, device: str, sets: dict[str, Any],
-             profile: str | None, seeds: list[int], threads: int) -> dict[str, Any]:
+             profile: str | None, seeds: list[int], threads: int, calibration: Path | None = None) -> dict[str, Any]:
     """Pooled AP per set; with a profile, the mean over the noise draws seeded ``seeds``, each draw's kept under
     ``<set>_draws``."""
     noisy = detector
@@ -56,7 +56,7 @@ def accuracy(detector: SplitDetector, runtime: str, precision: str, device: str,
     if profile is not None:
         fitted = load_profile_for(detector, profile)
         noisy = with_tail(detector, fitted.tail_state)
-    on_runtime = detector_on(runtime, noisy, threads, precision=precision, device=device)
+    on_runtime = detector_on(runtime, noisy, threads, precision=precision, calibration=calibration, device=device)
     result: dict[str, Any] = {}
     for name, iou in ACCURACY_SETS:
         if name in sets:
@@ -81,8 +81,9 @@ def paired_difference(row: dict[str, Any], name: str) -> dict[str, float]:
 
 
 def activation_difference(detector: SplitDetector, runtime: str, precision: str, device: str,
-                          sets: dict[str, Any], threads: int) -> dict[str, float]:
-    heads = [head_runtime(runtime, detector, threads, precision=p, device=device) for p in ("float32", precision)]
+                          sets: dict[str, Any], threads: int, calibration: Path | None = None) -> dict[str, float]:
+    heads = [head_runtime(runtime, detector, threads, precision=p, calibration=calibration, device=device)
+             for p in ("float32", precision)]
     worst, total, count, peak = 0.0, 0.0, 0, 0.0
     for eval_set in sets.values():
         for image in eval_set.images:
@@ -105,11 +106,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--shared", default=os.environ.get("FROSTED_SHARED", "../shared"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--calibration", type=Path, default=None, metavar="FOLDER",
+                        help="int8: calibrate on the images in FOLDER, a site's frames (default: MIT+CMU folds 1-5)")
     parser.add_argument("--record", action="store_true",
                         help="write the validation into the profile file when it is within the tolerance")
     args = parser.parse_args()
     if args.draws < 1:
         parser.error(f"--draws must be at least 1, not {args.draws}")
+    if args.calibration is not None and args.precision != "int8":
+        parser.error("--calibration is for --precision int8")
     tune_cpu_runtime(args.threads)
     runtime = RUNTIMES[args.precision]
     device = "cuda" if args.precision == "float16" and torch.cuda.is_available() else "cpu"
@@ -129,17 +134,21 @@ def main() -> None:
             row: dict[str, Any] = {"size": size_text, "profile": profile or "clean"}
             for key, precision in (("float32", "float32"), ("other", args.precision)):
                 started = time.perf_counter()
-                row[key] = accuracy(probe, runtime, precision, device, sets, profile, seeds, args.threads)
+                row[key] = accuracy(probe, runtime, precision, device, sets, profile, seeds, args.threads,
+                                    args.calibration)
                 row[f"{key}_s"] = round(time.perf_counter() - started, 1)
             row["delta_points"] = {name: paired_difference(row, name) for name, _ in ACCURACY_SETS
                                    if name in row["float32"]}
             row["within_tolerance"] = all(abs(d["mean"]) <= TOLERANCE_POINTS for d in row["delta_points"].values())
             rows.append(row)
             print(json.dumps(row), flush=True)
-        rows[-1]["activations"] = activation_difference(probe, runtime, args.precision, device, sets, args.threads)
+        rows[-1]["activations"] = activation_difference(probe, runtime, args.precision, device, sets, args.threads,
+                                                        args.calibration)
         print(json.dumps(rows[-1]["activations"]), flush=True)
     images = {name: len(s.images) for name, s in sets.items()}
-    calibration = "MIT+CMU folds 1-5 (the default)" if args.precision == "int8" else None
+    calibration = None
+    if args.precision == "int8":
+        calibration = str(args.calibration.resolve()) if args.calibration else DEFAULT_CALIBRATION
     document = {"machine": machine_info(args.threads), "precision": args.precision, "runtime": runtime,
                 "device": device, "seeds": seeds, "images": images, "calibration": calibration,
                 "tolerance_points": TOLERANCE_POINTS, "rows": rows}

@@ -14,8 +14,9 @@ ran under (Linux PSI).
 
 On a GPU (bench/gpu_session.sh), the columns ``torch-cuda`` and ``torch-cuda-fp16`` (torch with ``--device cuda``, the
 head at float32 or ``--precision float16``; the noise drawn on the GPU by the ChaCha20 sampler), ``onnxruntime-cuda``
-(its CUDA execution provider) and ``tensorrt``, with ``--batches 1,8,32,128`` for frames/s at large batches; a
-column whose device or library is missing is listed as not run, with the reason.
+(its CUDA execution provider) and ``tensorrt``, ``tensorrt-fp16`` and ``tensorrt-int8`` (its FP16 kernels, and the
+same int8 QDQ graph as ``openvino-int8`` in its INT8 kernels), with ``--batches 1,8,32,128`` for frames/s at large
+batches; a column whose device or library is missing is listed as not run, with the reason.
 
 ``openvino-int8`` is OpenVINO with the head quantized to int8 by NNCF (`--precision int8`, calibrated on MIT+CMU
 folds 1-5 of the shared data; quantized once in the parent, timed); its tail is OpenVINO's float one. A runtime
@@ -67,7 +68,8 @@ CANDIDATES = ("torch", "onnxruntime", "openvino", "openvino-int8")  # CPU runtim
 INT8 = "openvino-int8"  # a column: the runtime, with the head at --precision int8
 # column -> (runtime, head precision, device): the GPU columns (bench/gpu_session.sh runs them on a lent GPU)
 GPU_COLUMNS = {"torch-cuda": ("torch", "float32", "cuda"), "torch-cuda-fp16": ("torch", "float16", "cuda"),
-               "onnxruntime-cuda": ("onnxruntime", "float32", "cuda"), "tensorrt": ("tensorrt", "float32", "cuda")}
+               "onnxruntime-cuda": ("onnxruntime", "float32", "cuda"), "tensorrt": ("tensorrt", "float32", "cuda"),
+               "tensorrt-fp16": ("tensorrt", "float16", "cuda"), "tensorrt-int8": ("tensorrt", "int8", "cuda")}
 SPLITS = ("rdcl", "inception3")
 SIZES = ("1024x1024", "1024x576")
 BATCHES = (1, 8)
@@ -408,7 +410,8 @@ def run_parent(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="frosted-bench-graphs-") as scratch:
         graphs = Path(args.graphs) if args.graphs else Path(scratch)
         graph_runtimes = [r for r in runtimes if runtime_and_precision(r)[0] != "torch"]
-        exported = export_all(weights, graphs, INT8 in runtimes) if graph_runtimes else []
+        int8 = any(runtime_and_precision(column)[1] == "int8" for column in runtimes)
+        exported = export_all(weights, graphs, int8) if graph_runtimes else []
         runs = []
         for round_index in range(args.rounds):
             shift = round_index % len(runtimes)

@@ -86,10 +86,9 @@ def precision_options(default: str | None = DEFAULT_PRECISION) -> Callable[[Call
         return click.option("--precision", type=click.Choice(PRECISIONS), default=default,
                             show_default=default is not None,
                             help="What the head computes in: int8 is quantized after training by NNCF "
-                                 "(--runtime openvino, 'frosted[openvino]'), float16 is half precision "
-                                 "(--runtime torch; fast with --device cuda, slow on a CPU): each another head, "
-                                 "whose frames carry "
-                                 "another fingerprint (docs/runtimes.md).")(f)
+                                 "(--runtime openvino or tensorrt, 'frosted[openvino]'), float16 is half precision "
+                                 "(--runtime torch or tensorrt; fast on a GPU, slow on a CPU): each another head, "
+                                 "whose frames carry another fingerprint (docs/runtimes.md).")(f)
     return decorate
 
 

@@ -79,3 +79,54 @@ def test_export_writes_the_head_and_the_profiles_tail(tmp_path, faceboxes, weigh
     clean_scores = tail_runtime("torch", detector).run(batch)[1]
     assert np.abs(scores - tuned_scores).max() <= 1e-4 and np.abs(loc - tuned_loc).max() <= 1e-4
     assert np.abs(scores - clean_scores).max() > 1e-3
+
+
+def test_a_float16_export_is_refused_in_one_line(tmp_path, weights_path):
+    result = run_frosted("export", "onnx", "--out", str(tmp_path / "graphs"), "--weights", str(weights_path),
+                         "--precision", "float16")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "export without --precision" in lines[0], result.stderr
+    assert not (tmp_path / "graphs").exists()
+
+
+@pytest.mark.skipif(bool(missing("nncf")), reason="--precision int8 needs NNCF: pip install 'frosted[openvino]'")
+def test_an_int8_export_with_an_unreadable_frame_writes_nothing(tmp_path, faceboxes, monkeypatch):
+    monkeypatch.setenv("FROSTED_GRAPH_CACHE", str(tmp_path / "cache"))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "camera.jpg").write_text("not a jpeg")
+    out = tmp_path / "graphs"
+    with pytest.raises(FrostedError, match=r"camera\.jpg: not a readable image"):
+        export_onnx(SplitDetector(faceboxes), [], [InputSize(1024, 576)], out, "inception3", "int8", frames)
+    assert not out.exists()
+
+
+@pytest.mark.slow  # the float head exported and quantized in a fresh process (~15 s)
+@pytest.mark.skipif(bool(missing("nncf")), reason="--precision int8 needs NNCF: pip install 'frosted[openvino]'")
+def test_export_writes_the_int8_head_every_runtime_runs(tmp_path, faceboxes, weights_path, shared_dir, monkeypatch):
+    import onnx
+    import onnxruntime as ort
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in ("2007_007763.jpg", "2008_001009.jpg"):
+        (frames / name).write_bytes((shared_dir / "data/faces/dlib/images" / name).read_bytes())
+    out = tmp_path / "graphs"
+    monkeypatch.setenv("FROSTED_GRAPH_CACHE", str(tmp_path / "cache"))
+    result = run_frosted("export", "onnx", "--out", str(out), "--weights", str(weights_path), "--split",
+                         "inception3", "--input-size", "1024x576", "--precision", "int8", "--calibration", str(frames))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "head-inception3-1024x576-int8.onnx (head, split inception3, 1024x576, int8)" in result.stderr
+    entry = next(g for g in json.loads((out / "manifest.json").read_text())["graphs"] if g.get("precision"))
+    assert entry["file"] == "head-inception3-1024x576-int8.onnx" and entry["calibration"]["frames"] == 2
+    graph = out / entry["file"]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(graph)).graph.node}
+    # the int8 head a runtime makes from the same frames, quantized afresh, is this file byte for byte
+    from facesplit.runtimes.int8 import int8_graph
+
+    detector = SplitDetector(faceboxes.at_split("inception3"), InputSize(1024, 576))
+    assert int8_graph(detector, frames, tmp_path / "afresh", None)[0].read_bytes() == graph.read_bytes()
+    x = np.ascontiguousarray(preprocess(sample_image("astronaut"), InputSize(1024, 576))[0].numpy())
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    difference = np.abs(session.run(None, {"input": x})[0] - head_runtime("torch", detector).run(x))
+    assert 0 < float(difference.mean()) <= 0.05  # quantized: close, not equal

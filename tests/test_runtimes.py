@@ -283,7 +283,8 @@ def test_a_device_or_precision_the_runtime_cannot_run_is_refused():
                                                   r"not openvino$"):
         check_device("cuda", "openvino")
     assert check_precision("float16", "torch", "cuda") == check_precision("float16", "torch", "cpu") == "float16"
-    with pytest.raises(UnknownRuntimeError, match=r"^--precision float16 runs on --runtime torch, not openvino$"):
+    with pytest.raises(UnknownRuntimeError,
+                       match=r"^--precision float16 runs on --runtime torch or tensorrt, not openvino$"):
         check_precision("float16", "openvino", "cpu")
     cameras = {"tail": {"address": "h:1"}, "cameras": [{"id": "a", "url": "x"}]}
     assert load_agent_config(None, cameras).model.device == "cpu"

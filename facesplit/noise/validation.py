@@ -52,3 +52,21 @@ def record_validation(path: Path, precision: str, measured: dict[str, Any]) -> N
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+DEFAULT_CALIBRATION = "MIT+CMU folds 1-5 (the default)"  # what a record says of `facesplit.runtimes.int8`'s default
+
+
+def calibration_caveat(path: Path, calibration: Path | None) -> str | None:
+    """Why an int8 head calibrated on ``calibration`` (None: the default frames) is not the head ``path``'s int8
+    record measured, or None if it is (or there is no record, which the tail refuses anyway). The fingerprint
+    says only "int8": a head calibrated on other frames is another int8 head the tail cannot tell apart."""
+    measured = validated_heads(path).get("int8", {}).get("calibration")
+    if measured is None:
+        return None
+    used = str(calibration.resolve()) if calibration is not None else DEFAULT_CALIBRATION
+    if used == measured:
+        return None
+    return (f"the int8 head is calibrated on {used}, but {path.stem}'s int8 validation was measured on a head "
+            f"calibrated on {measured}: measure yours with bench/precision_accuracy.py --precision int8 "
+            f"--calibration {used if calibration is not None else 'FOLDER'} --noise {path.stem} --record")

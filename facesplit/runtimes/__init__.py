@@ -33,10 +33,12 @@ EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
 # (`facesplit.runtimes.int8`): another head, whose activations differ, so frames from it carry another fingerprint.
 PRECISIONS = ("float32", "float16", "int8")
 DEFAULT_PRECISION = "float32"
-INT8_RUNTIMES = ("openvino",)  # where an int8 head runs (ONNX Runtime ran the same graph slower than float)
+# where an int8 head (one QDQ graph, `facesplit.runtimes.int8`) runs: ONNX Runtime's CPU kernels ran it slower than
+# its float graph, so it is not offered there (it still checks the exported graph in tests/test_int8.py)
+INT8_RUNTIMES = ("openvino", "tensorrt")
 # float16 halves the head's memory traffic on a GPU's tensor cores. On a CPU it is slower than float32, but computes
 # as a GPU's half-precision head does (float16 values, float32 sums), so a profile can be validated for it without one
-FLOAT16_RUNTIMES = ("torch",)
+FLOAT16_RUNTIMES = ("torch", "tensorrt")
 # the heads other than float32 a tail can be told to serve (`frosted tail --serve-precision`)
 SERVABLE_PRECISIONS = tuple(p for p in PRECISIONS if p != DEFAULT_PRECISION)
 

@@ -1,7 +1,9 @@
 """``frosted export onnx``: the head at one split and the tails that go with it, as ONNX graphs in one folder,
 with a manifest that says what each graph is.
 
-Per input size: ``head-SPLIT-WxH.onnx``; a tail per noise profile, at the size the profile was fitted for,
+Per input size: ``head-SPLIT-WxH.onnx``, and with ``--precision int8`` also ``head-SPLIT-WxH-int8.onnx``, the
+int8 head every runtime runs (a QDQ graph, `facesplit.runtimes.int8`: TensorRT builds it into int8 kernels); a
+tail per noise profile, at the size the profile was fitted for,
 with the profile's noise-aware tail weights (``tail-PROFILE-WxH.onnx``), or, without profiles, the clean tail
 (``tail-SPLIT-WxH.onnx``). Every graph takes any batch (1 to `MAX_BATCH`) at its one input size. The noise is
 in none of them: the edge adds it on the CPU after the head (see `facesplit.runtimes.graphs`), and the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from facesplit.detector import SplitDetector, at_split, with_tail
 from facesplit.noise.profile import read_metadata
 from facesplit.noise.shipped import load_profile_for, resolve_profile
 from facesplit.preprocess import InputSize
+from facesplit.runtimes import DEFAULT_PRECISION
 from facesplit.runtimes.graphs import GRAPH_FORMAT, MAX_BATCH, OPSET, ExportError, GraphSpec, Part, export_graph
 from facesplit.weights import clean_fingerprint
 
@@ -31,16 +35,27 @@ NOISE_NOTE = ("The head graphs hold no noise: the edge adds the profile's z = a 
 
 
 def export_onnx(detector: SplitDetector, profiles: list[str], sizes: list[InputSize], out: Path,
-                split: str) -> dict[str, Any]:
-    """Write the graphs and ``manifest.json`` into ``out``; returns the manifest."""
+                split: str, precision: str = DEFAULT_PRECISION, calibration: Path | None = None) -> dict[str, Any]:
+    """Write the graphs and ``manifest.json`` into ``out``; returns the manifest. ``precision`` int8: the int8
+    head too, calibrated on the images in ``calibration`` (None: the default frames)."""
     if not sizes or any(size.native for size in sizes):
         raise ExportError("graphs are exported for fixed input sizes (e.g. --input-size 1024x576), not 'native'")
+    if precision not in (DEFAULT_PRECISION, "int8"):
+        raise ExportError(f"--precision {precision}: a {precision} head is the float graph built at {precision} by "
+                          "its runtime (TensorRT's FP16 kernels); export without --precision")
     base = at_split(detector, split)
     by_size = {str(size): SplitDetector(base.source, size, base.postprocess) for size in sizes}
     tails = [_profile_tail(by_size, name) for name in profiles]  # every refusal before the first export
+    int8: dict[str, tuple[Path, GraphSpec]] = {}
+    if precision == "int8":  # quantized into the cache first: no NNCF or an unreadable frame writes nothing here
+        from facesplit.runtimes.int8 import int8_graph
+
+        int8 = {name: int8_graph(at_size, calibration, runtime=None) for name, at_size in by_size.items()}
     graphs: list[dict[str, Any]] = []
     for name, at_size in by_size.items():
         graphs.append(_write(at_size, "head", out / f"head-{split}-{name}.onnx", None, None))
+        if precision == "int8":
+            graphs.append(_write_int8(*int8[name], out / f"head-{split}-{name}-int8.onnx", calibration))
         if not profiles:
             graphs.append(_write(at_size, "tail", out / f"tail-{split}-{name}.onnx", "clean",
                                  clean_fingerprint(at_size.source)))
@@ -66,15 +81,32 @@ def _profile_tail(by_size: dict[str, SplitDetector], profile_name: str) -> tuple
     return path.stem, profile.fingerprint, with_tail(by_size[fitted], profile.tail_state)
 
 
+def _write_int8(made: Path, spec: GraphSpec, path: Path, calibration: Path | None) -> dict[str, Any]:
+    from facesplit.runtimes.int8 import calibration_frames
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(made, path)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot write the graph ({exc.strerror or exc})") from None
+    return {**_entry(spec, path, "head"), "precision": "int8",
+            "calibration": {"folder": str(calibration) if calibration else "MIT+CMU folds 1-5 (the default)",
+                            "frames": len(calibration_frames(calibration))}}
+
+
 def _write(detector: SplitDetector, part: Part, path: Path, profile: str | None,
            fingerprint: str | None) -> dict[str, Any]:
     spec: GraphSpec = export_graph(detector, part, path)
-    entry: dict[str, Any] = {
+    entry = _entry(spec, path, part)
+    if part == "tail":
+        entry.update(profile=profile, serves_fingerprint=fingerprint)
+    return entry
+
+
+def _entry(spec: GraphSpec, path: Path, part: Part) -> dict[str, Any]:
+    return {
         "file": path.name, "part": part, "split": spec.split, "input_size": spec.size,
         "input": {"name": spec.input_name, "shape": ["batch", *spec.input_shape(1)[1:]]},
         "outputs": list(spec.output_names), "weights_sha256": spec.weights_sha256,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
     }
-    if part == "tail":
-        entry.update(profile=profile, serves_fingerprint=fingerprint)
-    return entry

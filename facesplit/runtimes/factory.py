@@ -62,22 +62,29 @@ def head_runtime(name: str, detector: SplitDetector, threads: int | None = None,
                  calibration: Path | None = None, device: str = DEFAULT_DEVICE) -> HeadRuntime:
     """``detector``'s head (its split and input size) on runtime ``name``; ``graphs``: the folder graphs
     are exported to and found in (default: the cache); ``precision`` int8: quantized, calibrated on the images
-    in ``calibration`` (default: MIT+CMU folds 1-5, `facesplit.runtimes.int8`); float16: half precision (torch)."""
+    in ``calibration`` (default: MIT+CMU folds 1-5, `facesplit.runtimes.int8`); float16: half precision
+    (torch, TensorRT)."""
     check_device(device, check_runtime_name(name))
     check_precision(precision, name, device)
     if name == "torch":
         from facesplit.runtimes.torch_runtime import CudaTorchHead, TorchHead
 
         return CudaTorchHead(detector, precision) if device == "cuda" else TorchHead(detector, precision)
+    if precision == DEFAULT_PRECISION:
+        return _runtime(name, detector, "head", threads, graphs, device)
+    module, what, classes = _GRAPH_RUNTIMES[name]
+    require_for_runtime(module, name, what)  # before calibrating or exporting: a missing extra is one line, at once
+    head_class = classes("head")
     if precision == "int8":
         from facesplit.runtimes.int8 import int8_graph
 
-        module, what, classes = _GRAPH_RUNTIMES[name]
-        require_for_runtime(module, name, what)  # before calibrating: a missing extra is one line, at once
         path, spec = int8_graph(detector, calibration, graphs, name)
-        leave_cores_to_runtime()
-        return classes("head")(path, spec, threads)
-    return _runtime(name, detector, "head", threads, graphs, device)
+    else:
+        path, spec = cached_graph(detector, "head", name, graphs)
+    leave_cores_to_runtime()
+    if name == "tensorrt":  # it builds the engine for the precision; OpenVINO's int8 is in the graph
+        return head_class(path, spec, threads, precision=precision)
+    return head_class(path, spec, threads)
 
 
 def tail_runtime(name: str, detector: SplitDetector, threads: int | None = None,

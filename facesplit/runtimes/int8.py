@@ -1,22 +1,26 @@
 """int8 heads: the exported float head quantized after training by NNCF, calibrated on a user's frames.
 
-NNCF (OpenVINO's compression library) runs the float graph in OpenVINO on the calibration frames, picks a scale
-for every activation and weight, and saves the model as OpenVINO IR (``.xml`` + ``.bin``) with FakeQuantize
-operations, which OpenVINO compiles into int8 kernels. It is calibrated on frames like the ones it will see: a
-folder of the user's images (``--calibration FOLDER``), by default MIT+CMU folds 1-5 from the shared data, the
-images every shipped profile was fitted on (folds 6-10 are what AP is measured on).
+NNCF (OpenVINO's compression library) runs the float ONNX graph on the calibration frames (in ONNX Runtime),
+picks a scale for every activation and weight, and writes the same graph with QuantizeLinear/DequantizeLinear
+pairs around every convolution: a "QDQ" graph, the one form of an int8 head that every runtime reads.
+OpenVINO turns the pairs into int8 kernels on the CPU, TensorRT into int8 engines on a GPU (explicit
+quantization: the scales are the graph's, not TensorRT's calibrator's), and ``frosted export onnx --precision
+int8`` writes it for a user's own runtime. So one int8 head, one fingerprint, one validation, wherever it runs.
+It is calibrated on frames like the ones it will see: a folder of the user's images (``--calibration FOLDER``),
+by default MIT+CMU folds 1-5 from the shared data, the images every shipped profile was fitted on (folds 6-10
+are what AP is measured on).
 
-On CPUs with VNNI (AVX-512 VNNI, AVX-VNNI, AMX) NNCF's "overflow fix" is turned off: it keeps the first layer's
-weights to 7 bits so that the int16 sums of older CPUs' int8 instructions cannot saturate, which VNNI's do not
-do; with it, clean AP@0.3 on MIT+CMU folds 6-10 at 1024x1024 fell 0.40 points, without it 0.10
-(docs/runtimes.md). Older CPUs keep it, and get their own graph.
+NNCF's "overflow fix" keeps the first layer's weights to 7 bits so that the int16 sums of older CPUs' int8
+instructions cannot saturate. CPUs with VNNI (AVX-512 VNNI, AVX-VNNI, AMX) and GPUs sum in int32, so for
+them it is off: with it, clean AP@0.3 on MIT+CMU folds 6-10 at 1024x1024 fell 0.40 points (docs/runtimes.md).
+Only OpenVINO on an older CPU gets the graph with it.
 
 A quantized head is a different head: its activations differ from the float head's (at inception3, on the
-held-out images: by up to 2.2-2.8 where they reach 7.9, 0.015 on average), so frames from it carry another fingerprint
-(`facesplit.runtimes.fingerprint_at`), and a profile is only valid for it once its AP has been measured on it
-(docs/runtimes.md). The graph is cached beside the float ones, named by the float graph, NNCF's version, the
-calibration frames' contents and their number, and whether the CPU has VNNI: other frames are another
-graph, never a stale one.
+held-out images: by up to 2.2-2.8 where they reach 7.9, 0.02 on average), so frames from it carry another
+fingerprint (`facesplit.runtimes.fingerprint_at`), and a profile is only valid for it once its AP has been
+measured on it (`facesplit.noise.validation`). The graph is cached beside the float ones, named by the float
+graph, NNCF's version, the calibration frames' contents and their number, and the overflow fix: other frames
+are another graph, never a stale one.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from facesplit.detector import SplitDetector
 from facesplit.errors import FrostedError
 from facesplit.images import read_image_bgr
 from facesplit.preprocess import preprocess
-from facesplit.runtimes import require
+from facesplit.runtimes import EXTRAS, require
 from facesplit.runtimes.graphs import HEAD_INPUT, GraphSpec, cached_graph, graph_cache_dir, quiet
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -75,20 +79,35 @@ def calibration_frames(folder: Path | None = None) -> list[Path]:
 
 
 def int8_graph(detector: SplitDetector, calibration: Path | None = None, directory: Path | None = None,
-               runtime: str = "openvino") -> tuple[Path, GraphSpec]:
-    """``detector``'s head quantized to int8, calibrated on ``calibration`` (a folder; None: the default
-    frames), from the cache or made now (a few seconds: the float graph, then NNCF over the frames)."""
-    nncf = require("nncf", "--precision int8", runtime, "NNCF")
+               runtime: str | None = "openvino") -> tuple[Path, GraphSpec]:
+    """``detector``'s head quantized to int8 (a QDQ ONNX graph) for ``runtime`` (None: any, as ``frosted
+    export`` writes it), calibrated on ``calibration`` (a folder; None: the default frames), from the cache or
+    made now (a few seconds: the float graph, then NNCF over the frames)."""
+    nncf = require_quantizer(runtime)
     frames = calibration_frames(calibration)
-    float_path, spec = cached_graph(detector, "head", runtime, directory)
-    vnni = cpu_has_vnni()
-    digest = hashlib.sha256(f"{float_path.name}|nncf {nncf.__version__}|vnni {vnni}|{len(frames)}".encode())
+    float_path, spec = cached_graph(detector, "head", runtime or "onnxruntime", directory)
+    overflow_fix = runtime == "openvino" and not cpu_has_vnni()
+    key = calibration_digest(frames, float_path, nncf.__version__, overflow_fix)
+    path = (directory or graph_cache_dir()) / f"head-int8-{spec.split}-{spec.size}-{key}.onnx"
+    if not path.is_file():
+        _quantize(nncf, float_path, path, [_model_input(detector, frame) for frame in frames], overflow_fix)
+    return path, spec
+
+
+def require_quantizer(runtime: str | None) -> Any:
+    """NNCF, and ONNX Runtime, which it calibrates in; else the one-line reason, naming ``runtime``'s extra."""
+    extra = EXTRAS.get(runtime or "openvino", "openvino")
+    require("onnxruntime", "--precision int8", extra, "ONNX Runtime (NNCF calibrates in it)")
+    return require("nncf", "--precision int8", extra, "NNCF")
+
+
+def calibration_digest(frames: list[Path], float_path: Path, nncf_version: str, overflow_fix: bool) -> str:
+    """What an int8 graph depends on besides the float graph's name: NNCF, the fix, the frames and their count."""
+    digest = hashlib.sha256(f"{float_path.name}|nncf {nncf_version}|overflow-fix {overflow_fix}|{len(frames)}"
+                            .encode())
     for frame in frames:
         digest.update(hashlib.sha256(frame.read_bytes()).digest())
-    path = (directory or graph_cache_dir()) / f"head-int8-{spec.split}-{spec.size}-{digest.hexdigest()[:16]}.xml"
-    if not path.is_file():
-        _quantize(nncf, float_path, path, [_model_input(detector, frame) for frame in frames], vnni)
-    return path, spec
+    return digest.hexdigest()[:16]
 
 
 def cpu_has_vnni() -> bool:
@@ -106,21 +125,18 @@ def _model_input(detector: SplitDetector, frame: Path) -> np.ndarray:
     return np.ascontiguousarray(preprocess(image, detector.input_size)[0].numpy())
 
 
-def _quantize(nncf: Any, float_path: Path, path: Path, inputs: list[np.ndarray], vnni: bool) -> None:
-    import openvino as ov
+def _quantize(nncf: Any, float_path: Path, path: Path, inputs: list[np.ndarray], overflow_fix: bool) -> None:
+    import onnx
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    model = ov.Core().read_model(str(float_path))
-    overflow_fix = OverflowFix.DISABLE if vnni else OverflowFix.FIRST_LAYER
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.xml")
+    model = onnx.load(str(float_path))
+    fix = OverflowFix.FIRST_LAYER if overflow_fix else OverflowFix.DISABLE
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         with quiet(("nncf",)):
             quantized = nncf.quantize(model, nncf.Dataset(inputs, lambda x: {HEAD_INPUT: x}), subset_size=len(inputs),
-                                      advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix))
-        ov.save_model(quantized, str(partial), compress_to_fp16=False)  # the float parts stay float32
-        # the .bin first: the .xml is what says the graph is there
-        os.replace(partial.with_suffix(".bin"), path.with_suffix(".bin"))
+                                      advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix))
+        onnx.save(quantized, str(partial))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-        partial.with_suffix(".bin").unlink(missing_ok=True)

@@ -1,9 +1,12 @@
 """The TensorRT runtime (NVIDIA GPUs, a Jetson): the exported ONNX graph built into an engine, once per GPU.
 
 Buffers live on the GPU as torch CUDA tensors (a CUDA build of torch is what a Jetson or GPU host runs); the
-engine is cached beside the graph, named for the TensorRT version and the GPU it was built on. The engine
-has one optimisation profile covering batch 1 to `MAX_BATCH`. Untested on the CPU-only machines this project
-is developed on: tests/test_runtimes.py skips it there with the reason.
+engine is cached beside the graph, named for the TensorRT version, the GPU it was built on and the precision. The
+engine has one optimisation profile covering batch 1 to `MAX_BATCH`. A float16 head is the float graph built
+with TensorRT's FP16 kernels; an int8 head is the QDQ graph of `facesplit.runtimes.int8` built with its INT8
+kernels (explicit quantization: the graph's scales, the same int8 head OpenVINO runs, not TensorRT's own
+calibration; what is not quantized stays float32, as validated). Untested on the CPU-only machines this
+project is developed on: tests/test_runtimes.py and tests/test_int8.py skip it there with the reason.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from facesplit.runtimes import GraphHead, GraphTail, require_for_runtime
+from facesplit.runtimes import DEFAULT_PRECISION, GraphHead, GraphTail, require_for_runtime
 from facesplit.runtimes import cuda_torch as cuda_torch_for
 from facesplit.runtimes.graphs import MAX_BATCH, ExportError, GraphSpec
 
 NAME = "tensorrt"
+BUILDER_FLAGS = {"float16": "FP16", "int8": "INT8"}  # the kernels a head at each precision may use
 
 
 def cuda_torch() -> Any:
@@ -30,14 +34,15 @@ def cuda_torch() -> Any:
 class TensorRtGraph:
     name = NAME
 
-    def __init__(self, path: Path, spec: GraphSpec, threads: int | None = None, typical_batch: int = 1) -> None:
+    def __init__(self, path: Path, spec: GraphSpec, threads: int | None = None, typical_batch: int = 1,
+                 precision: str = DEFAULT_PRECISION) -> None:
         del threads  # the GPU decides
         trt = require_for_runtime("tensorrt", NAME, "TensorRT")
         torch = cuda_torch()
-        self.torch, self.spec = torch, spec
+        self.torch, self.spec, self.precision = torch, spec, precision
         logger = trt.Logger(trt.Logger.WARNING)
         device = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name())
-        engine_path = path.with_name(f"{path.stem}-trt{trt.__version__}-{device}.engine")
+        engine_path = path.with_name(f"{path.stem}-{precision}-trt{trt.__version__}-{device}.engine")
         if not engine_path.is_file():
             self._build(trt, logger, path, engine_path, typical_batch)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
@@ -53,6 +58,8 @@ class TensorRtGraph:
         if not parser.parse(path.read_bytes()):
             raise ExportError(f"{path}: TensorRT cannot parse the graph ({parser.get_error(0)})")
         config = builder.create_builder_config()
+        if self.precision in BUILDER_FLAGS:
+            config.set_flag(getattr(trt.BuilderFlag, BUILDER_FLAGS[self.precision]))
         profile = builder.create_optimization_profile()
         spec = self.spec
         profile.set_shape(spec.input_name, spec.input_shape(1), spec.input_shape(min(typical_batch, MAX_BATCH)),
@@ -81,7 +88,6 @@ class TensorRtGraph:
             host = [out.to("cpu", non_blocking=True) for out in results]
         self.stream.synchronize()
         return [out.numpy() for out in host]
-
 
 
 class TensorRtHead(TensorRtGraph, GraphHead):

@@ -40,8 +40,16 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 
 
 def warnings_for(config: AgentConfig) -> list[str]:
-    return ([NO_NOISE_WARNING] if config.noise.disabled else []) + ([INSECURE_WARNING] if config.tail.insecure
-                                                                    else [])
+    found = ([NO_NOISE_WARNING] if config.noise.disabled else []) + ([INSECURE_WARNING] if config.tail.insecure
+                                                                     else [])
+    if config.model.precision == "int8" and not config.noise.disabled:
+        from facesplit.noise.shipped import resolve_profile
+        from facesplit.noise.validation import calibration_caveat
+
+        caveat = calibration_caveat(resolve_profile(config.noise.profile), config.model.calibration)
+        if caveat is not None:
+            found.append(f"WARNING: {caveat}")
+    return found
 
 
 @click.command()

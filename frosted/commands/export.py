@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from frosted.options import SPLIT_NAMES, InputSizeType
+from frosted.options import SPLIT_NAMES, InputSizeType, precision_options
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -32,10 +32,12 @@ def export() -> None:
               help=f"Model input the graphs are fixed to (repeatable; default: {' and '.join(DEFAULT_SIZES)}).")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="FaceBoxes checkpoint (default: $FROSTED_WEIGHTS, then the cache).")
+@precision_options()
 def onnx(out: Path, split: str | None, profiles: tuple[str, ...], input_sizes: tuple[InputSize, ...],
-         weights: Path | None) -> None:
+         weights: Path | None, precision: str, calibration: Path | None) -> None:
     """Write head-SPLIT-WxH.onnx per input size and a tail per profile (tail-PROFILE-WxH.onnx, at the size it
-    was fitted for), or the clean tail-SPLIT-WxH.onnx, plus manifest.json. Any batch; fixed input size."""
+    was fitted for), or the clean tail-SPLIT-WxH.onnx, plus manifest.json. Any batch; fixed input size. With
+    --precision int8 also head-SPLIT-WxH-int8.onnx: the int8 head as a QDQ graph (TensorRT's int8 input)."""
     # imported here: `frosted export onnx --help` must not wait for torch
     from facesplit.detector import load_detector
     from facesplit.noise.shipped import split_for
@@ -45,9 +47,10 @@ def onnx(out: Path, split: str | None, profiles: tuple[str, ...], input_sizes: t
     sizes = list(input_sizes) or [InputSize.parse(size) for size in DEFAULT_SIZES]
     chosen = split_for(split, list(profiles))
     detector = load_detector(str(weights) if weights else None, sizes[0], split=chosen)
-    manifest = export_onnx(detector, list(profiles), sizes, out, chosen)
+    manifest = export_onnx(detector, list(profiles), sizes, out, chosen, precision, calibration)
     for graph in manifest["graphs"]:
-        click.echo(f"wrote {out / graph['file']} ({graph['part']}, split {graph['split']}, {graph['input_size']})",
+        at = f", {graph['precision']}" if "precision" in graph else ""
+        click.echo(f"wrote {out / graph['file']} ({graph['part']}, split {graph['split']}, {graph['input_size']}{at})",
                    err=True)
     click.echo(f"wrote {out / 'manifest.json'}", err=True)
 
