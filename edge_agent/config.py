@@ -18,6 +18,7 @@ from facesplit.runtimes import (
     DEFAULT_DEVICE,
     DEFAULT_PRECISION,
     DEFAULT_RUNTIME,
+    check_calibration,
     check_device,
     check_precision,
     check_runtime_name,
@@ -110,6 +111,7 @@ class ModelConfig(_Strict):
     def _precision(self) -> ModelConfig:
         check_device(self.device, self.runtime)  # ValueErrors: reported with the field
         check_precision(self.precision, self.runtime, self.device)
+        check_calibration(self.calibration, self.precision)
         return self
 
     @field_validator("split")

@@ -92,13 +92,16 @@ def precision_options(default: str | None = DEFAULT_PRECISION) -> Callable[[Call
     return decorate
 
 
-def check_precision_option(precision: str, runtime: str, device: str = DEFAULT_DEVICE) -> None:
-    """--precision or --device the --runtime cannot run is a usage error, before the model loads."""
-    from facesplit.runtimes import UnknownRuntimeError, check_device, check_precision
+def check_precision_option(precision: str, runtime: str, device: str = DEFAULT_DEVICE,
+                           calibration: Path | None = None) -> None:
+    """--precision or --device the --runtime cannot run, or --calibration without int8, is a usage error, before
+    the model loads."""
+    from facesplit.runtimes import UnknownRuntimeError, check_calibration, check_device, check_precision
 
     try:
         check_device(device, runtime)
         check_precision(precision, runtime, device)
+        check_calibration(calibration, precision)
     except UnknownRuntimeError as exc:
         raise click.UsageError(str(exc)) from None
 

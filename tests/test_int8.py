@@ -168,6 +168,18 @@ def test_an_agent_calibrated_on_other_frames_than_the_validation_is_warned(tmp_p
     assert not [w for w in warnings_for(at_site) if "calibrated on" in w]
 
 
+def test_calibration_without_int8_is_refused_in_one_line(tmp_path):
+    """Frames to calibrate on, given to a float head, would be ignored in silence: refused in every verb."""
+    for verb in (("detect", "--sample", "astronaut"), ("export", "onnx", "--out", str(tmp_path / "graphs"))):
+        result = invoke_frosted(*verb, "--calibration", str(tmp_path))
+        assert result.returncode == 2 and "--calibration calibrates an int8 head, and this head is float32" in \
+            result.stderr, result.stderr
+    assert not (tmp_path / "graphs").exists()
+    with pytest.raises(ConfigError, match="calibrates an int8 head, and this head is float16"):
+        load_agent_config(None, {"tail": {"address": "h:1"}, "cameras": [{"id": "a", "url": "x.mp4"}],
+                                 "model": {"precision": "float16", "calibration": str(tmp_path)}})
+
+
 def test_calibration_needs_images(tmp_path):
     with pytest.raises(CalibrationError, match="no images"):
         calibration_frames(tmp_path)
@@ -307,9 +319,10 @@ def test_an_agent_at_another_precision_and_a_tail_that_serves_it(tmp_path, weigh
         assert any(f"serving {PROFILE}+{precision}-head" in line for line in lines), lines
         runtime = "openvino" if precision == "int8" else "torch"
         config = tmp_path / "cameras.yaml"
+        frames = f", calibration: '{calibration}'" if precision == "int8" else ""
         config.write_text(f"tail: {{address: '127.0.0.1:{port}', insecure: true}}\nnoise: {{profile: {PROFILE}}}\n"
                           f"cameras: [{{id: door, url: '{clip}'}}]\n"
-                          f"model: {{runtime: {runtime}, threads: 1, calibration: '{calibration}'}}\n")
+                          f"model: {{runtime: {runtime}, threads: 1{frames}}}\n")
         out = tmp_path / "frames.jsonl"
         result = run_frosted("edge", "--config", str(config), "--json", str(out), "--precision", precision)
         assert result.returncode == 0, result.stderr[-2000:]

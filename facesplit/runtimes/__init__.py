@@ -135,6 +135,14 @@ def check_precision(precision: str, runtime: str, device: str = DEFAULT_DEVICE) 
     return precision
 
 
+def check_calibration(calibration: object, precision: str) -> None:
+    """Calibration frames only mean something to an int8 head: given with another precision they would be ignored
+    in silence, and the user would believe the head int8 (an UnknownRuntimeError, a ValueError for validators)."""
+    if calibration is not None and precision != "int8":
+        raise UnknownRuntimeError(f"--calibration calibrates an int8 head, and this head is {precision}: add "
+                                  "--precision int8, or leave --calibration out")
+
+
 def check_device(device: str, runtime: str) -> str:
     """``device`` if ``runtime`` can run on it, else the one-line reason (an UnknownRuntimeError). Whether the
     machine has that device is `cuda_torch`'s question, asked when the runtime is made."""

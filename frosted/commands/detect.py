@@ -50,7 +50,7 @@ def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float,
     # for torch
     if not images and not samples:
         raise click.UsageError("give at least one IMAGE or --sample NAME")
-    check_precision_option(precision, runtime, device)
+    check_precision_option(precision, runtime, device, calibration)
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)

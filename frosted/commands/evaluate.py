@@ -75,7 +75,7 @@ def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path 
         return
     if wait_s is not None:
         raise click.UsageError("--wait goes with --merge DIR")
-    check_precision_option(precision, runtime, device)
+    check_precision_option(precision, runtime, device, calibration)
     # imported here, not at the top: `frosted --help` and `frosted eval --help` must not wait for torch
     from facesplit.detector import load_detector, with_tail
     from facesplit.evaluation.detections import detect_images, load_detections, save_detections

@@ -39,6 +39,12 @@ def onnx(out: Path, split: str | None, profiles: tuple[str, ...], input_sizes: t
     was fitted for), or the clean tail-SPLIT-WxH.onnx, plus manifest.json. Any batch; fixed input size. With
     --precision int8 also head-SPLIT-WxH-int8.onnx: the int8 head as a QDQ graph (TensorRT's int8 input)."""
     # imported here: `frosted export onnx --help` must not wait for torch
+    from facesplit.runtimes import UnknownRuntimeError, check_calibration
+
+    try:
+        check_calibration(calibration, precision)
+    except UnknownRuntimeError as exc:
+        raise click.UsageError(str(exc)) from None
     from facesplit.detector import load_detector
     from facesplit.noise.shipped import split_for
     from facesplit.preprocess import InputSize
