@@ -147,12 +147,12 @@ def test_int8_needs_openvino_in_one_line(tmp_path):
 
 def test_an_agent_calibrated_on_other_frames_than_the_validation_is_warned(tmp_path):
     """The fingerprint says only "int8": the agent says, at start, when its int8 head is not the one measured."""
-    from facesplit.noise.validation import calibration_caveat, record_validation
+    from facesplit.noise.validation import DEFAULT_CALIBRATION, calibration_caveat, record_validation
     from frosted.commands.edge import warnings_for
 
     profile = validated_copy(tmp_path, PROFILE)
     assert calibration_caveat(profile, None) is None  # no int8 record: the tail refuses it anyway
-    record_validation(profile, "int8", {"calibration": "MIT+CMU folds 1-5 (the default)"})
+    record_validation(profile, "int8", {"calibration": DEFAULT_CALIBRATION})
     site = tmp_path / "site-a"
     site.mkdir()
     assert calibration_caveat(profile, None) is None

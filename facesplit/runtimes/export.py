@@ -23,6 +23,7 @@ import torch
 from facesplit.detector import SplitDetector, at_split, with_tail
 from facesplit.noise.profile import read_metadata
 from facesplit.noise.shipped import load_profile_for, resolve_profile
+from facesplit.noise.validation import DEFAULT_CALIBRATION
 from facesplit.preprocess import InputSize
 from facesplit.runtimes import DEFAULT_PRECISION
 from facesplit.runtimes.graphs import GRAPH_FORMAT, MAX_BATCH, OPSET, ExportError, GraphSpec, Part, export_graph
@@ -90,7 +91,7 @@ def _write_int8(made: Path, spec: GraphSpec, path: Path, calibration: Path | Non
     except OSError as exc:
         raise ExportError(f"{path}: cannot write the graph ({exc.strerror or exc})") from None
     return {**_entry(spec, path, "head"), "precision": "int8",
-            "calibration": {"folder": str(calibration) if calibration else "MIT+CMU folds 1-5 (the default)",
+            "calibration": {"folder": str(calibration.resolve()) if calibration else DEFAULT_CALIBRATION,
                             "frames": len(calibration_frames(calibration))}}
 
 
