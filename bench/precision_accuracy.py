@@ -34,21 +34,42 @@ from facesplit.images import read_image_bgr
 from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.profile import ProfileError
 from facesplit.noise.shipped import load_profile_for, resolve_profile
-from facesplit.noise.validation import DEFAULT_CALIBRATION, record_validation
+from facesplit.noise.validation import DEFAULT_CALIBRATION, record_validation, validated_heads
+from facesplit.pipeline import RuntimeDetector
 from facesplit.preprocess import InputSize, preprocess
 from facesplit.runtime import tune_cpu_runtime
-from facesplit.runtimes.factory import detector_on, head_runtime
+from facesplit.runtimes import HeadRuntime
+from facesplit.runtimes.factory import head_runtime, tail_runtime
 from privacy_attack.tradeoff import ACCURACY_SETS, held_out_sets
 
 RUNTIMES = {"int8": "openvino", "float16": "torch"}  # where each precision's head runs
+SIGNED_RUNTIME = "onnxruntime (the signed int8 graph TensorRT builds)"  # --signed
 TOLERANCE_POINTS = 0.3  # issue 17: AP unchanged to within this, in points
 # One draw's AP on these 59 photos swings by about a point, and the paired difference between two heads by ~0.3:
 # 20 draws bring its standard error to ~0.07 points, so that the tolerance can be told from the draws.
 DRAWS = 20
 
 
+def int8_signed_head(detector: SplitDetector, threads: int, calibration: Path | None) -> HeadRuntime:
+    """The int8 head TensorRT builds (the graph's quantizers made signed), run exactly by ONNX Runtime's int8 kernels
+    on this CPU: what `--signed` measures."""
+    from facesplit.runtimes.int8 import int8_graph, signed_graph
+    from facesplit.runtimes.onnxruntime_runtime import OnnxRuntimeHead
+
+    path, spec = int8_graph(detector, calibration, runtime="tensorrt")
+    return OnnxRuntimeHead(signed_graph(path), spec, threads)
+
+
+def head_at(runtime: str, detector: SplitDetector, threads: int, precision: str, device: str,
+            calibration: Path | None, signed: bool) -> HeadRuntime:
+    if signed and precision == "int8":
+        return int8_signed_head(detector, threads, calibration)
+    return head_runtime(runtime, detector, threads, precision=precision, calibration=calibration, device=device)
+
+
 def accuracy(detector: SplitDetector, runtime: str, precision: str, device: str, sets: dict[str, Any],
-             profile: str | None, seeds: list[int], threads: int, calibration: Path | None = None) -> dict[str, Any]:
+             profile: str | None, seeds: list[int], threads: int, calibration: Path | None = None,
+             signed: bool = False) -> dict[str, Any]:
     """Pooled AP per set; with a profile, the mean over the noise draws seeded ``seeds``, each draw's kept under
     ``<set>_draws``."""
     noisy = detector
@@ -56,7 +77,9 @@ def accuracy(detector: SplitDetector, runtime: str, precision: str, device: str,
     if profile is not None:
         fitted = load_profile_for(detector, profile)
         noisy = with_tail(detector, fitted.tail_state)
-    on_runtime = detector_on(runtime, noisy, threads, precision=precision, calibration=calibration, device=device)
+    on_runtime = RuntimeDetector(head_at(runtime, noisy, threads, precision, device, calibration, signed),
+                                 tail_runtime(runtime, noisy, threads, device=device), noisy.input_size,
+                                 noisy.postprocess)
     result: dict[str, Any] = {}
     for name, iou in ACCURACY_SETS:
         if name in sets:
@@ -81,9 +104,9 @@ def paired_difference(row: dict[str, Any], name: str) -> dict[str, float]:
 
 
 def activation_difference(detector: SplitDetector, runtime: str, precision: str, device: str,
-                          sets: dict[str, Any], threads: int, calibration: Path | None = None) -> dict[str, float]:
-    heads = [head_runtime(runtime, detector, threads, precision=p, calibration=calibration, device=device)
-             for p in ("float32", precision)]
+                          sets: dict[str, Any], threads: int, calibration: Path | None = None,
+                          signed: bool = False) -> dict[str, float]:
+    heads = [head_at(runtime, detector, threads, p, device, calibration, signed) for p in ("float32", precision)]
     worst, total, count, peak = 0.0, 0.0, 0, 0.0
     for eval_set in sets.values():
         for image in eval_set.images:
@@ -108,13 +131,15 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--calibration", type=Path, default=None, metavar="FOLDER",
                         help="int8: calibrate on the images in FOLDER, a site's frames (default: MIT+CMU folds 1-5)")
+    parser.add_argument("--signed", action="store_true",
+                        help="int8: measure the head TensorRT builds (the quantizers made signed), in ONNX Runtime")
     parser.add_argument("--record", action="store_true",
                         help="write the validation into the profile file when it is within the tolerance")
     args = parser.parse_args()
     if args.draws < 1:
         parser.error(f"--draws must be at least 1, not {args.draws}")
-    if args.calibration is not None and args.precision != "int8":
-        parser.error("--calibration is for --precision int8")
+    if (args.calibration is not None or args.signed) and args.precision != "int8":
+        parser.error("--calibration and --signed are for --precision int8")
     tune_cpu_runtime(args.threads)
     runtime = RUNTIMES[args.precision]
     device = "cuda" if args.precision == "float16" and torch.cuda.is_available() else "cpu"
@@ -135,7 +160,7 @@ def main() -> None:
             for key, precision in (("float32", "float32"), ("other", args.precision)):
                 started = time.perf_counter()
                 row[key] = accuracy(probe, runtime, precision, device, sets, profile, seeds, args.threads,
-                                    args.calibration)
+                                    args.calibration, args.signed)
                 row[f"{key}_s"] = round(time.perf_counter() - started, 1)
             row["delta_points"] = {name: paired_difference(row, name) for name, _ in ACCURACY_SETS
                                    if name in row["float32"]}
@@ -143,18 +168,19 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
         rows[-1]["activations"] = activation_difference(probe, runtime, args.precision, device, sets, args.threads,
-                                                        args.calibration)
+                                                        args.calibration, args.signed)
         print(json.dumps(rows[-1]["activations"]), flush=True)
     images = {name: len(s.images) for name, s in sets.items()}
     calibration = None
     if args.precision == "int8":
         calibration = str(args.calibration.resolve()) if args.calibration else DEFAULT_CALIBRATION
-    document = {"machine": machine_info(args.threads), "precision": args.precision, "runtime": runtime,
-                "device": device, "seeds": seeds, "images": images, "calibration": calibration,
+    document = {"machine": machine_info(args.threads), "precision": args.precision,
+                "runtime": SIGNED_RUNTIME if args.signed else runtime, "signed": args.signed, "device": device,
+                "seeds": seeds, "images": images, "calibration": calibration,
                 "tolerance_points": TOLERANCE_POINTS, "rows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.precision}_accuracy"
+    stem = f"{args.precision}{'_signed' if args.signed else ''}_accuracy"
     (out / f"{stem}.json").write_text(json.dumps(document, indent=1) + "\n")
     (out / f"{stem}.md").write_text(markdown(document))
     print((out / f"{stem}.md").read_text())
@@ -171,14 +197,22 @@ def record(document: dict[str, Any], profile: str) -> None:
         raise SystemExit(f"--record: not recorded: {profile} is outside {document['tolerance_points']} AP points "
                          f"on a {document['precision']} head ({row['delta_points']})")
     path = resolve_profile(profile)
-    record_validation(path, document["precision"], {
+    measured = {
         "ap_delta_points": {k: {m: round(v[m], 3) for m in ("mean", "low", "high")}
                             for k, v in row["delta_points"].items()},
         "draws": len(document["seeds"]), "size": row["size"], "tolerance_points": document["tolerance_points"],
         "runtime": document["runtime"], "device": document["device"], "calibration": document["calibration"],
         "measured_on": document["machine"]["cpu_model"], "date": document["machine"]["date"][:10],
-        "by": "bench/precision_accuracy.py"})
-    print(f"recorded in {path}: validated on {document['precision']} heads")
+        "by": "bench/precision_accuracy.py"}
+    if document["signed"]:  # TensorRT's variant of the int8 head: beside OpenVINO's record, never instead of it
+        head = validated_heads(path).get("int8")
+        if head is None or head.get("calibration") != document["calibration"]:
+            raise SystemExit(f"--record --signed: {profile} has no int8 record on these calibration frames: measure "
+                             "the int8 head first (without --signed)")
+        measured = {**head, "signed_graph": measured}
+    record_validation(path, document["precision"], measured)
+    print(f"recorded in {path}: validated on {document['precision']} heads"
+          f"{' (the signed graph TensorRT builds)' if document['signed'] else ''}")
 
 
 def interval(difference: dict[str, float]) -> str:

@@ -116,11 +116,19 @@ def test_export_writes_the_int8_head_every_runtime_runs(tmp_path, faceboxes, wei
     result = run_frosted("export", "onnx", "--out", str(out), "--weights", str(weights_path), "--split",
                          "inception3", "--input-size", "1024x576", "--precision", "int8", "--calibration", str(frames))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "head-inception3-1024x576-int8.onnx (head, split inception3, 1024x576, int8)" in result.stderr
-    entry = next(g for g in json.loads((out / "manifest.json").read_text())["graphs"] if g.get("precision"))
-    assert entry["file"] == "head-inception3-1024x576-int8.onnx" and entry["calibration"]["frames"] == 2
-    graph = out / entry["file"]
+    assert "head-inception3-1024x576-int8.onnx (head, split inception3, 1024x576, int8 for openvino)" in result.stderr
+    assert "int8-signed.onnx (head, split inception3, 1024x576, int8 for tensorrt)" in result.stderr
+    entries = [g for g in json.loads((out / "manifest.json").read_text())["graphs"] if g.get("precision")]
+    assert [e["file"] for e in entries] == ["head-inception3-1024x576-int8.onnx",
+                                            "head-inception3-1024x576-int8-signed.onnx"]
+    assert all(e["calibration"]["frames"] == 2 for e in entries)
+    graph, signed = out / entries[0]["file"], out / entries[1]["file"]
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(graph)).graph.node}
+    # TensorRT's takes only signed int8 quantizers with zero point 0
+    zero_points = {i.name: i for i in onnx.load(str(signed)).graph.initializer}
+    quantizers = [n for n in onnx.load(str(signed)).graph.node if n.op_type == "QuantizeLinear"]
+    assert quantizers and all(zero_points[n.input[2]].data_type == onnx.TensorProto.INT8 for n in quantizers)
+    assert not any(onnx.numpy_helper.to_array(zero_points[n.input[2]]).any() for n in quantizers)
     # the int8 head a runtime makes from the same frames, quantized afresh, is this file byte for byte
     from facesplit.runtimes.int8 import int8_graph
 

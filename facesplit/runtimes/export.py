@@ -1,9 +1,9 @@
 """``frosted export onnx``: the head at one split and the tails that go with it, as ONNX graphs in one folder,
 with a manifest that says what each graph is.
 
-Per input size: ``head-SPLIT-WxH.onnx``, and with ``--precision int8`` also ``head-SPLIT-WxH-int8.onnx``, the
-int8 head every runtime runs (a QDQ graph, `facesplit.runtimes.int8`: TensorRT builds it into int8 kernels); a
-tail per noise profile, at the size the profile was fitted for,
+Per input size: ``head-SPLIT-WxH.onnx``, and with ``--precision int8`` also the int8 head as QDQ graphs
+(`facesplit.runtimes.int8`): ``head-SPLIT-WxH-int8.onnx``, the one OpenVINO runs, and ``...-int8-signed.onnx``,
+its quantizers made signed, the one TensorRT builds; a tail per noise profile, at the size the profile was fitted for,
 with the profile's noise-aware tail weights (``tail-PROFILE-WxH.onnx``), or, without profiles, the clean tail
 (``tail-SPLIT-WxH.onnx``). Every graph takes any batch (1 to `MAX_BATCH`) at its one input size. The noise is
 in none of them: the edge adds it on the CPU after the head (see `facesplit.runtimes.graphs`), and the
@@ -49,14 +49,16 @@ def export_onnx(detector: SplitDetector, profiles: list[str], sizes: list[InputS
     tails = [_profile_tail(by_size, name) for name in profiles]  # every refusal before the first export
     int8: dict[str, tuple[Path, GraphSpec]] = {}
     if precision == "int8":  # quantized into the cache first: no NNCF or an unreadable frame writes nothing here
-        from facesplit.runtimes.int8 import int8_graph
+        from facesplit.runtimes.int8 import int8_graph, signed_graph
 
         int8 = {name: int8_graph(at_size, calibration, runtime=None) for name, at_size in by_size.items()}
+        for made, _ in int8.values():
+            signed_graph(made)
     graphs: list[dict[str, Any]] = []
     for name, at_size in by_size.items():
         graphs.append(_write(at_size, "head", out / f"head-{split}-{name}.onnx", None, None))
         if precision == "int8":
-            graphs.append(_write_int8(*int8[name], out / f"head-{split}-{name}-int8.onnx", calibration))
+            graphs.extend(_write_int8(*int8[name], out / f"head-{split}-{name}-int8.onnx", calibration))
         if not profiles:
             graphs.append(_write(at_size, "tail", out / f"tail-{split}-{name}.onnx", "clean",
                                  clean_fingerprint(at_size.source)))
@@ -82,17 +84,22 @@ def _profile_tail(by_size: dict[str, SplitDetector], profile_name: str) -> tuple
     return path.stem, profile.fingerprint, with_tail(by_size[fitted], profile.tail_state)
 
 
-def _write_int8(made: Path, spec: GraphSpec, path: Path, calibration: Path | None) -> dict[str, Any]:
-    from facesplit.runtimes.int8 import calibration_frames
+def _write_int8(made: Path, spec: GraphSpec, path: Path, calibration: Path | None) -> list[dict[str, Any]]:
+    from facesplit.runtimes.int8 import calibration_frames, signed_graph
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(made, path)
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot write the graph ({exc.strerror or exc})") from None
-    return {**_entry(spec, path, "head"), "precision": "int8",
-            "calibration": {"folder": str(calibration.resolve()) if calibration else DEFAULT_CALIBRATION,
-                            "frames": len(calibration_frames(calibration))}}
+    frames = {"folder": str(calibration.resolve()) if calibration else DEFAULT_CALIBRATION,
+              "frames": len(calibration_frames(calibration))}
+    entries = []
+    for source, target, runs in ((made, path, "openvino"), (signed_graph(made), path.with_name(
+            f"{path.stem}-signed.onnx"), "tensorrt")):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        except OSError as exc:
+            raise ExportError(f"{target}: cannot write the graph ({exc.strerror or exc})") from None
+        entries.append({**_entry(spec, target, "head"), "precision": "int8", "for_runtime": runs,
+                        "calibration": frames})
+    return entries
 
 
 def _write(detector: SplitDetector, part: Part, path: Path, profile: str | None,

@@ -140,3 +140,63 @@ def _quantize(nncf: Any, float_path: Path, path: Path, inputs: list[np.ndarray],
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def signed_graph(path: Path) -> Path:
+    """The int8 graph at ``path`` as TensorRT takes it: its unsigned quantizers made signed
+    (`signed_activations`), written once beside it as ``STEM-signed.onnx``."""
+    import onnx
+
+    signed = path.with_name(f"{path.stem}-signed.onnx")
+    if not signed.is_file():
+        partial = signed.with_name(f".{signed.name}.{os.getpid()}.partial")
+        try:
+            onnx.save(signed_activations(onnx.load(str(path))), str(partial))
+            os.replace(partial, signed)
+        finally:
+            partial.unlink(missing_ok=True)
+    return signed
+
+
+def signed_activations(model: Any) -> Any:
+    """``model`` (a QDQ ONNX graph) with every unsigned quantizer made signed over the same range: uint8 with zero
+    point 0 and scale s covers [0, 255 s]; int8 with zero point 0 and scale 255 s / 127 covers it too, at half the
+    resolution. NNCF quantizes what follows a ReLU to uint8, which TensorRT does not take (only symmetric signed
+    int8), and NNCF will not force the sign for its default hardware (its constraint check refuses). OpenVINO
+    keeps the unsigned graph: it computes this one wrongly (its low-precision passes clip the upper half after a
+    ReLU; docs/runtimes.md). So TensorRT's int8 head is this variant, at a stated distance from OpenVINO's
+    (tests/test_int8.py), with its AP measured through ONNX Runtime (bench/precision_accuracy.py --signed).
+    In place; returns ``model``."""
+    import onnx
+    from onnx import numpy_helper
+
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    made: dict[tuple[str, str], tuple[str, str]] = {}
+    signed_outputs: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        scale_name, zero_name = node.input[1], node.input[2]
+        zero = initializers.get(zero_name)
+        if zero is None or zero.data_type != onnx.TensorProto.UINT8:
+            continue
+        if (scale_name, zero_name) not in made:
+            if numpy_helper.to_array(zero).any():
+                raise ValueError(f"{zero_name}: an asymmetric uint8 quantizer (zero point not 0) cannot be signed")
+            scale = numpy_helper.to_array(initializers[scale_name]).astype(np.float32) * np.float32(255 / 127)
+            names = (f"{scale_name}_signed", f"{zero_name}_signed")
+            model.graph.initializer.extend([numpy_helper.from_array(scale, names[0]),
+                                            numpy_helper.from_array(np.zeros_like(
+                                                numpy_helper.to_array(zero), dtype=np.int8), names[1])])
+            made[(scale_name, zero_name)] = names
+        node.input[1], node.input[2] = made[(scale_name, zero_name)]
+        if node.op_type == "QuantizeLinear":
+            signed_outputs.add(node.output[0])
+    for info in model.graph.value_info:  # the shapes NNCF recorded name the quantized tensors uint8
+        if info.name in signed_outputs:
+            info.type.tensor_type.elem_type = onnx.TensorProto.INT8
+    used = {name for node in model.graph.node for name in node.input}
+    unused = [tensor for tensor in model.graph.initializer if tensor.name not in used]
+    for tensor in unused:
+        model.graph.initializer.remove(tensor)
+    return model

@@ -4,9 +4,10 @@ Buffers live on the GPU as torch CUDA tensors (a CUDA build of torch is what a J
 engine is cached beside the graph, named for the TensorRT version, the GPU it was built on and the precision. The
 engine has one optimisation profile covering batch 1 to `MAX_BATCH`. A float16 head is the float graph built
 with TensorRT's FP16 kernels; an int8 head is the QDQ graph of `facesplit.runtimes.int8` built with its INT8
-kernels (explicit quantization: the graph's scales, the same int8 head OpenVINO runs, not TensorRT's own
-calibration; what is not quantized stays float32, as validated). Untested on the CPU-only machines this
-project is developed on: tests/test_runtimes.py and tests/test_int8.py skip it there with the reason.
+kernels (explicit quantization: the graph's scales, not TensorRT's own calibration; what is not quantized stays
+float32), its unsigned quantizers made signed first (`facesplit.runtimes.int8.signed_activations`). Untested on
+the CPU-only machines this project is developed on: tests/test_runtimes.py and tests/test_int8.py skip it there
+with the reason.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class TensorRtGraph:
         trt = require_for_runtime("tensorrt", NAME, "TensorRT")
         torch = cuda_torch()
         self.torch, self.spec, self.precision = torch, spec, precision
+        if precision == "int8":  # TensorRT takes only signed int8 quantizers
+            from facesplit.runtimes.int8 import signed_graph
+
+            path = signed_graph(path)
         logger = trt.Logger(trt.Logger.WARNING)
         device = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name())
         engine_path = path.with_name(f"{path.stem}-{precision}-trt{trt.__version__}-{device}.engine")

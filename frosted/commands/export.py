@@ -37,7 +37,8 @@ def onnx(out: Path, split: str | None, profiles: tuple[str, ...], input_sizes: t
          weights: Path | None, precision: str, calibration: Path | None) -> None:
     """Write head-SPLIT-WxH.onnx per input size and a tail per profile (tail-PROFILE-WxH.onnx, at the size it
     was fitted for), or the clean tail-SPLIT-WxH.onnx, plus manifest.json. Any batch; fixed input size. With
-    --precision int8 also head-SPLIT-WxH-int8.onnx: the int8 head as a QDQ graph (TensorRT's int8 input)."""
+    --precision int8 also the int8 head as QDQ graphs: head-SPLIT-WxH-int8.onnx (OpenVINO's) and
+    head-SPLIT-WxH-int8-signed.onnx (TensorRT's)."""
     # imported here: `frosted export onnx --help` must not wait for torch
     from facesplit.runtimes import UnknownRuntimeError, check_calibration
 
@@ -55,7 +56,7 @@ def onnx(out: Path, split: str | None, profiles: tuple[str, ...], input_sizes: t
     detector = load_detector(str(weights) if weights else None, sizes[0], split=chosen)
     manifest = export_onnx(detector, list(profiles), sizes, out, chosen, precision, calibration)
     for graph in manifest["graphs"]:
-        at = f", {graph['precision']}" if "precision" in graph else ""
+        at = f", {graph['precision']} for {graph['for_runtime']}" if "precision" in graph else ""
         click.echo(f"wrote {out / graph['file']} ({graph['part']}, split {graph['split']}, {graph['input_size']}{at})",
                    err=True)
     click.echo(f"wrote {out / 'manifest.json'}", err=True)
