@@ -47,18 +47,21 @@ def export_onnx(detector: SplitDetector, profiles: list[str], sizes: list[InputS
     base = at_split(detector, split)
     by_size = {str(size): SplitDetector(base.source, size, base.postprocess) for size in sizes}
     tails = [_profile_tail(by_size, name) for name in profiles]  # every refusal before the first export
-    int8: dict[str, tuple[Path, GraphSpec]] = {}
+    int8: dict[str, tuple[Path, Path, GraphSpec]] = {}
+    frames: dict[str, Any] = {}
     if precision == "int8":  # quantized into the cache first: no NNCF or an unreadable frame writes nothing here
-        from facesplit.runtimes.int8 import int8_graph, signed_graph
+        from facesplit.runtimes.int8 import calibration_frames, int8_graph, signed_graph
 
-        int8 = {name: int8_graph(at_size, calibration, runtime=None) for name, at_size in by_size.items()}
-        for made, _ in int8.values():
-            signed_graph(made)
+        for name, at_size in by_size.items():
+            made, spec = int8_graph(at_size, calibration, runtime=None)
+            int8[name] = made, signed_graph(made), spec
+        frames = {"folder": str(calibration.resolve()) if calibration else DEFAULT_CALIBRATION,
+                  "frames": len(calibration_frames(calibration))}
     graphs: list[dict[str, Any]] = []
     for name, at_size in by_size.items():
         graphs.append(_write(at_size, "head", out / f"head-{split}-{name}.onnx", None, None))
         if precision == "int8":
-            graphs.extend(_write_int8(*int8[name], out / f"head-{split}-{name}-int8.onnx", calibration))
+            graphs.extend(_write_int8(*int8[name], out / f"head-{split}-{name}-int8.onnx", frames))
         if not profiles:
             graphs.append(_write(at_size, "tail", out / f"tail-{split}-{name}.onnx", "clean",
                                  clean_fingerprint(at_size.source)))
@@ -84,14 +87,12 @@ def _profile_tail(by_size: dict[str, SplitDetector], profile_name: str) -> tuple
     return path.stem, profile.fingerprint, with_tail(by_size[fitted], profile.tail_state)
 
 
-def _write_int8(made: Path, spec: GraphSpec, path: Path, calibration: Path | None) -> list[dict[str, Any]]:
-    from facesplit.runtimes.int8 import calibration_frames, signed_graph
-
-    frames = {"folder": str(calibration.resolve()) if calibration else DEFAULT_CALIBRATION,
-              "frames": len(calibration_frames(calibration))}
+def _write_int8(made: Path, signed: Path, spec: GraphSpec, path: Path, frames: dict[str, Any]
+                ) -> list[dict[str, Any]]:
+    """Copy the int8 head's two graphs (OpenVINO's, TensorRT's signed variant) from the cache into the export."""
     entries = []
-    for source, target, runs in ((made, path, "openvino"), (signed_graph(made), path.with_name(
-            f"{path.stem}-signed.onnx"), "tensorrt")):
+    for source, target, runs in ((made, path, "openvino"),
+                                 (signed, path.with_name(f"{path.stem}-signed.onnx"), "tensorrt")):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
