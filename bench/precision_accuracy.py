@@ -40,6 +40,7 @@ from facesplit.preprocess import InputSize, preprocess
 from facesplit.runtime import tune_cpu_runtime
 from facesplit.runtimes import HeadRuntime
 from facesplit.runtimes.factory import head_runtime, tail_runtime
+from facesplit.runtimes.int8 import signed_head_on_cpu
 from privacy_attack.tradeoff import ACCURACY_SETS, held_out_sets
 
 RUNTIMES = {"int8": "openvino", "float16": "torch"}  # where each precision's head runs
@@ -50,20 +51,10 @@ TOLERANCE_POINTS = 0.3  # issue 17: AP unchanged to within this, in points
 DRAWS = 20
 
 
-def int8_signed_head(detector: SplitDetector, threads: int, calibration: Path | None) -> HeadRuntime:
-    """The int8 head TensorRT builds (the graph's quantizers made signed), run exactly by ONNX Runtime's int8 kernels
-    on this CPU: what `--signed` measures."""
-    from facesplit.runtimes.int8 import int8_graph, signed_graph
-    from facesplit.runtimes.onnxruntime_runtime import OnnxRuntimeHead
-
-    path, spec = int8_graph(detector, calibration, runtime="tensorrt")
-    return OnnxRuntimeHead(signed_graph(path), spec, threads)
-
-
 def head_at(runtime: str, detector: SplitDetector, threads: int, precision: str, device: str,
             calibration: Path | None, signed: bool) -> HeadRuntime:
     if signed and precision == "int8":
-        return int8_signed_head(detector, threads, calibration)
+        return signed_head_on_cpu(detector, threads, calibration)
     return head_runtime(runtime, detector, threads, precision=precision, calibration=calibration, device=device)
 
 

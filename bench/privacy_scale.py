@@ -13,7 +13,8 @@ MIT+CMU folds 6-10 pooled AP@0.3 and dlib AP@0.5, the mean of 5 noise draws. Eve
 --full-scales; at the other scales only clean and the --focus profiles, which also get the costly attacks (MLP
 probe, dlib on the decoded faces). ``--precision int8``: every frame, the attacker's and the victims', goes through
 the int8 head the edge runs with ``--runtime openvino --precision int8`` (NNCF, the default calibration), at one
-split. Writes privacy_scale.{md,json,png} and privacy_scale-grid.png under --out (``--stem``).
+split; with ``--signed``, the one ``--runtime tensorrt --precision int8`` builds, run in ONNX Runtime.
+Writes privacy_scale.{md,json,png} and privacy_scale-grid.png under --out (``--stem``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from facesplit.faceboxes import SPLITS
 from facesplit.noise import DEFAULT_PROFILE
 from facesplit.preprocess import InputSize
 from facesplit.runtimes.factory import head_runtime
-from facesplit.runtimes.int8 import int8_graph
+from facesplit.runtimes.int8 import int8_graph, signed_graph, signed_head_on_cpu
 from privacy_attack.at_scale import ScaleConfig
 from privacy_attack.people import read_faces, read_people
 from privacy_attack.runtime_head import RuntimeHead
@@ -49,13 +50,18 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
 
 
-def int8_head(detector: SplitDetector, splits: list[str], threads: int) -> RuntimeHead:
-    """The edge's int8 head at the one split asked for, on the whole 1024x1024 frames the victims are placed in."""
+def int8_head(detector: SplitDetector, splits: list[str], threads: int, signed: bool) -> RuntimeHead:
+    """The edge's int8 head at the one split asked for, on the whole 1024x1024 frames the victims are placed in:
+    OpenVINO's, or with ``signed`` TensorRT's (its signed variant, run exactly by ONNX Runtime)."""
     if len(splits) != 1:
         raise SystemExit(f"--precision int8 attacks one split (a graph ends at one): --splits SPLIT, not {splits}")
     at = at_split(SplitDetector(detector.source, InputSize(*FRAME)), splits[0])
-    path, _ = int8_graph(at)
-    runtime = head_runtime("openvino", at, threads, precision="int8")
+    if signed:
+        path = signed_graph(int8_graph(at, runtime="tensorrt")[0])
+        runtime = signed_head_on_cpu(at, threads)
+    else:
+        path = int8_graph(at)[0]
+        runtime = head_runtime("openvino", at, threads, precision="int8")
     torch.set_num_threads(threads)  # the runtime left torch one thread; the probes train in torch after the crops
     return RuntimeHead(runtime, splits[0], path.name)
 
@@ -88,10 +94,14 @@ def main() -> None:
     parser.add_argument("--precision", choices=("float32", "int8"), default="float32",
                         help="the head the frames go through: int8 is the edge's OpenVINO int8 head (one split, "
                              "--splits SPLIT)")
+    parser.add_argument("--signed", action="store_true",
+                        help="int8: attack the head TensorRT builds (the quantizers made signed), in ONNX Runtime")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the int8 head's threads")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--stem", default="privacy_scale")
     args = parser.parse_args()
+    if args.signed and args.precision != "int8":
+        parser.error("--signed is for --precision int8")
     shared = Path(args.shared)
     faces = shared / "data" / "faces"
     detector = load_detector()
@@ -113,7 +123,7 @@ def main() -> None:
     def checkpoint(partial: dict) -> None:
         write_outputs(partial, Path(args.out), args.stem)
 
-    head = None if args.precision == "float32" else int8_head(detector, splits, args.threads)
+    head = None if args.precision == "float32" else int8_head(detector, splits, args.threads, args.signed)
     report = run_table(detector, inputs, plan, config, settings={"command": "bench/privacy_scale.py",
                                                                  "args": vars(args)}, checkpoint=checkpoint,
                        head=head)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -234,3 +235,30 @@ def test_every_dockerfile_copies_only_what_exists() -> None:
                     f"{dockerfile.relative_to(REPO)}: COPY source {source} not in the build context"
                 copies += 1
         assert copies, f"{dockerfile.relative_to(REPO)}: no COPY at all? the parser missed them"
+
+
+def test_the_tail_image_installs_the_torch_build_it_was_asked_for() -> None:
+    """deploy/Dockerfile.tail is the CPU and the x86 CUDA image (TORCH_INDEX, EXTRAS): the guard in its install
+    step passes the CPU torch of a CPU build and fails the build, in one line, where a CUDA image got it; its
+    extras, the default and the CUDA image's, are the package's."""
+    import tomllib
+
+    import torch
+
+    checker_module()
+    parse = sys.modules["check_examples"]._instructions
+    text = (REPO / "deploy/Dockerfile.tail").read_text()
+    arguments = dict(rest.split("=", 1) for keyword, rest in parse(text) if keyword == "ARG")
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert arguments["TORCH_INDEX"] == "cpu" and set(arguments["EXTRAS"].split(",")) <= set(extras)
+    assert {"onnx", "tensorrt"} <= set(extras)  # the CUDA image's, as deploy/README.md gives them
+    runs = [rest for keyword, rest in parse(text) if keyword == "RUN" and "${EXTRAS}" in rest]
+    assert len(runs) == 1
+    guard = next(step for step in runs[0].split(" && ") if step.strip().startswith('python -c "import sys, torch'))
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for index, fails in (("cpu", False), ("cu128", True)):  # this machine's torch is the CPU build
+        result = subprocess.run(["sh", "-c", guard], env={**environment, "TORCH_INDEX": index},
+                                capture_output=True, text=True, timeout=120)
+        assert (result.returncode != 0) == fails, result.stderr
+        if fails:
+            assert result.stderr.strip() == f"torch {torch.__version__} is not the cu128 build"

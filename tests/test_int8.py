@@ -307,6 +307,35 @@ def test_the_int8_graph_in_another_runtime_and_tensorrts_signed_variant(faceboxe
     assert float(variant.mean()) > 0  # it is another rounding, not the same graph
 
 
+@pytest.mark.skipif(bool(missing("onnxruntime")), reason="ONNX Runtime is not installed: pip install 'frosted[onnx]'")
+def test_tensorrts_float16_graph_is_half_inside_and_float32_at_its_ends(faceboxes, photos, graphs):
+    """TensorRT 11 builds only strongly typed networks, so its float16 head is a graph made half, not a builder
+    flag: every weight float16, the pixels in and the activation out float32 (what the agent feeds and sends).
+    Run here in ONNX Runtime, it is as close to torch's half head as TensorRT's engine must be, and not the
+    float graph."""
+    import onnx
+    import onnxruntime as ort
+
+    from facesplit.runtimes.graphs import cached_graph, float16_graph
+
+    detector = SplitDetector(faceboxes.at_split("inception3"), SIZE)
+    path, _ = cached_graph(detector, "head", "tensorrt", graphs)
+    half = float16_graph(path)
+    assert float16_graph(path) == half and half != path  # written once, beside the float graph
+    model = onnx.load(str(half))
+    assert {t.data_type for t in model.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    ends = [*model.graph.input, *model.graph.output]
+    assert {v.type.tensor_type.elem_type for v in ends} == {onnx.TensorProto.FLOAT}
+    inputs = np.concatenate([np.ascontiguousarray(preprocess(p, SIZE)[0].numpy()) for p in photos])
+    graph = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"]).run(None, {"input": inputs})[0]
+    reference = head_runtime("torch", detector, precision="float16").run(inputs)
+    difference = np.abs(graph - reference)
+    assert float(difference.max()) <= MAX_ACROSS and float(difference.mean()) <= MEAN_ACROSS, \
+        f"max {difference.max():.3g}, mean {difference.mean():.3g}"
+    exact = head_runtime("torch", detector).run(inputs)
+    assert float(np.abs(graph - exact).max()) > 0  # computed in half precision, not the float graph
+
+
 @pytest.mark.skipif(bool(missing("tensorrt")), reason="TensorRT is not installed (NVIDIA GPUs only; it cannot be "
                     "installed on these CPU machines): pip install 'frosted[tensorrt]'")
 @pytest.mark.parametrize("precision", ["int8", "float16"])

@@ -173,3 +173,25 @@ def quiet(loggers: tuple[str, ...] = EXPORTER_LOGGERS) -> Iterator[None]:
     finally:
         for logger, level in zip(found, levels, strict=True):
             logger.setLevel(level)
+
+
+def float16_graph(path: Path) -> Path:
+    """The float graph at ``path`` computed in half precision, its inputs and outputs still float32, written once
+    beside it as ``STEM-float16.onnx``: what TensorRT builds for ``--precision float16``. TensorRT 11 builds only
+    strongly typed networks, whose precision is the graph's own (the FP16 builder flag of 10.x is gone), so the
+    graph itself is made half. ONNX Runtime's converter (the tensorrt extra installs onnxruntime for NNCF)."""
+    import onnx
+
+    half = path.with_name(f"{path.stem}-float16.onnx")
+    if not half.is_file():
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        partial = half.with_name(f".{half.name}.{os.getpid()}.partial")
+        try:
+            with quiet(("onnxruntime",)):
+                model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+            onnx.save(model, str(partial))
+            os.replace(partial, half)
+        finally:
+            partial.unlink(missing_ok=True)
+    return half

@@ -36,7 +36,7 @@ from facesplit.detector import SplitDetector
 from facesplit.errors import FrostedError
 from facesplit.images import read_image_bgr
 from facesplit.preprocess import preprocess
-from facesplit.runtimes import EXTRAS, require
+from facesplit.runtimes import EXTRAS, HeadRuntime, require
 from facesplit.runtimes.graphs import HEAD_INPUT, GraphSpec, cached_graph, graph_cache_dir, quiet
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -156,6 +156,17 @@ def signed_graph(path: Path) -> Path:
         finally:
             partial.unlink(missing_ok=True)
     return signed
+
+
+def signed_head_on_cpu(detector: SplitDetector, threads: int | None = None,
+                       calibration: Path | None = None) -> HeadRuntime:
+    """The int8 head TensorRT builds (`signed_graph`), run exactly by ONNX Runtime's int8 kernels on this CPU:
+    TensorRT's stand-in where there is no GPU, for measuring that head (its AP, the attacks through it). Not a
+    runtime the product offers: OpenVINO runs int8 on a CPU faster, and on its own graph."""
+    from facesplit.runtimes.onnxruntime_runtime import OnnxRuntimeHead
+
+    path, spec = int8_graph(detector, calibration, runtime="tensorrt")
+    return OnnxRuntimeHead(signed_graph(path), spec, threads)
 
 
 def signed_activations(model: Any) -> Any:

@@ -2,10 +2,13 @@
 
 Buffers live on the GPU as torch CUDA tensors (a CUDA build of torch is what a Jetson or GPU host runs); the
 engine is cached beside the graph, named for the TensorRT version, the GPU it was built on and the precision. The
-engine has one optimisation profile covering batch 1 to `MAX_BATCH`. A float16 head is the float graph built
-with TensorRT's FP16 kernels; an int8 head is the QDQ graph of `facesplit.runtimes.int8` built with its INT8
-kernels (explicit quantization: the graph's scales, not TensorRT's own calibration; what is not quantized stays
-float32), its unsigned quantizers made signed first (`facesplit.runtimes.int8.signed_activations`). Untested on
+engine has one optimisation profile covering batch 1 to `MAX_BATCH`. Every network is strongly typed: the graph's
+own types decide each layer's precision, the only mode TensorRT 11 has (it removed the FP16 and INT8 builder
+flags that 10.x's weakly typed networks took; 10.x takes strongly typed networks too). So a float16 head is the
+float graph made half (`facesplit.runtimes.graphs.float16_graph`, inputs and outputs still float32), and an int8
+head is the QDQ graph of `facesplit.runtimes.int8` (explicit quantization: the graph's scales, not TensorRT's own
+calibration; what is not quantized stays float32), its unsigned quantizers made signed first
+(`facesplit.runtimes.int8.signed_activations`). Untested on
 the CPU-only machines this project is developed on: tests/test_runtimes.py and tests/test_int8.py skip it there
 with the reason.
 """
@@ -21,10 +24,9 @@ import numpy as np
 
 from facesplit.runtimes import DEFAULT_PRECISION, GraphHead, GraphTail, require_for_runtime
 from facesplit.runtimes import cuda_torch as cuda_torch_for
-from facesplit.runtimes.graphs import MAX_BATCH, ExportError, GraphSpec
+from facesplit.runtimes.graphs import MAX_BATCH, ExportError, GraphSpec, float16_graph
 
 NAME = "tensorrt"
-BUILDER_FLAGS = {"float16": "FP16", "int8": "INT8"}  # the kernels a head at each precision may use
 
 
 def cuda_torch() -> Any:
@@ -45,6 +47,8 @@ class TensorRtGraph:
             from facesplit.runtimes.int8 import signed_graph
 
             path = signed_graph(path)
+        elif precision == "float16":
+            path = float16_graph(path)
         logger = trt.Logger(trt.Logger.WARNING)
         device = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name())
         engine_path = path.with_name(f"{path.stem}-{precision}-trt{trt.__version__}-{device}.engine")
@@ -58,13 +62,12 @@ class TensorRtGraph:
 
     def _build(self, trt: Any, logger: Any, path: Path, engine_path: Path, typical_batch: int) -> None:
         builder = trt.Builder(logger)
-        network = builder.create_network(0)
+        # required for 10.x to honour the graph's types; accepted and implied on 11.x
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         parser = trt.OnnxParser(network, logger)
         if not parser.parse(path.read_bytes()):
             raise ExportError(f"{path}: TensorRT cannot parse the graph ({parser.get_error(0)})")
         config = builder.create_builder_config()
-        if self.precision in BUILDER_FLAGS:
-            config.set_flag(getattr(trt.BuilderFlag, BUILDER_FLAGS[self.precision]))
         profile = builder.create_optimization_profile()
         spec = self.spec
         profile.set_shape(spec.input_name, spec.input_shape(1), spec.input_shape(min(typical_batch, MAX_BATCH)),
