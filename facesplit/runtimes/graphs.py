@@ -20,10 +20,10 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -175,23 +175,31 @@ def quiet(loggers: tuple[str, ...] = EXPORTER_LOGGERS) -> Iterator[None]:
             logger.setLevel(level)
 
 
+def derived_graph(path: Path, suffix: str, derive: Callable[[Any], Any]) -> Path:
+    """The graph at ``path`` transformed by ``derive`` (an ONNX model in, one out), written once beside it as
+    ``STEM-SUFFIX.onnx`` (whole or not at all)."""
+    import onnx
+
+    made = path.with_name(f"{path.stem}-{suffix}.onnx")
+    if not made.is_file():
+        partial = made.with_name(f".{made.name}.{os.getpid()}.partial")
+        try:
+            onnx.save(derive(onnx.load(str(path))), str(partial))
+            os.replace(partial, made)
+        finally:
+            partial.unlink(missing_ok=True)
+    return made
+
+
 def float16_graph(path: Path) -> Path:
     """The float graph at ``path`` computed in half precision, its inputs and outputs still float32, written once
     beside it as ``STEM-float16.onnx``: what TensorRT builds for ``--precision float16``. TensorRT 11 builds only
     strongly typed networks, whose precision is the graph's own (the FP16 builder flag of 10.x is gone), so the
     graph itself is made half. ONNX Runtime's converter (the tensorrt extra installs onnxruntime for NNCF)."""
-    import onnx
-
-    half = path.with_name(f"{path.stem}-float16.onnx")
-    if not half.is_file():
+    def half(model: Any) -> Any:
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        partial = half.with_name(f".{half.name}.{os.getpid()}.partial")
-        try:
-            with quiet(("onnxruntime",)):
-                model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
-            onnx.save(model, str(partial))
-            os.replace(partial, half)
-        finally:
-            partial.unlink(missing_ok=True)
-    return half
+        with quiet(("onnxruntime",)):
+            return convert_float_to_float16(model, keep_io_types=True)
+
+    return derived_graph(path, "float16", half)

@@ -37,7 +37,7 @@ from facesplit.errors import FrostedError
 from facesplit.images import read_image_bgr
 from facesplit.preprocess import preprocess
 from facesplit.runtimes import EXTRAS, HeadRuntime, require
-from facesplit.runtimes.graphs import HEAD_INPUT, GraphSpec, cached_graph, graph_cache_dir, quiet
+from facesplit.runtimes.graphs import HEAD_INPUT, GraphSpec, cached_graph, derived_graph, graph_cache_dir, quiet
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 MAX_CALIBRATION_FRAMES = 300  # NNCF's own default subset: more frames move the scales by little
@@ -145,17 +145,7 @@ def _quantize(nncf: Any, float_path: Path, path: Path, inputs: list[np.ndarray],
 def signed_graph(path: Path) -> Path:
     """The int8 graph at ``path`` as TensorRT takes it: its unsigned quantizers made signed
     (`signed_activations`), written once beside it as ``STEM-signed.onnx``."""
-    import onnx
-
-    signed = path.with_name(f"{path.stem}-signed.onnx")
-    if not signed.is_file():
-        partial = signed.with_name(f".{signed.name}.{os.getpid()}.partial")
-        try:
-            onnx.save(signed_activations(onnx.load(str(path))), str(partial))
-            os.replace(partial, signed)
-        finally:
-            partial.unlink(missing_ok=True)
-    return signed
+    return derived_graph(path, "signed", signed_activations)
 
 
 def signed_head_on_cpu(detector: SplitDetector, threads: int | None = None,
