@@ -172,6 +172,8 @@ run() {  # run SHA256: the payload's, as 'prepare' printed it
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
         python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "sees GPU:", torch.cuda.is_available())'
         python3 -m pip list 2>/dev/null | grep -iE '^(torch|triton|onnxruntime|onnxruntime-gpu|onnx|onnxscript|tensorrt|numpy|opencv-python-headless|grpcio|protobuf) '
+        # which runtime, precision and device run here, and why not (the check making each one meets first)
+        step runtimes-here 60 python3 -m frosted runtimes
         # the device sampler and its statistics on the GPU; the CPU cases run too (seconds on 16 cores)
         step noise-device-tests 90 "${pytest[@]}" tests/test_noise_device.py --junitxml="$work/junit/noise_device.xml"
         # CUDA head/tail parity (fp32 <= 1e-4, float16 to its tolerance), noise on the device, ORT's CUDA EP, TensorRT

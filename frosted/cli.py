@@ -40,6 +40,9 @@ VERBS: dict[str, Verb] = {
                       "noise that the tail tolerates."),
     "profiles": Verb("profiles", "profiles", "List the shipped noise profiles (usable by name wherever a PROFILE "
                      "is asked for)."),
+    "runtimes": Verb("runtimes", "runtimes", "List the runtimes, precisions and devices this machine can run, and "
+                     "why not; with --runtime, --precision or --device, only those, failing (exit 1) unless each "
+                     "can run."),
     "tail": Verb("tail", "tail", "Serve the tail: validate, batch across cameras, run the rest of FaceBoxes, "
                  "answer with boxes."),
     "weights": Verb("weights", "weights", "Fetch or check the FaceBoxes weights."),

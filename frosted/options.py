@@ -76,6 +76,17 @@ def device_option(default: str | None = DEFAULT_DEVICE) -> Callable[[Callable[..
                              "device: the GPU's sampler is another cipher (docs/runtimes.md).")
 
 
+PRECISION_HELP = ("What the head computes in: int8 is quantized after training by NNCF (--runtime openvino or "
+                  "tensorrt, 'frosted[openvino]'), float16 is half precision (--runtime torch or tensorrt; fast on a "
+                  "GPU, slow on a CPU): each another head, whose frames carry another fingerprint (docs/runtimes.md).")
+
+
+def precision_option(default: str | None = DEFAULT_PRECISION) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--precision: what the head computes in, one spelling in every verb that names it."""
+    return click.option("--precision", type=click.Choice(PRECISIONS), default=default,
+                        show_default=default is not None, help=PRECISION_HELP)
+
+
 def precision_options(default: str | None = DEFAULT_PRECISION) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--precision and --calibration: what the head computes in, one spelling in every verb that runs it."""
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -83,12 +94,7 @@ def precision_options(default: str | None = DEFAULT_PRECISION) -> Callable[[Call
                          metavar="FOLDER",
                          help="With --precision int8: calibrate on the images in FOLDER, frames like the camera's "
                               "(default: MIT+CMU folds 1-5 of the shared data).")(f)
-        return click.option("--precision", type=click.Choice(PRECISIONS), default=default,
-                            show_default=default is not None,
-                            help="What the head computes in: int8 is quantized after training by NNCF "
-                                 "(--runtime openvino or tensorrt, 'frosted[openvino]'), float16 is half precision "
-                                 "(--runtime torch or tensorrt; fast on a GPU, slow on a CPU): each another head, "
-                                 "whose frames carry another fingerprint (docs/runtimes.md).")(f)
+        return precision_option(default)(f)
     return decorate
 
 

@@ -262,3 +262,68 @@ def test_the_tail_image_installs_the_torch_build_it_was_asked_for() -> None:
         assert (result.returncode != 0) == fails, result.stderr
         if fails:
             assert result.stderr.strip() == f"torch {torch.__version__} is not the cu128 build"
+
+
+def jetson_requirements():
+    """deploy/jetson_requirements.py, a script the Jetson image runs before the package is installed."""
+    spec = importlib.util.spec_from_file_location("jetson_requirements", REPO / "deploy" / "jetson_requirements.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_jetson_image_installs_the_extras_asked_for_but_never_pypis_torch_or_tensorrt() -> None:
+    """Dockerfile.jetson's dependency step: pyproject.toml's dependencies and EXTRAS' requirements, never torch
+    or TensorRT (the base's JetPack builds), and ONNX Runtime only where the base has none."""
+    import tomllib
+
+    script = jetson_requirements()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = lambda requirements: [script.distribution(r) for r in requirements]  # noqa: E731
+    bare = script.requirements(REPO / "pyproject.toml", [], in_base=lambda module: False)
+    assert bare == [r for r in project["dependencies"] if script.distribution(r) != "torch"]
+    without = names(script.requirements(REPO / "pyproject.toml", ["tensorrt"], in_base=lambda module: False))
+    assert {"nncf", "onnx", "onnxscript", "onnxruntime"} <= set(without)
+    assert not {"torch", "tensorrt"} & set(without) and len(without) == len(set(without))
+    with_base = names(script.requirements(REPO / "pyproject.toml", ["tensorrt"], in_base=lambda module: True))
+    assert set(without) - set(with_base) == {"onnxruntime"}
+    with pytest.raises(SystemExit, match=r"^EXTRAS: no extra 'tensorrtt' in .*pyproject.toml \(it has "):
+        script.requirements(REPO / "pyproject.toml", ["tensorrtt"])
+    # the image runs it as a script, with EXTRAS as the build gives it: empty by default
+    text = (REPO / "Dockerfile.jetson").read_text()
+    checker_module()
+    parse = sys.modules["check_examples"]._instructions
+    arguments = dict(rest.split("=", 1) for keyword, rest in parse(text) if keyword == "ARG")
+    assert arguments["EXTRAS"] == '""'
+    step = next(rest for keyword, rest in parse(text) if keyword == "RUN" and "jetson_requirements.py" in rest)
+    command = step.split(" > ")[0].replace("python3", sys.executable).replace(
+        "jetson_requirements.py", str(REPO / "deploy" / "jetson_requirements.py"))
+    for extras, wanted in (("", "numpy"), ("tensorrt", "nncf")):
+        result = subprocess.run(["sh", "-c", command], env={**os.environ, "EXTRAS": extras}, cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert wanted in names(result.stdout.splitlines()) and "torch" not in names(result.stdout.splitlines())
+
+
+def test_the_jetson_image_fails_its_build_in_one_line_without_the_runtime_it_was_asked_for() -> None:
+    """Dockerfile.jetson's last check, `frosted runtimes --libraries-only` with RUNTIME and PRECISION, run here as
+    the build runs it: the defaults (torch, float32) pass; TensorRT, which this machine lacks as the default base
+    does, fails in one line naming what is missing."""
+    checker_module()
+    parse = sys.modules["check_examples"]._instructions
+    text = (REPO / "Dockerfile.jetson").read_text()
+    arguments = dict(rest.split("=", 1) for keyword, rest in parse(text) if keyword == "ARG")
+    assert (arguments["RUNTIME"], arguments["PRECISION"]) == ("torch", "float32")
+    step = next(rest for keyword, rest in parse(text) if keyword == "RUN" and rest.startswith("frosted runtimes"))
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cases = [("torch", "float32", 0), ("openvino", "int8", 0)]
+    if importlib.util.find_spec("tensorrt") is None:
+        cases.append(("tensorrt", "int8", 1))
+    for runtime, precision, status in cases:
+        result = subprocess.run(["sh", "-c", step], env={**environment, "RUNTIME": runtime, "PRECISION": precision},
+                                capture_output=True, text=True, timeout=240)
+        assert result.returncode == status, (runtime, result.stdout, result.stderr)
+        if status:
+            assert result.stderr.strip() == ("Error: --runtime tensorrt needs TensorRT, which is not installed: "
+                                             "pip install 'frosted[tensorrt]'")

@@ -4,7 +4,8 @@ Choosing a runtime other than torch is a process-level choice: torch is left one
 (`facesplit.runtime.leave_cores_to_runtime`), as it then only adds the noise.
 
 A new runtime is a class with ``name`` and ``run`` (see `facesplit.runtimes`) and one entry in `_GRAPH_RUNTIMES`
-(if it runs exported ONNX graphs) here.
+(if it runs exported ONNX graphs) here. `check_available` is what making one checks first, and what `frosted
+runtimes` asks of every runtime without making any.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from facesplit.runtime import leave_cores_to_runtime
 from facesplit.runtimes import (
     DEFAULT_DEVICE,
     DEFAULT_PRECISION,
+    EXTRAS,
     HeadRuntime,
     TailRuntime,
     check_device,
     check_precision,
     check_runtime_name,
     cuda_torch,
+    require,
     require_for_runtime,
 )
 from facesplit.runtimes.graphs import Part, cached_graph
@@ -43,9 +46,8 @@ def _openvino(part: Part) -> type:
 
 
 def _tensorrt(part: Part) -> type:
-    from facesplit.runtimes.tensorrt_runtime import TensorRtHead, TensorRtTail, cuda_torch
+    from facesplit.runtimes.tensorrt_runtime import TensorRtHead, TensorRtTail
 
-    cuda_torch()  # no GPU: say so before exporting anything
     return TensorRtHead if part == "head" else TensorRtTail
 
 
@@ -64,17 +66,14 @@ def head_runtime(name: str, detector: SplitDetector, threads: int | None = None,
     are exported to and found in (default: the cache); ``precision`` int8: quantized, calibrated on the images
     in ``calibration`` (default: MIT+CMU folds 1-5, `facesplit.runtimes.int8`); float16: half precision
     (torch, TensorRT)."""
-    check_device(device, check_runtime_name(name))
-    check_precision(precision, name, device)
+    check_available(name, precision, device)
     if name == "torch":
         from facesplit.runtimes.torch_runtime import CudaTorchHead, TorchHead
 
         return CudaTorchHead(detector, precision) if device == "cuda" else TorchHead(detector, precision)
     if precision == DEFAULT_PRECISION:
         return _runtime(name, detector, "head", threads, graphs, device)
-    module, what, classes = _GRAPH_RUNTIMES[name]
-    require_for_runtime(module, name, what)  # before calibrating or exporting: a missing extra is one line, at once
-    head_class = classes("head")
+    head_class = _GRAPH_RUNTIMES[name][2]("head")
     if precision == "int8":
         from facesplit.runtimes.int8 import int8_graph
 
@@ -90,31 +89,59 @@ def head_runtime(name: str, detector: SplitDetector, threads: int | None = None,
 def tail_runtime(name: str, detector: SplitDetector, threads: int | None = None,
                  graphs: Path | None = None, device: str = DEFAULT_DEVICE) -> TailRuntime:
     """``detector``'s tail (its split, input size and tail weights) on runtime ``name``, on ``device``."""
-    return _runtime(name, detector, "tail", threads, graphs, check_device(device, check_runtime_name(name)))
+    check_available(name, DEFAULT_PRECISION, device)
+    return _runtime(name, detector, "tail", threads, graphs, device)
 
 
 def _runtime(name: str, detector: SplitDetector, part: Part, threads: int | None, graphs: Path | None,
              device: str) -> Any:
-    name = check_runtime_name(name)
+    """The float32 head or tail on ``name`` and ``device``, which `check_available` has passed."""
     if name == "torch":
         from facesplit.runtimes.torch_runtime import CudaTorchHead, CudaTorchTail, TorchHead, TorchTail
 
         if device == "cuda":
-            cuda_torch()  # no GPU: one line
             return CudaTorchHead(detector) if part == "head" else CudaTorchTail(detector)
         return TorchHead(detector) if part == "head" else TorchTail(detector)
-    module, what, classes = _GRAPH_RUNTIMES[name]
-    library = require_for_runtime(module, name, what)  # before any export: a missing extra is one line, at once
-    if name == "onnxruntime" and device == "cuda":
-        from facesplit.runtimes.onnxruntime_runtime import gpu_providers
-
-        gpu_providers(library.get_available_providers())  # no GPU provider: one line, also before any export
-    runtime_class = classes(part)
+    runtime_class = _GRAPH_RUNTIMES[name][2](part)
     path, spec = cached_graph(detector, part, name, graphs)
     leave_cores_to_runtime()
     if name == "onnxruntime":
         return runtime_class(path, spec, threads, device=device)
     return runtime_class(path, spec, threads)
+
+
+def check_available(name: str, precision: str = DEFAULT_PRECISION, device: str = DEFAULT_DEVICE,
+                    see_device: bool = True) -> None:
+    """Whether a head at ``precision`` (a tail: float32) can run on runtime ``name`` and ``device`` here: its
+    library and the ONNX exporter, NNCF for int8, and (``see_device``) the GPU it needs; else the one-line reason
+    (an UnknownRuntimeError for a combination no machine runs, a RuntimeUnavailableError for what this one
+    lacks). It exports, calibrates and builds nothing: making a runtime checks this first, before any of that.
+    ``see_device`` False checks the libraries only, as an image's build must (it sees no GPU)."""
+    check_device(device, check_runtime_name(name))
+    check_precision(precision, name, device)
+    library = None
+    if name != "torch":
+        module, what, _ = _GRAPH_RUNTIMES[name]
+        library = require_for_runtime(module, name, what)
+        require("onnxscript", f"--runtime {name}", EXTRAS[name], "the ONNX exporter (onnxscript)")
+        require("onnx", f"--runtime {name}", EXTRAS[name])
+    if precision == "int8":
+        from facesplit.runtimes.int8 import require_quantizer
+
+        require_quantizer(name)
+    if precision == "float16" and name == "tensorrt":
+        require("onnxruntime", "--precision float16 --runtime tensorrt", EXTRAS[name],
+                "ONNX Runtime (its float16 converter)")
+    if not see_device:
+        return
+    if name == "tensorrt":
+        cuda_torch("--runtime tensorrt")
+    elif device == "cuda" and name == "onnxruntime":
+        from facesplit.runtimes.onnxruntime_runtime import gpu_providers
+
+        gpu_providers(library.get_available_providers())
+    elif device == "cuda":
+        cuda_torch()
 
 
 def detector_on(name: str, detector: SplitDetector, threads: int | None = None,

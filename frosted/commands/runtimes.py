@@ -1,0 +1,114 @@
+"""`frosted runtimes`: which runtime, precision and device combinations this machine can run, and why not.
+
+Each answer is `facesplit.runtimes.factory.check_available`'s, the check that making the runtime meets first, so
+what this says is what `frosted edge` and `frosted tail` would do. Nothing is exported, calibrated or built.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from frosted.options import device_option, json_option, precision_option, runtime_option
+
+# the distributions that may provide each runtime's library, first found wins (onnxruntime-gpu is the CUDA build)
+DISTRIBUTIONS = {"torch": ("torch",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+                 "openvino": ("openvino",), "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13")}
+
+
+def installed_version(runtime: str) -> str | None:
+    """The version of ``runtime``'s library as pip installed it, or None. JetPack's TensorRT bindings may come
+    without pip's metadata: then the module's own ``__version__``."""
+    for distribution in DISTRIBUTIONS[runtime]:
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    try:
+        return str(importlib.import_module(runtime).__version__)
+    except (ImportError, AttributeError):
+        return None
+
+
+def combinations(runtime: str) -> list[tuple[str, str]]:
+    """Every (precision, device) ``runtime`` runs a head at somewhere; TensorRT's only device is the GPU."""
+    from facesplit.runtimes import DEVICES, PRECISIONS, UnknownRuntimeError, check_device, check_precision
+
+    found = []
+    for device in ("cuda",) if runtime == "tensorrt" else DEVICES:
+        for precision in PRECISIONS:
+            try:
+                check_device(device, runtime)
+                check_precision(precision, runtime, device)
+            except UnknownRuntimeError:
+                continue
+            found.append((precision, device))
+    return found
+
+
+def availability(runtime: str, version: str | None, precision: str, device: str,
+                 see_device: bool) -> dict[str, Any]:
+    """One row: the combination, and whether it runs here (else the one-line reason)."""
+    from facesplit.errors import FrostedError
+    from facesplit.runtimes.factory import check_available
+
+    row: dict[str, Any] = {"runtime": runtime, "version": version, "precision": precision, "device": device}
+    try:
+        check_available(runtime, precision, device, see_device)
+    except FrostedError as exc:
+        return {**row, "available": False, "reason": str(exc)}
+    return {**row, "available": True, "reason": None}
+
+
+@click.command()
+@runtime_option(default=None)
+@precision_option(default=None)
+@device_option(default=None)
+@click.option("--libraries-only", is_flag=True,
+              help="Check the installed libraries, not that a GPU is visible (an image's build sees none).")
+@json_option("One JSON list of the rows (runtime, version, precision, device, available, reason) to FILE "
+             "('-': stdout).")
+def runtimes(runtime: str | None, precision: str | None, device: str | None, libraries_only: bool,
+             json_path: Path | None) -> None:
+    """List the runtimes, precisions and devices this machine can run, and why not; with --runtime, --precision
+    or --device, only those, failing (exit 1) unless each can run."""
+    from facesplit.runtimes import RUNTIME_NAMES, UnknownRuntimeError, check_device, check_precision
+
+    if runtime is not None:  # a combination no machine runs is a usage error, as in the verbs that run it
+        try:
+            check_device(device or "cpu", runtime)
+            check_precision(precision or "float32", runtime, device or "cpu")
+        except UnknownRuntimeError as exc:
+            raise click.UsageError(str(exc)) from None
+    rows = []
+    for name in (runtime,) if runtime else RUNTIME_NAMES:
+        version = installed_version(name)
+        for at, on in combinations(name):
+            # TensorRT runs on the GPU whatever --device says (its only row says cuda)
+            if precision in (None, at) and (device in (None, on) or name == "tensorrt"):
+                rows.append(availability(name, version, at, on, not libraries_only))
+    if json_path is not None:
+        write_json(rows, json_path)
+    else:
+        for row in rows:
+            answer = "yes" if row["available"] else f"no: {row['reason']}"
+            click.echo(f"{row['runtime']:<12} {row['version'] or '-':<12} {row['precision']:<8} "
+                       f"{row['device']:<5} {answer}")
+    missing = [row for row in rows if not row["available"]]
+    if (runtime or precision or device) and missing:  # asked: the first reason, in one line, and exit 1
+        raise click.ClickException(missing[0]["reason"])
+
+
+def write_json(rows: list[dict[str, Any]], json_path: Path) -> None:
+    text = json.dumps(rows, indent=1)
+    if str(json_path) == "-":
+        click.echo(text)
+        return
+    try:
+        json_path.write_text(text + "\n")
+    except OSError as exc:
+        raise click.FileError(str(json_path), hint=exc.strerror or str(exc)) from None
