@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from facesplit.runtimes import runs_on
 
 REGISTRY = CollectorRegistry()
 
@@ -32,6 +35,17 @@ for _reason in ("max_streams", "max_streams_per_connection", "idle"):
 ASYNCIO_TASKS = Gauge("frosted_tail_asyncio_tasks",
                       "asyncio tasks alive on the tail's event loop: flat in a healthy tail, a leak grows it",
                       registry=REGISTRY)
+SERVED = Gauge("frosted_tail_served_info",
+               "1 per tail served, labelled with its profile (clean: none), the precision of the heads it takes "
+               "frames from, the split, and the runtime and device it runs on",
+               ["profile", "head_precision", "split", "runtime", "device"], registry=REGISTRY)
+
+
+def declare_served(served: Iterable[tuple[str, str, str]], runtime: str, device: str) -> None:
+    """Say what the tail serves: one SERVED series per (profile, head precision, split), replacing earlier ones."""
+    SERVED.clear()
+    for profile, head_precision, split in served:
+        SERVED.labels(profile, head_precision, split, runtime, runs_on(runtime, device)).set(1)
 
 
 def count_tasks_of(loop: asyncio.AbstractEventLoop) -> None:

@@ -45,12 +45,19 @@ def tls_from(config: AgentConfig) -> ClientTls | None:
 
 def triton_model_for(config: AgentConfig) -> str:
     """The Triton model that serves this agent's profile (`triton_wire.names`), for ``triton://HOST:PORT``."""
-    from facesplit.noise.shipped import resolve_profile, split_for
+    from facesplit.noise.shipped import split_for
     from triton_wire.names import ensemble_name
 
     if config.noise.disabled:
         return ensemble_name(None, split_for(config.model.split, []), config.model.precision)
-    return ensemble_name(resolve_profile(config.noise.profile).stem, "", config.model.precision)
+    return ensemble_name(profile_of(config), "", config.model.precision)
+
+
+def profile_of(config: AgentConfig) -> str:
+    """The name of the profile whose noise this agent adds ("clean": none)."""
+    from facesplit.noise.shipped import resolve_profile
+
+    return "clean" if config.noise.disabled else resolve_profile(config.noise.profile).stem
 
 
 class EdgeAgent:
@@ -90,6 +97,7 @@ class EdgeAgent:
         or the task is cancelled (frames in flight are abandoned)."""
         config = self.config
         metrics.count_tasks_of(asyncio.get_running_loop())
+        metrics.declare_head(config.model.runtime, config.model.device, config.model.precision, profile_of(config))
         metrics_server = self._serve_metrics()
         channel = open_transport(config.tail.address, tls_from(config), lambda: triton_model_for(config))
         compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compute")

@@ -6,6 +6,8 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from facesplit.runtimes import runs_on
+
 REGISTRY = CollectorRegistry()
 
 STAGES = ("decode", "preprocess", "head", "noise", "encode", "uplink_round_trip", "tail_queue", "tail_compute",
@@ -30,6 +32,15 @@ TAIL_BATCH = Histogram("frosted_edge_tail_batch_size", "Size of the tail batch e
 ASYNCIO_TASKS = Gauge("frosted_edge_asyncio_tasks",
                       "asyncio tasks alive on the agent's event loop: flat in a healthy agent, a leak grows it",
                       registry=REGISTRY)
+HEAD = Gauge("frosted_edge_head_info",
+             "1, labelled with what runs this agent's head (runtime, device, precision) and the noise profile it "
+             "sends (clean: none)", ["runtime", "device", "precision", "profile"], registry=REGISTRY)
+
+
+def declare_head(runtime: str, device: str, precision: str, profile: str) -> None:
+    """Say what runs the head: one HEAD series, replacing any earlier one (a process runs one agent)."""
+    HEAD.clear()
+    HEAD.labels(runtime, runs_on(runtime, device), precision, profile).set(1)
 
 
 def count_tasks_of(loop: asyncio.AbstractEventLoop) -> None:

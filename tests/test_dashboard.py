@@ -147,7 +147,8 @@ def test_dashboard_has_the_panels_operators_need() -> None:
         "p50 per stage", "p99 per stage", "End-to-end p99 per camera", "Uplink bytes/s per camera",
         "Tail queue vs compute time", "Tail batch size per camera (edge side)", "Tail batch size (tail side)",
         "Open streams", "Refused streams by reason", "Triton requests per second by model",
-        "Triton queue vs compute time per request", "Triton batch size by model"}
+        "Triton queue vs compute time per request", "Triton batch size by model",
+        "Heads: runtime, device, precision, profile", "Served profiles"}
     ids = [p["id"] for p in dashboard["panels"]] + [c["id"] for p in dashboard["panels"] for c in p.get("panels", [])]
     assert len(ids) == len(set(ids))
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
@@ -382,10 +383,16 @@ def test_every_panel_query_returns_data_from_a_live_agent_and_tail(
         end_to_end = finite_values(panel("End-to-end p99 per camera"))
         streams = finite_values(panel("Open streams"))
         uplink = finite_values(panel("Uplink bytes/s per camera"))
+        heads = [{k: v for k, v in s["metric"].items() if k != "instance"}
+                 for s in panel("Heads: runtime, device, precision, profile")]
+        served = [{k: v for k, v in s["metric"].items() if k != "instance"} for s in panel("Served profiles")]
 
     assert max(fps) > 0 and all(0 < v < math.inf for v in end_to_end)
     assert max(streams) == 1  # the refused one never counted
     assert max(uplink) > 0
+    assert heads == [{"runtime": "torch", "device": "cpu", "precision": "float32", "profile": PROFILE}]
+    assert [(t["profile"], t["head_precision"], t["runtime"], t["device"]) for t in served] == [
+        (PROFILE, "float32", "torch", "cpu")]
     for target, result in answers.items():  # what each query first answered (pytest -s shows it)
         values = finite_values(result)
         print(f"{target.name}: {len(result)} series, last {values[-1]:.4g}")

@@ -91,3 +91,36 @@ scrape_configs:
                  "frosted_tail_batch_size_bucket", 'frosted_tail_frames_total{outcome="accepted"}'):
         assert name in tail_text, name
     assert Path(tmp_path / "boxes.jsonl").read_text().count("\n") > 20
+    # what runs the head, and what the tail serves: the dashboard's two tables
+    assert info(edge_text, "frosted_edge_head_info") == [
+        {"runtime": "torch", "device": "cpu", "precision": "float32", "profile": "alpha-0.2"}]
+    assert info(tail_text, "frosted_tail_served_info") == [
+        {"profile": "alpha-0.2", "head_precision": "float32", "split": "rdcl", "runtime": "torch", "device": "cpu"}]
+
+
+def info(text: str, family: str) -> list[dict[str, str]]:
+    """The label sets of ``family``'s samples in a /metrics page, each of value 1 (an _info gauge)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = [s for f in text_string_to_metric_families(text) if f.name == family for s in f.samples]
+    assert all(s.value == 1 for s in samples), samples
+    return [s.labels for s in samples]
+
+
+def test_the_info_series_say_what_runs_now_and_nothing_earlier():
+    """One head series per agent process and one per tail served, each replaced (not added to) when declared
+    again; TensorRT's device is the GPU whatever --device said."""
+    from prometheus_client import generate_latest
+
+    from cloud_tail import metrics as tail_metrics
+    from edge_agent import metrics as edge_metrics
+
+    edge_metrics.declare_head("torch", "cpu", "float32", "clean")
+    edge_metrics.declare_head("tensorrt", "cpu", "int8", "inception3-rank16-alpha-0.4")
+    assert info(generate_latest(edge_metrics.REGISTRY).decode(), "frosted_edge_head_info") == [
+        {"runtime": "tensorrt", "device": "cuda", "precision": "int8", "profile": "inception3-rank16-alpha-0.4"}]
+    tail_metrics.declare_served([("alpha-0.2", "float32", "rdcl")], "onnxruntime", "cpu")
+    tail_metrics.declare_served([("alpha-0.2", "float32", "rdcl"), ("alpha-0.2", "int8", "rdcl")], "torch", "cuda")
+    assert info(generate_latest(tail_metrics.REGISTRY).decode(), "frosted_tail_served_info") == [
+        {"profile": "alpha-0.2", "head_precision": precision, "split": "rdcl", "runtime": "torch", "device": "cuda"}
+        for precision in ("float32", "int8")]

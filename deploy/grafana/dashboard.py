@@ -26,7 +26,7 @@ from typing import Literal
 
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as builders
-from grafana_foundation_sdk.builders import heatmap, prometheus, timeseries
+from grafana_foundation_sdk.builders import heatmap, prometheus, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as models
@@ -83,7 +83,7 @@ class Chart:
     description: str
     unit: str
     queries: tuple[Query, ...]
-    kind: Literal["timeseries", "heatmap"] = "timeseries"
+    kind: Literal["timeseries", "heatmap", "table"] = "timeseries"  # table: one row per series, its labels now
     threshold: float | None = None  # drawn as a red line: an alert's threshold
 
 
@@ -164,6 +164,12 @@ EDGE = Row("Edge agent (per camera)", (
           "flat in a healthy service (bench/results/soak.md); a steady climb is a leak.", "short",
           (Query("sum by (instance) (frosted_edge_asyncio_tasks)", "agent {{instance}}"),
            Query("sum by (instance) (frosted_tail_asyncio_tasks)", "tail {{instance}}"))),
+    Chart("Heads: runtime, device, precision, profile",
+          "What runs each agent's head and the noise profile it sends (frosted_edge_head_info), one row per "
+          "agent: which of a fleet run on a GPU, which are int8 (another head: the tail must be told to serve "
+          "it, frosted tail --serve-precision).", "short",
+          (Query("max by (instance, runtime, device, precision, profile) (frosted_edge_head_info)", ""),),
+          kind="table"),
 ))
 
 TAIL = Row("Cloud tail (all cameras)", (
@@ -194,6 +200,13 @@ TAIL = Row("Cloud tail (all cameras)", (
           "Detect streams the tail's limits refused per rate window: max_streams, max_streams_per_connection "
           "(RESOURCE_EXHAUSTED), idle (closed after --idle-timeout-seconds without a frame).", "short",
           (Query(f"sum by (reason) (increase(frosted_tail_streams_refused_total[{RATE}]))", "{{reason}}"),)),
+    Chart("Served profiles",
+          "What each tail replica serves (frosted_tail_served_info): a profile (clean: none) at the precision of "
+          "the heads it takes frames from, its split, and the runtime and device its tail runs on. An agent "
+          "whose head is not listed here is refused (FAILED_PRECONDITION; unknown_profile frames).", "short",
+          (Query("max by (instance, profile, head_precision, split, runtime, device) (frosted_tail_served_info)",
+                 ""),),
+          kind="table"),
 ))
 
 TRITON = Row(TRITON_ROW, (
@@ -262,9 +275,17 @@ ROWS = (EDGE, TAIL, TRITON)
 WIDTH, HEIGHT = 12, 8  # two charts a row
 
 
-def _panel(chart: Chart, panel_id: int) -> timeseries.Panel | heatmap.Panel:
-    panel: timeseries.Panel | heatmap.Panel
-    if chart.kind == "heatmap":
+# a table's columns: the labels; not the sample's time and value (always 1 for an _info series) or the job
+TABLE_HIDDEN = {"Time": True, "Value": True, "job": True, "__name__": True}
+
+
+def _panel(chart: Chart, panel_id: int) -> timeseries.Panel | heatmap.Panel | table.Panel:
+    panel: timeseries.Panel | heatmap.Panel | table.Panel
+    if chart.kind == "table":
+        panel = (table.Panel().show_header(True)
+                 .with_transformation(models.DataTransformerConfig(id_val="organize",
+                                                                   options={"excludeByName": TABLE_HIDDEN})))
+    elif chart.kind == "heatmap":
         panel = (heatmap.Panel().calculate(False)
                  .y_axis(heatmap.YAxisConfig().unit(chart.unit))
                  .color(heatmap.HeatmapColorOptions().mode(HeatmapColorMode.SCHEME).scheme("Oranges").fill("dark-orange").exponent(0.5)
@@ -290,6 +311,8 @@ def _panel(chart: Chart, panel_id: int) -> timeseries.Panel | heatmap.Panel:
                   .legend_format(query.legend))
         if chart.kind == "heatmap":
             target = target.format(PromQueryFormat.HEATMAP)
+        elif chart.kind == "table":  # the labels as they are now, not a history
+            target = target.format(PromQueryFormat.TABLE).instant()
         panel = panel.with_target(target)
     return panel
 

@@ -153,6 +153,11 @@ def check_device(device: str, runtime: str) -> str:
     return device
 
 
+def runs_on(runtime: str, device: str) -> str:
+    """Where ``runtime`` computes when asked for ``device``: TensorRT runs on the GPU whatever --device says."""
+    return "cuda" if runtime == "tensorrt" else device
+
+
 def cuda_torch(needed_by: str = "--device cuda") -> ModuleType:
     """torch, if it sees a CUDA device; else the one-line reason, naming what is missing."""
     import torch

@@ -36,10 +36,10 @@ def installed_version(runtime: str) -> str | None:
 
 def combinations(runtime: str) -> list[tuple[str, str]]:
     """Every (precision, device) ``runtime`` runs a head at somewhere; TensorRT's only device is the GPU."""
-    from facesplit.runtimes import DEVICES, PRECISIONS, UnknownRuntimeError, check_device, check_precision
+    from facesplit.runtimes import DEVICES, PRECISIONS, UnknownRuntimeError, check_device, check_precision, runs_on
 
     found = []
-    for device in ("cuda",) if runtime == "tensorrt" else DEVICES:
+    for device in dict.fromkeys(runs_on(runtime, d) for d in DEVICES):
         for precision in PRECISIONS:
             try:
                 check_device(device, runtime)
@@ -76,7 +76,7 @@ def runtimes(runtime: str | None, precision: str | None, device: str | None, lib
              json_path: Path | None) -> None:
     """List the runtimes, precisions and devices this machine can run, and why not; with --runtime, --precision
     or --device, only those, failing (exit 1) unless each can run."""
-    from facesplit.runtimes import RUNTIME_NAMES, UnknownRuntimeError, check_device, check_precision
+    from facesplit.runtimes import RUNTIME_NAMES, UnknownRuntimeError, check_device, check_precision, runs_on
 
     if runtime is not None:  # a combination no machine runs is a usage error, as in the verbs that run it
         try:
@@ -88,8 +88,7 @@ def runtimes(runtime: str | None, precision: str | None, device: str | None, lib
     for name in (runtime,) if runtime else RUNTIME_NAMES:
         version = installed_version(name)
         for at, on in combinations(name):
-            # TensorRT runs on the GPU whatever --device says (its only row says cuda)
-            if precision in (None, at) and (device in (None, on) or name == "tensorrt"):
+            if precision in (None, at) and (device is None or runs_on(name, device) == on):
                 rows.append(availability(name, version, at, on, not libraries_only))
     if json_path is not None:
         write_json(rows, json_path)

@@ -123,6 +123,7 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     config = TailServerConfig(listen=listen, max_batch=max_batch, max_delay=max_delay_ms / 1000, limits=limits,
                               tls=tls)
     check_limits(tails, limits)  # before the "serving" lines, so a refusal is the only line
+    metrics.declare_served(((t.name, t.precision, t.split) for t in tails.values()), runtime, device)
     for t in tails.values():
         on = f"runtime {runtime}" + (f" on {device}" if device != "cpu" else "")
         click.echo(f"serving {t.served_as} (alpha {t.alpha:g}, split {t.split}, {on}) fingerprint "
