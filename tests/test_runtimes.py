@@ -309,6 +309,25 @@ def test_onnxruntime_picks_its_gpu_providers_for_cuda(tmp_path):
         providers_for("cuda", ["CPUExecutionProvider"], tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
+def test_onnxruntime_on_cuda_refuses_to_fall_back_to_the_cpu(detector, graphs, monkeypatch):
+    """onnxruntime-gpu without CUDA's or cuDNN's libraries lists its CUDA provider, then starts the session on the
+    CPU with a logged error: that is one line and no runtime, not a GPU head silently on the CPU. Here the CPU
+    build claims the provider, and its real session falls back as such an install's does."""
+    import onnxruntime as ort
+
+    from facesplit.runtimes.graphs import cached_graph
+    from facesplit.runtimes.onnxruntime_runtime import OnnxRuntimeTail
+
+    path, spec = cached_graph(detector, "tail", "onnxruntime", graphs)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(RuntimeUnavailableError, match=r"^--device cuda --runtime onnxruntime: ONNX Runtime could "
+                                                      r"not start CUDAExecutionProvider \(.*\) and would run on "
+                                                      r"the CPU instead$"):
+        OnnxRuntimeTail(path, spec, 1, device="cuda")
+    assert OnnxRuntimeTail(path, spec, 1).session.get_providers() == ["CPUExecutionProvider"]
+
+
 def test_the_cpu_backend_draws_aes_noise_and_takes_tensors_too():
     """On the CPU the agent's noise is the AES sampler, as before; `add_noise` takes an activation already in a
     tensor (a GPU head's, here a CPU one) and gives the same numbers as from the array."""

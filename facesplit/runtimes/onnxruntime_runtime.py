@@ -48,6 +48,12 @@ class OnnxRuntimeGraph:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.spec = spec
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        if device == "cuda" and not set(self.session.get_providers()) & set(GPU_PROVIDERS):
+            # ONNX Runtime logs a provider it cannot start (missing CUDA or cuDNN libraries) and runs on the CPU
+            raise RuntimeUnavailableError("--device cuda --runtime onnxruntime: ONNX Runtime could not start "
+                                          f"{' or '.join(gpu_providers(ort.get_available_providers()))} (are "
+                                          "CUDA's and cuDNN's libraries installed where it looks?) and would run "
+                                          "on the CPU instead")
         self.outputs(np.zeros(spec.input_shape(1), np.float32))  # lazy set-up now, not on the first frame
 
     def outputs(self, values: np.ndarray) -> list[np.ndarray]:
