@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,18 @@ def json_option(help: str, dest: str = "json_path", default: str | None = None,
     writer names it)."""
     return click.option("--json", dest, type=click.Path(dir_okay=not checked, allow_dash=True, path_type=Path),
                         default=default, show_default=default is not None, metavar="FILE", help=help)
+
+
+def write_json(value: Any, json_path: Path) -> None:
+    """``value`` as indented JSON to the --json FILE ('-': stdout); a file it cannot write is one line."""
+    text = json.dumps(value, indent=1)
+    if str(json_path) == "-":
+        click.echo(text)
+        return
+    try:
+        json_path.write_text(text + "\n")
+    except OSError as exc:
+        raise click.FileError(str(json_path), hint=exc.strerror or str(exc)) from None
 
 
 def deprecated_alias(old: str, new: str, dest: str) -> Decorator:

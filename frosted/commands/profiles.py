@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
+
+from frosted.options import write_json
 
 
 @click.command()
@@ -19,13 +20,7 @@ def profiles(json_path: Path | None) -> None:
 
     rows = [describe(path) for path in shipped_profiles().values()]
     if json_path is not None:
-        if str(json_path) == "-":
-            click.echo(json.dumps(rows, indent=1))
-            return
-        try:
-            json_path.write_text(json.dumps(rows, indent=1) + "\n")
-        except OSError as exc:
-            raise click.FileError(str(json_path), hint=exc.strerror or str(exc)) from None
+        write_json(rows, json_path)
         return
     width = max((len(row["name"]) for row in rows), default=0)
     for row in rows:

@@ -7,13 +7,19 @@ what this says is what `frosted edge` and `frosted tail` would do. Nothing is ex
 from __future__ import annotations
 
 import importlib.metadata
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from frosted.options import device_option, json_option, precision_option, runtime_option
+from frosted.options import (
+    check_precision_option,
+    device_option,
+    json_option,
+    precision_option,
+    runtime_option,
+    write_json,
+)
 
 # the distributions that may provide each runtime's library, first found wins (onnxruntime-gpu is the CUDA build)
 DISTRIBUTIONS = {"torch": ("torch",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
@@ -76,14 +82,10 @@ def runtimes(runtime: str | None, precision: str | None, device: str | None, lib
              json_path: Path | None) -> None:
     """List the runtimes, precisions and devices this machine can run, and why not; with --runtime, --precision
     or --device, only those, failing (exit 1) unless each can run."""
-    from facesplit.runtimes import RUNTIME_NAMES, UnknownRuntimeError, check_device, check_precision, runs_on
+    from facesplit.runtimes import DEFAULT_DEVICE, DEFAULT_PRECISION, RUNTIME_NAMES, runs_on
 
     if runtime is not None:  # a combination no machine runs is a usage error, as in the verbs that run it
-        try:
-            check_device(device or "cpu", runtime)
-            check_precision(precision or "float32", runtime, device or "cpu")
-        except UnknownRuntimeError as exc:
-            raise click.UsageError(str(exc)) from None
+        check_precision_option(precision or DEFAULT_PRECISION, runtime, device or DEFAULT_DEVICE)
     rows = []
     for name in (runtime,) if runtime else RUNTIME_NAMES:
         version = installed_version(name)
@@ -101,13 +103,3 @@ def runtimes(runtime: str | None, precision: str | None, device: str | None, lib
     if (runtime or precision or device) and missing:  # asked: the first reason, in one line, and exit 1
         raise click.ClickException(missing[0]["reason"])
 
-
-def write_json(rows: list[dict[str, Any]], json_path: Path) -> None:
-    text = json.dumps(rows, indent=1)
-    if str(json_path) == "-":
-        click.echo(text)
-        return
-    try:
-        json_path.write_text(text + "\n")
-    except OSError as exc:
-        raise click.FileError(str(json_path), hint=exc.strerror or str(exc)) from None
