@@ -22,6 +22,7 @@ from tests.rig.servers import free_port
 from tests.test_live import start_tail_process
 
 PROMETHEUS = shutil.which("prometheus")
+DEADLINE_SECONDS = 120
 
 
 def query(port: int, promql: str) -> list[dict]:
@@ -38,7 +39,9 @@ def scrape(port: int) -> str:
 @pytest.mark.slow  # agent, tail and Prometheus in subprocesses
 @pytest.mark.skipif(PROMETHEUS is None, reason="Prometheus not installed (apt-get install prometheus; .ci/run does)")
 def test_prometheus_scrapes_both_sides_and_p99_per_stage_answers(tmp_path, weights_path):
-    clip = make_clip(tmp_path / "clip.mp4", seconds=25, fps=10, size=(640, 360))
+    # the clip outlasts the deadline: a loaded machine can start the agent late, and a clip that ends first
+    # takes the edge's /metrics with it before every stage has been scraped
+    clip = make_clip(tmp_path / "clip.mp4", seconds=DEADLINE_SECONDS, fps=10, size=(640, 360))
     tail_port, tail_metrics, edge_metrics, prom_port = free_port(), free_port(), free_port(), free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(f"""
@@ -60,7 +63,7 @@ scrape_configs:
     p99_by_stage = ("histogram_quantile(0.99, sum by (le, stage) "
                     "(rate(frosted_edge_stage_seconds_bucket{camera='gate'}[10s])))")
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + DEADLINE_SECONDS
         stages: dict[str, float] = {}
         tail_p99: list[dict] = []
         while time.monotonic() < deadline and edge.poll() is None:
