@@ -25,7 +25,9 @@ beside them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +86,25 @@ def write_repository(tails: Iterable[ServedTail], out: Path, options: TritonOpti
             _check_ours(out / name)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        # built whole in a hidden folder of the repository (one filesystem), then each model moved in by renames:
+        # an export that fails or is killed leaves the models already there as they were
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=".frosted-export-"))
     except OSError as exc:
-        raise TritonExportError(f"{out}: cannot create the folder ({exc.strerror or exc})") from None
-    return [_write_tail(tail, out, options) for tail in tails]
+        raise TritonExportError(f"{out}: cannot write the repository ({exc.strerror or exc})") from None
+    try:
+        summaries = [_write_tail(tail, staging, options) for tail in tails]
+        replaced = staging / ".replaced"
+        replaced.mkdir()
+        for summary in summaries:
+            for name in summary["models"]:
+                if (out / name).exists():
+                    os.replace(out / name, replaced / name)
+                os.replace(staging / name, out / name)
+    except OSError as exc:
+        raise TritonExportError(f"{out}: cannot write the repository ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summaries
 
 
 def _write_tail(tail: ServedTail, out: Path, options: TritonOptions) -> dict[str, Any]:
@@ -99,7 +117,7 @@ def _write_tail(tail: ServedTail, out: Path, options: TritonOptions) -> dict[str
               "noisy": str(tail.noisy).lower(), "split": tail.split, "head_precision": tail.precision,
               "input_size": f"{tail.input_width}x{tail.input_height}", "format": REPOSITORY_FORMAT}
     for name in names.values():
-        _fresh_model_dir(out / name)
+        (out / name).mkdir()
 
     # the graph once, with an FP16 input (the wire's dtype, so no model converts it on the way in)
     onnx_dir = out / names["tail-onnx"] / "1"
@@ -146,14 +164,6 @@ def _check_ours(path: Path) -> None:
     if not (config.is_file() and REPOSITORY_FORMAT.split("/")[0] in config.read_text(errors="replace")):
         raise TritonExportError(f"{path} exists and is not a model frosted export triton wrote: not replacing it "
                                 "(remove it, or choose another --out)")
-
-
-def _fresh_model_dir(path: Path) -> None:
-    """An empty folder for a model, replacing the one we wrote before."""
-    _check_ours(path)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
 
 
 def _take_float16_input(path: Path) -> None:

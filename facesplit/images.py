@@ -37,9 +37,12 @@ def max_image_pixels() -> int:
 def read_image_bgr(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """``path`` decoded as BGR; ``max_pixels`` defaults to `max_image_pixels()`."""
     if not path.is_file():
-        raise ImageError(f"{path}: image not found")
+        raise ImageError(f"{path}: " + ("a folder, not an image" if path.is_dir() else "image not found"))
     limit = max_image_pixels() if max_pixels is None else max_pixels
     size, pixels = _header_size(path)
+    if not pixels:
+        # a format whose size is unknown until decoded could decode to gigabytes: it is not decoded
+        raise ImageError(f"{path}: not a readable image (no image format whose size its header gives)")
     if pixels > limit:
         raise ImageError(f"{path}: {size} pixels, more than the {limit} allowed ({MAX_PIXELS_VARIABLE})")
     try:
@@ -65,7 +68,7 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def _header_size(path: Path) -> tuple[str, int]:
-    """("WxH", pixels) from the file's header alone (PIL opens lazily); ("", 0) when PIL cannot tell."""
+    """("WxH", pixels) from the file's header alone (PIL opens lazily); ("", 0) when it cannot be told."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit, not PIL's, decides
@@ -76,8 +79,32 @@ def _header_size(path: Path) -> tuple[str, int]:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         count = int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0)
         return str(count), count
-    except (OSError, ValueError, SyntaxError):  # not a format PIL reads: OpenCV decides, within its own limit
+    except (OSError, ValueError, SyntaxError):  # not a format PIL reads: the two OpenCV reads whose header we parse
+        return _opencv_only_header_size(path)
+
+
+# Radiance HDR ends its text header with a resolution line such as "-Y 1080 +X 1920"; PFM's second line is
+# "WIDTH HEIGHT". Both are formats OpenCV decodes and PIL cannot size, and both decode to float32 pixels: a small
+# file can claim a frame of gigabytes.
+_RADIANCE_SIZE = re.compile(rb"\n[-+]([YX]) (\d{1,9}) [-+]([YX]) (\d{1,9})\n")
+_PFM_SIZE = re.compile(rb"\APf?F?\s+(\d{1,9})\s+(\d{1,9})\s", re.IGNORECASE)
+
+
+def _opencv_only_header_size(path: Path) -> tuple[str, int]:
+    """("WxH", pixels) of a Radiance HDR or PFM file from its header; ("", 0) for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 << 10)
+    except OSError:
         return "", 0
+    if head.startswith((b"#?RADIANCE", b"#?RGBE")) and (found := _RADIANCE_SIZE.search(head)):
+        sizes = {found.group(1): int(found.group(2)), found.group(3): int(found.group(4))}
+        width, height = sizes.get(b"X", 0), sizes.get(b"Y", 0)
+    elif head[:2] in (b"PF", b"Pf") and (found := _PFM_SIZE.match(head)):
+        width, height = int(found.group(1)), int(found.group(2))
+    else:
+        return "", 0
+    return f"{width}x{height}", width * height
 
 
 def _last_line(text: str) -> str:

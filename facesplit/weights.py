@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,7 @@ from tqdm import tqdm
 
 from facesplit.errors import FrostedError
 from facesplit.faceboxes import DEFAULT_SPLIT, FaceBoxes
+from facesplit.outputs import check_writable, replacing
 
 WEIGHTS_FILENAME = "FaceBoxesProd.pth"
 OFFICIAL_SHA256 = "c0cb2b1e40710c0aa5fc32a8759b1496a0fe0a126c907ca0ffe35b4bd0709d09"
@@ -90,30 +90,26 @@ def download_weights(url: str = OFFICIAL_URL, destination: Path | None = None,
                      expected_sha256: str = OFFICIAL_SHA256, timeout_s: float = 60.0) -> Path:
     """Fetch ``url`` into ``destination`` (default: the cache), verifying its sha256 before it lands."""
     destination = destination or cache_path()
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(destination)  # before the download, not after it
     digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=destination.parent, prefix=".download-", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
+    with replacing(destination) as partial, partial.open("wb") as file:
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(total=total, unit="B", unit_scale=True, desc=WEIGHTS_FILENAME) as bar:
                     for block in iter(lambda: response.read(1 << 16), b""):
                         digest.update(block)
-                        tmp.write(block)
+                        file.write(block)
                         bar.update(len(block))
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            tmp_path.unlink(missing_ok=True)
             if isinstance(exc, urllib.error.HTTPError):
                 reason = f"HTTP {exc.code} {exc.reason}"
             else:
                 reason = getattr(exc, "reason", None) or exc
             raise WeightsError(f"download of {url} failed: {reason}") from None
-    if digest.hexdigest() != expected_sha256:
-        tmp_path.unlink(missing_ok=True)
-        raise WeightsError(f"download of {url} has sha256 {digest.hexdigest()}, expected {expected_sha256}; "
-                           "nothing was saved")
-    tmp_path.replace(destination)
+        if digest.hexdigest() != expected_sha256:  # raised inside: the partial file is removed, nothing lands
+            raise WeightsError(f"download of {url} has sha256 {digest.hexdigest()}, expected {expected_sha256}; "
+                               "nothing was saved")
     return destination
 
 

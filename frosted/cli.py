@@ -75,9 +75,12 @@ class LazyCommands(MutableMapping[str, click.Command]):
         return len(self.verbs.keys() | self.loaded.keys())
 
 
+INTERRUPTED = 130  # the shell's status for a command ended by SIGINT (128 + 2), so scripts can tell it apart
+
+
 class FrostedGroup(click.Group):
     """Verbs imported lazily; turns the errors a user can fix into one line on stderr and exit status 1,
-    without a traceback."""
+    without a traceback, and Ctrl-C into status 130."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -88,6 +91,9 @@ class FrostedGroup(click.Group):
             return super().invoke(ctx)
         except FrostedError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:  # outputs are written whole or not at all (facesplit.outputs): none is half there
+            click.echo("Interrupted.", err=True)
+            ctx.exit(INTERRUPTED)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """click's listing, with the help kept in VERBS for verbs not imported yet."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -42,18 +45,33 @@ class InputSizeType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, refusing NaN and infinities: NaN fails no comparison, so FloatRange lets it through."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+MAX_THREADS = 1024  # far above any machine's cores; torch crashes on absurd counts instead of refusing them
+MAX_SEED = 2**32 - 1  # what every generator a seed feeds (numpy's, torch's, the noise's AES key) accepts
+SEED_TYPE = click.IntRange(0, MAX_SEED)
+
+
 def model_options(default_size: str = "1024") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--weights, --split, --input-size and --threads."""
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         f = click.option("--split", type=click.Choice(SPLIT_NAMES), default=None,
                          help="Where the head ends and the tail begins: after the RDCL, or after that "
                               f"Inception block (default: the noise profile's split, else {DEFAULT_SPLIT_NAME}).")(f)
-        f = click.option("--threads", type=click.IntRange(1), default=None,
+        f = click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
                          help="CPU threads of the runtime (default: its choice, one per core).")(f)
         f = click.option("--input-size", type=InputSizeType(), default=default_size, show_default=True,
                          help="Model input: WIDTHxHEIGHT letterbox (multiples of 32), one side for a "
                               "square, or 'native' (each image at its own size, padded to /32).")(f)
-        return click.option("--weights", type=click.Path(path_type=Path), default=None,
+        return click.option("--weights", type=click.Path(path_type=Path), default=None, metavar="FILE",
                             help="FaceBoxes checkpoint (default: $FROSTED_WEIGHTS, then the cache).")(f)
     return decorate
 
@@ -92,8 +110,8 @@ def precision_options(default: str | None = DEFAULT_PRECISION) -> Callable[[Call
     """--precision and --calibration: what the head computes in, one spelling in every verb that runs it."""
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         f = click.option("--calibration", type=click.Path(file_okay=False, path_type=Path), default=None,
-                         metavar="FOLDER",
-                         help="With --precision int8: calibrate on the images in FOLDER, frames like the camera's "
+                         metavar="DIR",
+                         help="With --precision int8: calibrate on the images in DIR, frames like the camera's "
                               "(default: MIT+CMU folds 1-5 of the shared data).")(f)
         return precision_option(default)(f)
     return decorate
@@ -118,9 +136,9 @@ def coco_options(purpose: str) -> Callable[[Callable[..., Any]], Callable[..., A
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         f = click.option("--folds", type=click.IntRange(1), default=10, show_default=True,
                          help="Split the COCO images (sorted by name) into this many contiguous folds.")(f)
-        f = click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
+        f = click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
                          help="Folder of the COCO set's images (default: 'images' beside labels.json).")(f)
-        return click.option("--coco", "coco_labels", type=click.Path(path_type=Path), default=None,
+        return click.option("--coco", "coco_labels", type=click.Path(path_type=Path), default=None, metavar="FILE",
                             help=f"COCO labels.json of a face set {purpose}.")(f)
     return decorate
 
@@ -129,7 +147,7 @@ def coco_options(purpose: str) -> Callable[[Callable[..., Any]], Callable[..., A
 #   --out PATH         where the verb writes the files it makes: a FILE when it makes one (fit-noise's profile,
 #                      weights download's checkpoint), a DIRECTORY when it makes several (attack's report and
 #                      plots, detect's drawn images); the metavar says which.
-#   --json FILE        the machine-readable output, to FILE; '-' is stdout. Nothing is written unless asked,
+#   --json [FILE]      the machine-readable output, to FILE; '-' or no FILE is stdout. Nothing is written unless asked,
 #                      except where the JSON lines are the verb's product (detect, edge, demo: stdout by default).
 #   --threshold P      faces scoring at least P are the ones reported, counted and sent: DEFAULT_THRESHOLD.
 #   --seed INTEGER     reproducible randomness, for evaluation only; without it every draw is fresh from the OS's
@@ -145,7 +163,7 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def threshold_option(help: str) -> Decorator:
-    return click.option("--threshold", type=click.FloatRange(0, 1), default=DEFAULT_THRESHOLD, show_default=True,
+    return click.option("--threshold", type=FiniteFloatRange(0, 1), default=DEFAULT_THRESHOLD, show_default=True,
                         help=help)
 
 
@@ -160,27 +178,68 @@ def serve_precision_option() -> Decorator:
 
 def seed_option(help: str = "Reproducible noise, for evaluation only (default: fresh noise from the OS's "
                             "CSPRNG).") -> Decorator:
-    return click.option("--seed", type=int, default=None, help=help)
+    return click.option("--seed", type=SEED_TYPE, default=None, metavar="INTEGER", help=help)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def _not_an_image(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    # `--json photo.jpg other.jpg` (the file forgotten) would overwrite a photo
+    if value is not None and value.suffix.lower() in IMAGE_SUFFIXES:
+        raise click.BadParameter(f"{value}: looks like an image, not a JSON file", ctx, param)
+    return value
 
 
 def json_option(help: str, dest: str = "json_path", default: str | None = None,
                 checked: bool = True) -> Decorator:
-    """--json FILE ('-': stdout); ``checked``: a folder is refused as the options are read (else the verb's
-    writer names it)."""
+    """--json [FILE] (bare, or '-': stdout); ``checked``: a folder is refused as the options are read (else the
+    verb's writer names it). A FILE named like an image is refused: it is a photo the user forgot to put first."""
     return click.option("--json", dest, type=click.Path(dir_okay=not checked, allow_dash=True, path_type=Path),
-                        default=default, show_default=default is not None, metavar="FILE", help=help)
+                        is_flag=False, flag_value="-", default=default, show_default=default is not None,
+                        metavar="[FILE]", help=help, callback=_not_an_image)
+
+
+def check_outputs(outputs: dict[str, Path | None], inputs: Iterable[Path] = (), folders: Iterable[str] = ()
+                  ) -> None:
+    """Before the work: no output (by option name; None and '-' skipped; those named in ``folders`` are folders)
+    is one of ``inputs`` or the same file as another (a usage error, exit status 2), and each can be written
+    (exit status 1, as any file the machine refuses)."""
+    from facesplit.outputs import OutputError, check_distinct, check_writable
+
+    try:
+        check_distinct(outputs, inputs)
+    except OutputError as exc:
+        raise click.UsageError(str(exc)) from None
+    folders = set(folders)
+    for name, path in outputs.items():
+        if path is not None:
+            check_writable(path, folder=name in folders)
 
 
 def write_json(value: Any, json_path: Path) -> None:
-    """``value`` as indented JSON to the --json FILE ('-': stdout); a file it cannot write is one line."""
+    """``value`` as indented JSON to the --json FILE ('-': stdout), whole or not at all."""
+    from facesplit.outputs import write_text
+
     text = json.dumps(value, indent=1)
     if str(json_path) == "-":
-        click.echo(text)
+        write_lines(sys.stdout, text)
         return
+    write_text(json_path, text + "\n")
+
+
+def write_lines(out: TextIO, text: str, flush: bool = True) -> None:
+    """``text`` and a newline to ``out``; a stream that cannot take it (a full disk, a closed pipe) is one line
+    and exit status 1, not a traceback (nor one more as Python flushes stdout on its way out)."""
     try:
-        json_path.write_text(text + "\n")
+        out.write(text + "\n")
+        if flush:
+            out.flush()
     except OSError as exc:
-        raise click.FileError(str(json_path), hint=exc.strerror or str(exc)) from None
+        if out is sys.stdout:  # what is still buffered would fail again as Python exits
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        name = "stdout" if out is sys.stdout else str(getattr(out, "name", out))
+        raise click.ClickException(f"{name}: cannot write ({exc.strerror or exc})") from None
 
 
 def deprecated_alias(old: str, new: str, dest: str) -> Decorator:

@@ -19,6 +19,7 @@ from facesplit.detector import SplitDetector
 from facesplit.errors import FrostedError
 from facesplit.noise.profile import NoiseProfile
 from facesplit.noise.shipped import load_profile_for
+from facesplit.outputs import write_text
 from privacy_attack.datasets import Photo, attacker_photos, read_unlabelled
 from privacy_attack.decoder import build_bank
 from privacy_attack.reid import ReidUnavailableError, default_encoder
@@ -158,7 +159,7 @@ def write_report(out: Path, runs: dict[str, AttackRun], accuracies: dict[str, di
                    "strongest": {k: strongest(results["attacks"], k) for k in results["k_values"]}}
                   for name, results in profiles.items() if "accuracy" in results]
         report["tradeoff"] = plot_tradeoff(points, out / "tradeoff.png").name
-    (out / "attack.json").write_text(json.dumps(report, indent=1))
+    write_text(out / "attack.json", json.dumps(report, indent=1))
     return report
 
 

@@ -20,6 +20,7 @@ from facesplit.faceboxes import SPLITS
 from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.profile import split_of
 from facesplit.noise.shipped import load_profile_for, shipped_profiles
+from facesplit.outputs import write_text
 from privacy_attack.at_scale import ScaleConfig, as_image, measure_split, prepare_scale, rank1_key, victims_from
 from privacy_attack.crops import head_splits
 from privacy_attack.descriptors import describe
@@ -217,8 +218,8 @@ def write_outputs(report: dict, out: Path, stem: str) -> list[Path]:
     grid = report.get("_grid", {})
     report = {key: value for key, value in report.items() if key != "_grid"}
     paths = [out / f"{stem}.json", out / f"{stem}.md"]
-    paths[0].write_text(json.dumps(report, indent=1))
-    paths[1].write_text(markdown(report) + "\n")
+    write_text(paths[0], json.dumps(report, indent=1))
+    write_text(paths[1], markdown(report) + "\n")
     if report["accuracy"]:
         paths.append(plot_ap_against_identity(report, out / f"{stem}.png"))
     if grid:

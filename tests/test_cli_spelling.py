@@ -8,7 +8,7 @@ import click
 import pytest
 
 from frosted.cli import VERBS, cli
-from frosted.options import DEFAULT_THRESHOLD
+from frosted.options import DEFAULT_THRESHOLD, FiniteFloatRange
 
 # Old spellings: hidden deprecated aliases at most, never in --help.
 OLD = ("--output", "--to", "--score-threshold", "--draw")
@@ -55,6 +55,18 @@ def violations(command: click.Command) -> set[str]:
         if "--out" in names and not (isinstance(param.type, click.Path)
                                      and param.type.file_okay != param.type.dir_okay):
             found.add("--out is neither a FILE nor a DIRECTORY")
+        if "--json" in names and param.flag_value != "-":
+            found.add("--json alone does not mean stdout")
+        if isinstance(param.type, click.Path):
+            expected = ({"DIR"} if not param.type.file_okay else {"FILE", "[FILE]"} if not param.type.dir_okay
+                        else {"FILE", "[FILE]", "DIR", "PATH"})
+            if param.metavar not in expected:
+                found.add(f"{names[0]}: metavar {param.metavar!r}, not one of {sorted(expected)}")
+        if (isinstance(param.type, click.FloatRange) and not isinstance(param.type, FiniteFloatRange)) \
+                or param.type is click.FLOAT:
+            found.add(f"{names[0]}: a float that NaN passes (use FiniteFloatRange)")
+        if isinstance(param.type, click.IntRange) and {"--threads", "--seed"} & set(names) and param.type.max is None:
+            found.add(f"{names[0]}: no upper bound (absurd values crash torch or the generators)")
     return found
 
 

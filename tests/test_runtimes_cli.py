@@ -107,6 +107,7 @@ def test_a_combination_no_machine_runs_is_a_usage_error():
 
 
 def test_an_unwritable_json_file_is_one_line(tmp_path: Path):
-    result = invoke_frosted("runtimes", "--json", str(tmp_path / "no" / "such" / "runtimes.json"))
+    (tmp_path / "a-file").write_text("")
+    result = invoke_frosted("runtimes", "--json", str(tmp_path / "a-file" / "runtimes.json"))
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "runtimes.json" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +28,11 @@ class LabelledImage:
 def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
     """Every image listed in ``labels`` (faces or not), sorted by file name; boxes of all categories."""
     try:
-        text = labels.read_text()
+        text = labels.read_text(encoding="utf-8")
     except OSError as exc:
         raise DatasetError(f"{labels}: cannot read COCO labels ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{labels}: not UTF-8 text, as COCO JSON is (byte {exc.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -45,6 +48,8 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
     for i, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
             raise DatasetError(f"{labels}: images[{i}] needs an 'id' and a 'file_name'")
+        if image["id"] in files:
+            raise DatasetError(f"{labels}: images[{i}] has id {image['id']!r}, which an earlier image has too")
         files[image["id"]] = image["file_name"]
         width, height = image.get("width"), image.get("height")
         if all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in (width, height)):
@@ -53,9 +58,10 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
     for i, ann in enumerate(data["annotations"]):
         bbox = ann.get("bbox") if isinstance(ann, dict) else None
         if (not isinstance(bbox, list) or len(bbox) != 4
-                or not all(isinstance(v, int | float) for v in bbox) or bbox[2] < 0 or bbox[3] < 0):
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
+                or bbox[2] < 0 or bbox[3] < 0):
             raise DatasetError(f"{labels}: annotations[{i}] needs a 'bbox' [x, y, width, height] of 4 "
-                               f"numbers with width, height >= 0, got {bbox!r}")
+                               f"finite numbers with width, height >= 0, got {bbox!r}")
         if ann.get("image_id") not in files:
             raise DatasetError(f"{labels}: annotations[{i}] refers to image_id {ann.get('image_id')!r}, "
                                "which 'images' does not list")
@@ -67,7 +73,10 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
         path = images_dir / name
         if not path.is_file():
             raise DatasetError(f"{path}: image listed in {labels} not found")
-        width, height = sizes.get(image_id) or image_size(path)
+        width, height = image_size(path)
+        if image_id in sizes and sizes[image_id] not in ((width, height), (height, width)):  # swapped: EXIF-rotated
+            raise DatasetError(f"{labels}: {name} is {width}x{height}, but the labels say "
+                               f"{sizes[image_id][0]:g}x{sizes[image_id][1]:g}: labels of another copy of it?")
         faces = np.array(boxes[image_id], dtype=np.float32).reshape(-1, 4)
         result.append(LabelledImage(name, path, truth_in_image(faces, width, height)))
     return result

@@ -14,6 +14,7 @@ from facesplit.evaluation.coco import LabelledImage
 from facesplit.evaluation.errors import DatasetError
 from facesplit.evaluation.noise import ImageNoise
 from facesplit.images import read_image_bgr
+from facesplit.outputs import write_text
 
 
 def detect_images(detector: SplitDetector, images: Iterable[LabelledImage],
@@ -39,17 +40,17 @@ def detection_record(key: str, boxes: np.ndarray, exact: bool = False) -> dict:
 
 
 def save_detections(path: Path, detections: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for key, boxes in detections.items():
-            f.write(json.dumps(detection_record(key, boxes, exact=True)) + "\n")
+    write_text(path, "".join(json.dumps(detection_record(key, boxes, exact=True)) + "\n"
+                             for key, boxes in detections.items()))
 
 
 def load_detections(path: Path) -> dict[str, np.ndarray]:
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read detections ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text, as saved detections are (byte {exc.start})") from None
     detections = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -99,7 +99,9 @@ def read_fold_file(path: Path) -> FoldFile | None:
 def _fold_score(pool: dict | None, number: int, ious: tuple[str, ...]) -> FoldScore | None:
     if pool is None:
         return None
-    faces = int(pool["faces"])
+    faces, images = int(pool["faces"]), int(pool["images"])
+    if faces < 0 or images < 0:
+        raise ValueError(f"{faces} faces in {images} images")
     curves = {}
     for iou in ious:
         by_iou = pool["by_iou"][iou]
@@ -107,13 +109,15 @@ def _fold_score(pool: dict | None, number: int, ious: tuple[str, ...]) -> FoldSc
         hits = np.array(by_iou["hits"], dtype=bool).reshape(-1)
         if len(scores) != len(hits):
             raise ValueError(f"IoU {iou}: {len(scores)} scores but {len(hits)} match flags")
+        if not np.isfinite(scores).all() or int(hits.sum()) > faces:  # an AP outside [0, 1] would follow
+            raise ValueError(f"IoU {iou}: {int(hits.sum())} matches of {faces} faces, or a score not finite")
         curves[iou] = curve_of(scores, hits, faces)
     roc = None
     if (steps := pool.get("fddb_roc_steps")) is not None:
         roc = RocSteps(np.array(steps["thresholds"], dtype=np.float64).reshape(-1),
                        np.array(steps["changes"], dtype=np.float64).reshape(-1, 3), int(steps["faces"]),
                        bool(steps["any_without_detections"]))
-    return FoldScore(number, str(pool["name"]), int(pool["images"]), faces, curves, roc)
+    return FoldScore(number, str(pool["name"]), images, faces, curves, roc)
 
 
 def read_fold_folder(folder: Path, cache: dict[Path, tuple[tuple[int, int], FoldFile | None]] | None = None

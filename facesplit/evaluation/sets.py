@@ -73,7 +73,7 @@ def coco_set(labels: Path, images_dir: Path, folds: int = 10, limit: int | None 
     if not images:
         raise DatasetError(f"{labels}: no images to evaluate")
     split = split_into_folds(images, folds)
-    return EvalSet(name or labels.parent.name, tuple(tuple(f) for f in split))
+    return EvalSet(name or labels.absolute().parent.name, tuple(tuple(f) for f in split))
 
 
 def fddb_set(root: Path, limit: int | None = None, need_images: bool = True) -> EvalSet:

@@ -46,6 +46,7 @@ from facesplit.noise.dct import (
 )
 from facesplit.noise.sampler import GaussianStream
 from facesplit.noise.streams import NoiseStream
+from facesplit.outputs import replacing
 
 FORMAT = "frosted-noise-profile/1"
 FORMAT_WITH_BASIS = "frosted-noise-profile/2"  # a /1 reader must refuse a profile with a basis, not misapply it
@@ -157,8 +158,8 @@ class NoiseProfile:
         metadata = {"format": file_format, "alpha": repr(self.alpha),
                     "input_size": f"{self.input_size[0]}x{self.input_size[1]}", "split": self.split,
                     "head_fingerprint": self.head_fingerprint, "fitted_on": json.dumps(self.fitted_on)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(path), metadata=metadata)
+        with replacing(path) as partial:
+            save_file(tensors, str(partial), metadata=metadata)
 
     @classmethod
     def load(cls, path: Path, head_fingerprint: str | None = None, input_size: tuple[int, int] | None = None,

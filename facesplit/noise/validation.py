@@ -10,11 +10,11 @@ record says so. Only the header is rewritten: the tensors, hence the profile's f
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from facesplit.noise.profile import MAX_HEADER_BYTES, ProfileError, read_header, read_metadata
+from facesplit.outputs import write_bytes
 
 VALIDATED_HEADS = "validated_heads"  # the metadata key: {precision: what was measured}
 
@@ -46,12 +46,7 @@ def record_validation(path: Path, precision: str, measured: dict[str, Any]) -> N
     encoded += b" " * (-len(encoded) % 8)  # safetensors pads its header to 8 bytes, so the tensors stay aligned
     if len(encoded) > MAX_HEADER_BYTES:
         raise ProfileError(f"{path}: the header would pass safetensors' limit")
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_bytes(path, len(encoded).to_bytes(8, "little") + encoded + data)
 
 
 DEFAULT_CALIBRATION = "MIT+CMU folds 1-5 (the default)"  # what a record says of `facesplit.runtimes.int8`'s default

@@ -24,6 +24,7 @@ from facesplit.detector import SplitDetector, at_split, with_tail
 from facesplit.noise.profile import read_metadata
 from facesplit.noise.shipped import load_profile_for, resolve_profile
 from facesplit.noise.validation import DEFAULT_CALIBRATION
+from facesplit.outputs import write_text
 from facesplit.preprocess import InputSize
 from facesplit.runtimes import DEFAULT_PRECISION
 from facesplit.runtimes.graphs import GRAPH_FORMAT, MAX_BATCH, OPSET, ExportError, GraphSpec, Part, export_graph
@@ -69,10 +70,7 @@ def export_onnx(detector: SplitDetector, profiles: list[str], sizes: list[InputS
         graphs.append(_write(tuned, "tail", out / f"tail-{stem}-{tuned.input_size}.onnx", stem, fingerprint))
     manifest = {"format": GRAPH_FORMAT, "opset": OPSET, "torch": torch.__version__, "split": split,
                 "max_batch": MAX_BATCH, "noise": NOISE_NOTE, "graphs": graphs}
-    try:
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    except OSError as exc:
-        raise ExportError(f"{out / MANIFEST}: cannot write the manifest ({exc.strerror or exc})") from None
+    write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 

@@ -29,6 +29,7 @@ import torch
 
 from facesplit.detector import SplitDetector
 from facesplit.errors import FrostedError
+from facesplit.outputs import replacing
 from facesplit.runtimes import EXTRAS, require
 from facesplit.weights import head_fingerprint
 
@@ -108,12 +109,7 @@ def export_graph(detector: SplitDetector, part: Part, path: Path, runtime: str |
     module = detector.model.head if part == "head" else detector.model.tail  # batch norm fused
     example = torch.zeros(spec.input_shape(2))  # batch 2: a batch of 1 would be specialised into the graph
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"{path.parent}: cannot create the folder ({exc.strerror or exc})") from None
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with replacing(path) as partial:
         with quiet(), torch.inference_mode(False), torch.no_grad():
             program = torch.onnx.export(module.eval(), (example,), dynamo=True, verbose=False,
                                         input_names=[spec.input_name], output_names=list(spec.output_names),
@@ -121,11 +117,6 @@ def export_graph(detector: SplitDetector, part: Part, path: Path, runtime: str |
             assert program is not None
             program.save(str(partial))
         onnx.checker.check_model(str(partial))
-        os.replace(partial, path)
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot write the graph ({exc.strerror or exc})") from None
-    finally:
-        partial.unlink(missing_ok=True)
     return spec
 
 
@@ -182,12 +173,8 @@ def derived_graph(path: Path, suffix: str, derive: Callable[[Any], Any]) -> Path
 
     made = path.with_name(f"{path.stem}-{suffix}.onnx")
     if not made.is_file():
-        partial = made.with_name(f".{made.name}.{os.getpid()}.partial")
-        try:
+        with replacing(made) as partial:
             onnx.save(derive(onnx.load(str(path))), str(partial))
-            os.replace(partial, made)
-        finally:
-            partial.unlink(missing_ok=True)
     return made
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from facesplit.detector import SplitDetector
 from facesplit.errors import FrostedError
 from facesplit.images import read_image_bgr
+from facesplit.outputs import replacing
 from facesplit.preprocess import preprocess
 from facesplit.runtimes import EXTRAS, HeadRuntime, require
 from facesplit.runtimes.graphs import HEAD_INPUT, GraphSpec, cached_graph, derived_graph, graph_cache_dir, quiet
@@ -131,15 +132,11 @@ def _quantize(nncf: Any, float_path: Path, path: Path, inputs: list[np.ndarray],
 
     model = onnx.load(str(float_path))
     fix = OverflowFix.FIRST_LAYER if overflow_fix else OverflowFix.DISABLE
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with quiet(("nncf",)):
-            quantized = nncf.quantize(model, nncf.Dataset(inputs, lambda x: {HEAD_INPUT: x}), subset_size=len(inputs),
-                                      advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix))
+    with quiet(("nncf",)):
+        quantized = nncf.quantize(model, nncf.Dataset(inputs, lambda x: {HEAD_INPUT: x}), subset_size=len(inputs),
+                                  advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix))
+    with replacing(path) as partial:
         onnx.save(quantized, str(partial))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def signed_graph(path: Path) -> Path:

@@ -15,13 +15,13 @@ with the reason.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facesplit.outputs import write_bytes
 from facesplit.runtimes import DEFAULT_PRECISION, GraphHead, GraphTail, require_for_runtime
 from facesplit.runtimes import cuda_torch as cuda_torch_for
 from facesplit.runtimes.graphs import MAX_BATCH, ExportError, GraphSpec, float16_graph
@@ -76,9 +76,7 @@ class TensorRtGraph:
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise ExportError(f"{path}: TensorRT could not build an engine from the graph")
-        partial = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.partial")
-        partial.write_bytes(bytes(serialized))
-        os.replace(partial, engine_path)
+        write_bytes(engine_path, bytes(serialized))
 
     def outputs(self, values: np.ndarray) -> list[np.ndarray]:
         torch, spec = self.torch, self.spec

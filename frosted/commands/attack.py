@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from frosted.options import model_options
+from frosted.options import MAX_SEED, FiniteFloatRange, check_outputs, model_options
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -18,9 +18,12 @@ def _seed(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     if value is None or value == "random":  # 'random': the old spelling of no seed, still accepted
         return None
     try:
-        return int(value)
+        seed = int(value)
     except ValueError:
         raise click.BadParameter(f"{value!r}: expected an integer or 'random'") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise click.BadParameter(f"{value}: expected 0-{MAX_SEED} or 'random'")
+    return seed
 
 
 @click.command()
@@ -33,7 +36,7 @@ def _seed(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @click.option("--attack", type=click.Choice(["decoder", "inversion", "both"]), default="both", show_default=True,
               help="decoder: a net trained on noisy activations of the attacker's own photos; inversion: "
                    "optimise an image to explain the activation. 'both' also reports the stronger.")
-@click.option("--decoder-seconds", type=click.FloatRange(0, min_open=True), default=120.0, show_default=True,
+@click.option("--decoder-seconds", type=FiniteFloatRange(0, min_open=True), default=120.0, show_default=True,
               help="Training budget of the decoder, per profile.")
 @click.option("--inversion-steps", type=click.IntRange(1), default=200, show_default=True,
               help="Optimisation steps of the inversion, per victim and k (about 0.1 s each on 2 cores). Fewer "
@@ -50,17 +53,17 @@ def _seed(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
                    "Default: the shared folder's data/faces/attacker.")
 @click.option("--scales", default="48,96,192", show_default=True, metavar="PX[,PX...]",
               help="With --victims DIR: face sizes (box side in pixels at the model input) to place victims at.")
-@click.option("--probe-seconds", type=click.FloatRange(0, min_open=True), default=120.0, show_default=True,
+@click.option("--probe-seconds", type=FiniteFloatRange(0, min_open=True), default=120.0, show_default=True,
               help="With --victims DIR: training budget of the identity probe's MLP, per profile and k.")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Attack only the first N victims (quick runs); re-identification still searches all of them.")
 @click.option("--ap-limit", type=click.IntRange(1), default=None,
               help="Measure AP on only the first N held-out photos of each face set (quick runs; default all).")
-@click.option("--shared", type=click.Path(file_okay=False, path_type=Path), envvar="FROSTED_SHARED",
+@click.option("--shared", type=click.Path(file_okay=False, path_type=Path), metavar="DIR", envvar="FROSTED_SHARED",
               default="../shared", show_default=True, show_envvar=True,
               help="Shared data folder with data/faces/unlabelled (victims) and data/faces/mitcmu (the attacker's "
                    "photos).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("attack-out"),
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("attack-out"), metavar="DIR",
               show_default=True,
               help="Folder for attack.json, grid-<attack>.png (original | no noise | each profile at the "
                    "smallest and largest k) and tradeoff.png (AP against face SSIM and re-identification).")
@@ -105,6 +108,7 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
     from privacy_attack.report import ATTACKS, AttackConfig
 
     started = time.perf_counter()
+    check_outputs({"--out": out}, folders=["--out"])  # before minutes of attacking, not after
     if victims not in ("all", "labelled"):
         if attack != "both" or limit is not None or draws != 1:
             raise click.UsageError("--attack, --limit and --draws apply to the unlabelled set's whole-frame "
@@ -114,6 +118,9 @@ def attack(noise: tuple[str, ...], k_values: tuple[int, ...], attack: str, decod
         return
     if attacker_dirs:
         raise click.UsageError("--attacker goes with --victims DIR")
+    if click.get_current_context().get_parameter_source("scales") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--scales places the faces of --victims DIR; the unlabelled set's photos are "
+                               "attacked as they are")
     if input_size.native:
         raise click.UsageError("the attack needs a fixed --input-size (profiles are fitted for one), not 'native'")
     split = split_for(split, [name for name in noise if name not in NO_NOISE_ALIASES])

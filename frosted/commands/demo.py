@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 import click
 
 from facesplit.noise import DEFAULT_PROFILE
-from frosted.options import deprecated_alias, json_option, model_options
+from frosted.options import FiniteFloatRange, deprecated_alias, json_option, model_options
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
 
 
 @click.command()
-@click.option("--seconds", type=click.FloatRange(min=0.5), default=4.0, show_default=True,
+@click.option("--seconds", type=FiniteFloatRange(0.5, 3600), default=4.0, show_default=True,
               help="Length of the clip streamed through the service.")
 @click.option("--noise", "profile", default=DEFAULT_PROFILE, show_default=True, metavar="PROFILE",
               help="Noise profile the agent applies and the tail serves.")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import click
 
+from facesplit.outputs import input_overwritten, replacing
 from frosted.options import (
     DEFAULT_SPLIT_NAME,
+    check_outputs,
     check_precision_option,
     deprecated_alias,
     device_option,
@@ -18,13 +21,11 @@ from frosted.options import (
     precision_options,
     runtime_option,
     threshold_option,
+    write_lines,
 )
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
-
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-
 
 @click.command()
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
@@ -32,7 +33,7 @@ _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".
               help="Also detect on a photo scikit-image ships, e.g. 'astronaut' (repeatable).")
 @threshold_option("Report faces scoring at least this (the operating threshold 'eval' counts at).")
 @json_option("Write the JSON lines here ('-': stdout).", default="-")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Write each image with its boxes drawn into this folder.")
 @deprecated_alias("--draw", "--out", "out")
 @model_options()
@@ -51,30 +52,47 @@ def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float,
     if not images and not samples:
         raise click.UsageError("give at least one IMAGE or --sample NAME")
     check_precision_option(precision, runtime, device, calibration)
+    drawn = _drawn_paths(images, samples, out)
+    # before the model loads: an output that cannot be written, or would overwrite an input, fails at once
+    check_outputs({"--json": json_path, "--out": out}, images, folders=["--out"])
+    for key, path in drawn.items():
+        if input_overwritten(path, images) is not None:
+            raise click.BadParameter(f"{out}: the drawing of {key} would overwrite {path}, an input: choose another "
+                                     "folder", param_hint="--out")
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise click.BadParameter(f"{out}: cannot create the folder ({exc.strerror})",
                                      param_hint="--out") from None
-    if json_path.suffix.lower() in _IMAGE_SUFFIXES:  # `--json photo.jpg other.jpg` would overwrite a photo
-        raise click.BadParameter(f"{json_path}: looks like an image, not a JSON lines file", param_hint="--json")
-    try:  # before the model loads: an output that cannot be written fails at once
-        lines = sys.stdout if str(json_path) == "-" else json_path.open("w")
-    except OSError as exc:
-        raise click.FileError(str(json_path), hint=exc.strerror or str(exc)) from None
-    try:
-        failures = _detect_all(images, samples, threshold, lines, out, weights, split, input_size, threads, runtime,
-                               precision, calibration, device)
-    finally:
-        if lines is not sys.stdout:
-            lines.close()
+    with contextlib.ExitStack() as stack:
+        lines: TextIO = (sys.stdout if str(json_path) == "-"
+                         else stack.enter_context(stack.enter_context(replacing(json_path)).open("w")))
+        failures = _detect_all(images, samples, threshold, lines, drawn, weights, split, input_size, threads,
+                               runtime, precision, calibration, device)
     if failures:
         sys.exit(1)
 
 
+def _drawn_paths(images: tuple[Path, ...], samples: tuple[str, ...], out: Path | None) -> dict[str, Path]:
+    """Where each input's drawing goes (by its key): ``out``/STEM.jpg, numbered (STEM-2.jpg, ...) where inputs
+    share a stem, so no drawing overwrites another."""
+    if out is None:
+        return {}
+    drawn: dict[str, Path] = {}
+    taken: set[str] = set()
+    for key, stem in [(str(p), p.stem) for p in images] + [(f"skimage:{s}", s) for s in samples]:
+        name, n = f"{stem}.jpg", 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{stem}-{n}.jpg"
+        taken.add(name.lower())
+        drawn[key] = out / name
+    return drawn
+
+
 def _detect_all(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float, lines: TextIO,
-                out: Path | None, weights: Path | None, split: str | None, input_size: InputSize,
+                drawn: dict[str, Path], weights: Path | None, split: str | None, input_size: InputSize,
                 threads: int | None, runtime: str, precision: str, calibration: Path | None, device: str) -> int:
     """Detect on every input, one JSON line each to ``lines``; the number that failed."""
     import json
@@ -104,10 +122,12 @@ def _detect_all(images: tuple[Path, ...], samples: tuple[str, ...], threshold: f
             click.echo(f"Error: {exc}", err=True)
             failures += 1
             continue
-        click.echo(json.dumps(detection_record(key, boxes)), file=lines)
-        if out is not None:
-            drawn = out / (Path(key.split(":", 1)[-1]).stem + ".jpg")
-            if not cv2.imwrite(str(drawn), draw_boxes(frame, np.asarray(boxes))):  # False, not an exception
-                click.echo(f"Error: {drawn}: could not write the drawn image", err=True)
+        record = detection_record(key, boxes)
+        if key in drawn:
+            record["drawn"] = str(drawn[key])
+            # False, not an exception; written in place: a drawing is remade from its image, not lost
+            if not cv2.imwrite(str(drawn[key]), draw_boxes(frame, np.asarray(boxes))):
+                click.echo(f"Error: {drawn[key]}: could not write the drawn image", err=True)
                 failures += 1
+        write_lines(lines, json.dumps(record), flush=lines is sys.stdout)  # a pipe sees each image as it is done
     return failures

@@ -9,6 +9,7 @@ import click
 
 from frosted.options import (
     SPLIT_NAMES,
+    FiniteFloatRange,
     deprecated_alias,
     device_option,
     json_option,
@@ -53,7 +54,7 @@ def warnings_for(config: AgentConfig) -> list[str]:
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="cameras.yaml: tail, cameras, noise, model, metrics (see deploy/cameras.example.yaml).")
 @click.option("--source", default=None, help="One camera: an rtsp://, whep://, file or /dev/video URL.")
 @click.option("--camera-id", default=None, help="Name of the --source camera (default: camera-1).")
@@ -62,9 +63,12 @@ def warnings_for(config: AgentConfig) -> list[str]:
 @click.option("--noise", "profile", default=None, metavar="PROFILE", help="Noise profile (shipped name or path).")
 @click.option("--no-noise", is_flag=True, help="Send CLEAN activations (testing only; warns loudly).")
 @click.option("--insecure", is_flag=True, help="Plaintext gRPC to the tail (testing only; warns loudly).")
-@click.option("--tls-ca", type=click.Path(path_type=Path), default=None, help="CA of the tail's certificate.")
-@click.option("--tls-cert", type=click.Path(path_type=Path), default=None, help="Client certificate (mutual TLS).")
-@click.option("--tls-key", type=click.Path(path_type=Path), default=None, help="Client key (mutual TLS).")
+@click.option("--tls-ca", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="CA of the tail's certificate.")
+@click.option("--tls-cert", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Client certificate (mutual TLS).")
+@click.option("--tls-key", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Client key (mutual TLS).")
 @click.option("--dtype", type=click.Choice(["float16", "int8"]), default=None, help="Activation wire format.")
 @click.option("--window", type=int, default=None, help="Unanswered frames per camera.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
@@ -74,7 +78,7 @@ def warnings_for(config: AgentConfig) -> list[str]:
 @json_option("Write the JSON lines of boxes here ('-': stdout; default: the config's output, else stdout).",
              checked=False)  # the sink names a bad file in one line, as for the config's output
 @deprecated_alias("--output", "--json", "json_path")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="FaceBoxes checkpoint.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, metavar="FILE", help="FaceBoxes checkpoint.")
 @click.option("--split", type=click.Choice(SPLIT_NAMES), default=None,
               help="Where the head ends (default: the noise profile's split; rdcl with --no-noise).")
 @click.option("--input-size", default=None, help="Model input, e.g. 1024 or 1024x576.")
@@ -82,7 +86,7 @@ def warnings_for(config: AgentConfig) -> list[str]:
 @runtime_option(default=None)  # None: the config's model.runtime, else torch
 @device_option(default=None)  # None: the config's model.device, else cpu
 @precision_options(default=None)  # None: the config's model.precision, else float32
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--seconds", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Stop after this long (default: until the sources end or Ctrl-C).")
 def edge(config_path: Path | None, source: str | None, camera_id: str | None, tail_address: str | None,
          profile: str | None, no_noise: bool, insecure: bool, tls_ca: Path | None, tls_cert: Path | None,

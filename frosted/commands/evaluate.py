@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
 
+from facesplit.outputs import write_text
 from frosted.options import (
+    FiniteFloatRange,
+    check_outputs,
     check_precision_option,
     coco_options,
     device_option,
@@ -33,17 +33,18 @@ if TYPE_CHECKING:
 
 @click.command("eval")
 @coco_options("to evaluate on")
-@click.option("--fddb", "fddb_root", type=click.Path(path_type=Path), default=None,
+@click.option("--fddb", "fddb_root", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="FDDB folder holding FDDB-folds/ and the images (originalPics/ or the year folders).")
-@click.option("--iou", "ious", type=click.FloatRange(0, 1, min_open=True), multiple=True,
+@click.option("--iou", "ious", type=FiniteFloatRange(0, 1, min_open=True), multiple=True,
               help="IoU for a true positive; repeat for several (default 0.5).")
 @threshold_option("Operating threshold at which recall and false positives are reported.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images (quick runs).")
 @click.option("--name", default=None, help="Set name in the report (default: the labels' folder name).")
 @json_option("Write every figure here ('-': stdout, and the report to stderr). Default: no file.")
-@click.option("--save-detections", "detections_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--save-detections", "detections_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE",
               help="Save the raw detections (JSON lines) so later runs can compare.")
-@click.option("--detections", "saved", type=click.Path(path_type=Path), default=None,
+@click.option("--detections", "saved", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Score these saved detections instead of running the model.")
 @click.option("--noise", default=None, metavar="PROFILE",
               help="Add this noise profile (a shipped name, see 'frosted profiles', or a file) to every activation;"
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 @click.option("--merge", "merge_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Combine the fold JSONs in DIR (one per fold, from --fold runs) into the whole run's report and "
                    "--json: the figures of one process evaluating every fold, to the last digit.")
-@click.option("--wait", "wait_s", type=click.FloatRange(0), default=None, metavar="SECONDS",
+@click.option("--wait", "wait_s", type=FiniteFloatRange(0), default=None, metavar="SECONDS",
               help="With --merge: wait up to SECONDS for folds still missing from DIR (a merge started beside the "
                    "fold runs).")
 @model_options()
@@ -95,9 +96,14 @@ def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path 
         fingerprint = eval_set.fingerprint()  # of the whole set, before any image is skipped: every fold's
         eval_set = eval_set.only_fold(fold)
     ious = ious or (0.5,)
+    inputs = [path for path in (coco_labels, saved, weights, Path(noise) if noise else None) if path is not None]
+    check_outputs({"--json": json_path, "--save-detections": detections_out},
+                  inputs + [image.path for image in eval_set.images])
     provenance: dict = {"input_size": str(input_size)}
     if saved is not None:
+        _check_no_model_options(click.get_current_context())
         detections = load_detections(saved)
+        _check_covered(detections, eval_set, saved)
         provenance["detections_from"] = str(saved)
     else:
         split = split_for(split, [noise] if noise is not None else [])
@@ -137,8 +143,7 @@ def evaluate(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path 
         detections = detect_images(on_runtime, eval_set.images, obfuscate,  # type: ignore[arg-type]
                                    desc=eval_set.name)
     if detections_out is not None:
-        with _writing(detections_out):
-            save_detections(detections_out, detections)
+        save_detections(detections_out, detections)
     scored = score_folds(eval_set, detections, ious)
     scores = combine(eval_set.name, scored, [str(iou) for iou in ious], threshold)
     scores.update(provenance, wall_time_s=round(time.perf_counter() - started, 2))
@@ -178,23 +183,29 @@ def emit(lines: list[str], document: dict, json_path: Path | None) -> None:
     if to_stdout:
         click.echo(json.dumps(document, indent=1))
     elif json_path is not None:
-        with _writing(json_path):
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = json_path.with_name(f".{json_path.name}.{os.getpid()}.partial")
-            partial.write_text(json.dumps(document, indent=1))
-            os.replace(partial, json_path)
+        write_text(json_path, json.dumps(document, indent=1))  # whole or not at all: a merge may be waiting on it
         say(f"Wrote {json_path} (wall time {document['wall_time_s']} s)")
     else:
         say(f"Wall time {document['wall_time_s']} s")
 
 
-@contextlib.contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """An output that cannot be written (no permission, a file where a folder should be) is one line."""
-    try:
-        yield
-    except OSError as exc:
-        raise click.FileError(str(path), hint=exc.strerror or str(exc)) from None
+# What chooses the model that makes detections: meaningless beside --detections, which scores saved ones.
+MODEL_OPTIONS = ("weights", "split", "threads", "noise", "seed", "runtime", "device", "precision", "calibration")
+
+
+def _check_no_model_options(ctx: click.Context) -> None:
+    given = [name for name in MODEL_OPTIONS
+             if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
+    if given:
+        raise click.UsageError(f"--detections scores saved detections, no model runs: drop --{given[0]}")
+
+
+def _check_covered(detections: dict, eval_set: EvalSet, saved: Path) -> None:
+    """Saved detections that lack some of the set's images would score them as misses: refuse them."""
+    missing = [image.key for image in eval_set.images if image.key not in detections]
+    if missing:
+        raise click.UsageError(f"{saved}: no detections for {len(missing)} of the {len(eval_set.images)} images of "
+                               f"{eval_set.name} (e.g. {missing[0]}): saved from another set, or with --limit?")
 
 
 def _load_set(coco_labels: Path | None, images_dir: Path | None, fddb_root: Path | None, folds: int,

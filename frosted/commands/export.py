@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from frosted.options import SPLIT_NAMES, InputSizeType, precision_options
+from frosted.options import SPLIT_NAMES, InputSizeType, check_outputs, precision_options
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -30,7 +30,7 @@ def export() -> None:
                    "tail.")
 @click.option("--input-size", "input_sizes", type=InputSizeType(), multiple=True,
               help=f"Model input the graphs are fixed to (repeatable; default: {' and '.join(DEFAULT_SIZES)}).")
-@click.option("--weights", type=click.Path(path_type=Path), default=None,
+@click.option("--weights", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="FaceBoxes checkpoint (default: $FROSTED_WEIGHTS, then the cache).")
 @precision_options()
 def onnx(out: Path, split: str | None, profiles: tuple[str, ...], input_sizes: tuple[InputSize, ...],
@@ -46,6 +46,7 @@ def onnx(out: Path, split: str | None, profiles: tuple[str, ...], input_sizes: t
         check_calibration(calibration, precision)
     except UnknownRuntimeError as exc:
         raise click.UsageError(str(exc)) from None
+    check_outputs({"--out": out}, folders=["--out"])
     from facesplit.detector import load_detector
     from facesplit.noise.shipped import split_for
     from facesplit.preprocess import InputSize

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from frosted.options import model_options, serve_precision_option, threshold_option
+from frosted.options import FiniteFloatRange, check_outputs, model_options, serve_precision_option, threshold_option
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
               help="Also export the tail for clean activations (agents run with --no-noise), at --split.")
 @click.option("--max-batch", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Largest batch Triton's dynamic batcher forms.")
-@click.option("--max-delay-ms", type=click.FloatRange(0, 1000), default=4.0, show_default=True,
+@click.option("--max-delay-ms", type=FiniteFloatRange(0, 1000), default=4.0, show_default=True,
               help="How long Triton holds a frame for a batch to form.")
 @click.option("--instances", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Instances (processes) of each python-backend model.")
@@ -39,6 +39,7 @@ def triton(out: Path, profiles: tuple[str, ...], serve_clean: bool, max_batch: i
     """Per tail: NAME (the ensemble agents call: FP16 activation -> boxes), NAME.tail-onnx, NAME.tail-python
     and NAME.boxes, each with the profile fingerprint in its parameters. Agents use it with
     --tail triton://HOST:PORT."""
+    check_outputs({"--out": out}, folders=["--out"])
     # imported here: `frosted export triton --help` must not wait for torch
     from cloud_tail.models import served_tails
     from cloud_tail.triton_repository import TritonOptions, write_repository

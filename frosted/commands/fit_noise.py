@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from frosted.options import coco_options, model_options, seed_option
+from frosted.options import FiniteFloatRange, check_outputs, coco_options, model_options, seed_option
 
 MLP_STEPS_PER_EPOCH = 300  # the MLP probe's own steps on the current noise before each epoch of the fit
 
@@ -31,7 +31,7 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 @click.command("fit-noise")
-@click.option("--alpha", type=click.FloatRange(0, 1, max_open=True), default=None,
+@click.option("--alpha", type=FiniteFloatRange(0, 1, max_open=True), default=None,
               help="Privacy weight: loss = (1 - alpha) task + alpha privacy (see --privacy). Required, unless "
                    "--noise-from brings it.")
 @click.option("--noise-from", default=None, metavar="PROFILE",
@@ -39,9 +39,9 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
                    "sigma, basis: every privacy figure measured on it still holds) and train only its noise-aware "
                    "tail on, --tail-epochs more, on the data given (e.g. more of the site's frames). Its alpha, "
                    "split, rank and input size come with it.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE",
               help="Profile file to write (.safetensors).")
-@click.option("--frames", "frame_sources", multiple=True, type=click.Path(path_type=Path),
+@click.option("--frames", "frame_sources", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
               help="Unlabelled frames to fit on (a folder of images or a video; repeatable).")
 @coco_options("to fit on (with --use-folds)")
 @click.option("--use-folds", callback=_fold_list, default=None,
@@ -72,7 +72,7 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
               help="Fit against an identity probe trained on these face photos (any layout; repeat for several; "
                    "needs the attack extra): before every epoch the probe is retrained on the current noise, and "
                    "every step also pays for what it still identifies. Not with --dct.")
-@click.option("--adversary-weight", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+@click.option("--adversary-weight", type=FiniteFloatRange(0, min_open=True), default=1.0, show_default=True,
               help="Weight of the identity probe's term beside (1 - alpha) task + alpha privacy.")
 @click.option("--adversary-probe", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
               help="linear: the noise-aware ridge, refitted before every epoch; mlp: also the residual MLP probe "
@@ -107,6 +107,8 @@ def fit_noise(alpha: float | None, noise_from: str | None, out: Path, frame_sour
     from facesplit.runtime import tune_cpu_runtime
     from facesplit.weights import head_fingerprint, load_faceboxes
 
+    inputs = [*frame_sources, *(p for p in (coco_labels, weights) if p is not None)]
+    check_outputs({"--out": out}, inputs)  # before the fit, which is minutes to hours, not after it
     images = [image for source in frame_sources for image in frames_from(source, max_frames)]
     if coco_labels is not None:
         if not use_folds:

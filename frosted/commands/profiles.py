@@ -6,13 +6,11 @@ from pathlib import Path
 
 import click
 
-from frosted.options import write_json
+from frosted.options import json_option, write_json
 
 
 @click.command()
-@click.option("--json", "json_path", is_flag=False, flag_value="-", default=None, metavar="[FILE]",
-              type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-              help="One JSON list (name, alpha, split, input size, path, ...) to FILE; bare or '-': stdout.")
+@json_option("One JSON list (name, alpha, split, input size, path, ...) to FILE ('-' or none: stdout).")
 def profiles(json_path: Path | None) -> None:
     """List the shipped noise profiles (usable by name wherever a PROFILE is asked for)."""
     # imported here, not at the top: `frosted --help` and `frosted profiles --help` must not wait for torch

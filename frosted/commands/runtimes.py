@@ -99,7 +99,11 @@ def runtimes(runtime: str | None, precision: str | None, device: str | None, lib
             answer = "yes" if row["available"] else f"no: {row['reason']}"
             click.echo(f"{row['runtime']:<12} {row['version'] or '-':<12} {row['precision']:<8} "
                        f"{row['device']:<5} {answer}")
-    missing = [row for row in rows if not row["available"]]
-    if (runtime or precision or device) and missing:  # asked: the first reason, in one line, and exit 1
-        raise click.ClickException(missing[0]["reason"])
+    # asked: whether what was asked runs, an option not given being what the verbs default to (torch alone asks
+    # for its CPU float32 head, not for CUDA as well); else the first reason, in one line, and exit 1
+    asked = [row for row in rows if row["precision"] == (precision or DEFAULT_PRECISION)
+             and row["device"] == runs_on(row["runtime"], device or DEFAULT_DEVICE)]
+    missing = [row for row in asked if not row["available"]]
+    if (runtime or precision or device) and (missing or not asked):
+        raise click.ClickException(missing[0]["reason"] if missing else "no runtime runs that combination")
 

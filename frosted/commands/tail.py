@@ -9,6 +9,7 @@ import click
 
 from cloud_tail.limits import StreamLimits
 from frosted.options import (
+    FiniteFloatRange,
     check_precision_option,
     deprecated_alias,
     device_option,
@@ -37,7 +38,7 @@ SERVE_CLEAN_WARNING = ("WARNING: --serve-clean: this tail accepts CLEAN activati
               help="Also serve clean activations (agents run with --no-noise; testing only, warns loudly).")
 @click.option("--max-batch", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Frames per tail batch, across streams; 1 turns batching off.")
-@click.option("--max-delay-ms", type=click.FloatRange(0, 1000), default=4.0, show_default=True,
+@click.option("--max-delay-ms", type=FiniteFloatRange(0, 1000), default=4.0, show_default=True,
               help="How long a frame may wait for others to join its batch.")
 @click.option("--max-in-flight", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Frames one stream may have queued or computing at once.")
@@ -49,15 +50,15 @@ SERVE_CLEAN_WARNING = ("WARNING: --serve-clean: this tail accepts CLEAN activati
               help="Detect streams on one connection (an agent's cameras); more get RESOURCE_EXHAUSTED.")
 @click.option("--max-connections", type=click.IntRange(1, 100_000), default=StreamLimits.max_connections,
               show_default=True, help="Client connections at once; gRPC closes the ones over it.")
-@click.option("--idle-timeout-seconds", type=click.FloatRange(0, min_open=True),
+@click.option("--idle-timeout-seconds", type=FiniteFloatRange(0, min_open=True),
               default=StreamLimits.idle_timeout_seconds, show_default=True,
               help="Close a stream with DEADLINE_EXCEEDED when it sends no frame (and has none in the tail) "
                    "for this long.")
 @threshold_option("Send back faces scoring at least this.")
 @deprecated_alias("--score-threshold", "--threshold", "threshold")
-@click.option("--tls-cert", type=_FILE, default=None, help="Server certificate (PEM).")
-@click.option("--tls-key", type=_FILE, default=None, help="Server private key (PEM).")
-@click.option("--tls-client-ca", type=_FILE, default=None,
+@click.option("--tls-cert", type=_FILE, default=None, metavar="FILE", help="Server certificate (PEM).")
+@click.option("--tls-key", type=_FILE, default=None, metavar="FILE", help="Server private key (PEM).")
+@click.option("--tls-client-ca", type=_FILE, default=None, metavar="FILE",
               help="Require client certificates signed by this CA (mutual TLS).")
 @click.option("--insecure", is_flag=True, help="Serve plaintext gRPC (no TLS).")
 @serve_precision_option()

@@ -16,7 +16,7 @@ def weights() -> None:
 
 @weights.command()
 @click.option("--url", default=None, help="Where to fetch the checkpoint from (default: the official release).")
-@click.option("--out", "destination", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--out", "destination", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="The file to save it as (default: the user cache, where every verb looks).")
 @deprecated_alias("--to", "--out", "destination")
 @click.option("--sha256", "expected", default=None,
@@ -34,7 +34,8 @@ def download(url: str | None, destination: Path | None, expected: str | None) ->
 
 
 @weights.command()
-@click.option("--weights", "path", type=click.Path(path_type=Path), default=None)
+@click.option("--weights", "path", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="The checkpoint to check (default: $FROSTED_WEIGHTS, then the cache).")
 def check(path: Path | None) -> None:
     """Load the weights that the other verbs would use and print where they are."""
     from facesplit.weights import OFFICIAL_SHA256, load_faceboxes, resolve_weights, sha256_of

@@ -1,0 +1,123 @@
+"""The files the product writes: each appears whole or not at all, never on top of what it was made from, and an
+output that cannot be written is refused before the work that would fill it.
+
+Every writer goes through `replacing` (a partial file beside the output, renamed over it when it is complete),
+so a fit killed, a full disk or a read-only folder leaves the old file as it was and no half-written one under
+its name. `check_writable` and `check_distinct` are what a verb calls first, before minutes of work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+from facesplit.errors import FrostedError
+
+
+class OutputError(FrostedError):
+    """An output that cannot be written, or would overwrite an input."""
+
+
+def reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def is_stdout(path: Path | str | None) -> bool:
+    return path is not None and str(path) == "-"
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(path: Path, folder: bool = False) -> None:
+    """Refuse ``path`` (a file, or with ``folder`` a folder, made if missing) unless this process can create or
+    replace it: a folder where a file should be, a file in the way of a folder, a read-only or full filesystem, no
+    permission. It tries for real (a probe file created and removed), since root passes every permission check
+    that `os.access` makes and a read-only mount fails none of them."""
+    if is_stdout(path):
+        return
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a folder")
+    if not folder and path.is_dir():
+        raise OutputError(f"{path}: is a folder, not a file")
+    where = _nearest_existing(path if folder else path.parent)
+    if not where.is_dir():
+        raise OutputError(f"{path}: cannot be made: {where} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=where, prefix=".frosted-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write in {where} ({reason(exc)})") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def input_overwritten(output: Path, inputs: Iterable[Path]) -> Path | None:
+    """The one of ``inputs`` that writing ``output`` would overwrite (the same path, or a link to it), if any."""
+    return next((source for source in inputs if output.absolute() == source.absolute() or _same_file(output, source)),
+                None)
+
+
+def check_distinct(outputs: Mapping[str, Path | None], inputs: Iterable[Path] = ()) -> None:
+    """Refuse an output that is one of ``inputs`` (which it would overwrite) or the same file as another output
+    (``outputs`` maps each option's name to its path; None and '-' are skipped)."""
+    given = [(name, path) for name, path in outputs.items() if path is not None and not is_stdout(path)]
+    inputs = list(inputs)
+    for i, (name, path) in enumerate(given):
+        if (source := input_overwritten(path, inputs)) is not None:
+            raise OutputError(f"{name} {path}: is an input ({source}); writing it would destroy it")
+        for other_name, other in given[i + 1:]:
+            if path.absolute() == other.absolute() or _same_file(path, other):
+                raise OutputError(f"{name} and {other_name} are the same file ({path})")
+
+
+def partial_path(path: Path) -> Path:
+    """Where ``path`` is written before it is complete: beside it (so the rename stays on one filesystem), hidden,
+    and named after this process (so two writers do not share it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Yield a partial path to write ``path``'s new content to; when the block ends without an error it replaces
+    ``path`` in one rename, else it is removed and ``path`` is as it was. An OSError (no space, read-only, no
+    permission) is an `OutputError` naming ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create the folder {path.parent} ({reason(exc)})") from None
+    partial = partial_path(path)
+    try:
+        yield partial
+        os.replace(partial, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write it ({reason(exc)})") from None
+    finally:
+        with contextlib.suppress(OSError):  # on a read-only filesystem there is nothing to remove, and no error
+            if partial.is_dir():
+                shutil.rmtree(partial)
+            else:
+                partial.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    with replacing(path) as partial:
+        partial.write_text(text)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with replacing(path) as partial:
+        partial.write_bytes(data)
