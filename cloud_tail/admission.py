@@ -21,12 +21,15 @@ T = TypeVar("T")
 
 
 class StreamAdmission:
-    """Counts open Detect streams, in total and per connection (gRPC's peer string: address and port)."""
+    """Counts open Detect streams, in total, per connection (gRPC's peer string: address and port) and per client
+    (the address alone: however many connections a client opens)."""
 
-    def __init__(self, max_streams: int, max_per_connection: int) -> None:
+    def __init__(self, max_streams: int, max_per_connection: int, max_per_client: int | None = None) -> None:
         self.max_streams = max_streams
         self.max_per_connection = max_per_connection
+        self.max_per_client = max_per_client or max_streams
         self._per_connection: Counter[str] = Counter()
+        self._per_client: Counter[str] = Counter()
 
     @property
     def open(self) -> int:
@@ -35,32 +38,50 @@ class StreamAdmission:
     def admit(self, connection: str) -> str | None:
         """Take a slot for a new stream on ``connection``; if there is none, the reason (and the stream is
         not counted). Everything runs on the event loop, so no lock is needed."""
+        client = client_of(connection)
         if self.open >= self.max_streams:
             metrics.STREAMS_REFUSED.labels("max_streams").inc()
             return f"the tail serves at most {self.max_streams} streams at once; retry later"
         if self._per_connection[connection] >= self.max_per_connection:
             metrics.STREAMS_REFUSED.labels("max_streams_per_connection").inc()
             return f"at most {self.max_per_connection} streams per connection; open fewer, or another connection"
+        if self._per_client[client] >= self.max_per_client:
+            metrics.STREAMS_REFUSED.labels("max_streams_per_client").inc()
+            return (f"at most {self.max_per_client} streams per client address ({client}), whatever its "
+                    "connections: the tail keeps the rest for other clients")
         self._per_connection[connection] += 1
+        self._per_client[client] += 1
         return None
 
     def release(self, connection: str) -> None:
-        self._per_connection[connection] -= 1
-        if self._per_connection[connection] <= 0:
-            del self._per_connection[connection]
+        for counts, key in ((self._per_connection, connection), (self._per_client, client_of(connection))):
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
 
 
-# How long a refused stream may take to send its first frame, which is read and dropped before the refusal.
+def client_of(peer: str) -> str:
+    """The client's address in gRPC's peer string ("ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7"; a unix socket's
+    peer has no port and is its own client)."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in rest:
+        return f"{kind}:{rest.rsplit(':', 1)[0]}"
+    return peer
+
+
+# How long a refused stream is read (and what it sends dropped) before the refusal.
 REFUSAL_READ_SECONDS = 1.0
 
 
 async def skip_first_message(frames: AsyncIterator[object]) -> None:
-    """Read and drop a refused stream's first frame, if it comes soon. Refusing while the client is still sending
-    it makes grpc's Python client fail that write and report its own INTERNAL "Internal error from Core" in place
-    of our RESOURCE_EXHAUSTED; an agent that writes its first frame right away then sees the real status."""
+    """Read and drop what a refused stream sends in its first second (or until it half-closes). Refusing while
+    the client is still writing makes grpc's Python client fail that write and report its own INTERNAL "Internal
+    error from Core" in place of our RESOURCE_EXHAUSTED; a client that writes frame after frame at once (an
+    agent, a flood) would hit that on its second write if only the first were read."""
     with contextlib.suppress(Exception):  # the stream is refused whatever this read does
         async with asyncio.timeout(REFUSAL_READ_SECONDS):
-            await anext(aiter(frames))
+            async for _ in aiter(frames):
+                pass
 
 
 class StreamIdleError(Exception):

@@ -14,5 +14,8 @@ class StreamLimits:
     # One agent sends all its cameras over one connection, so the per-connection cap is its camera limit.
     max_streams: int = 64
     max_streams_per_connection: int = 32
+    # One client address (an agent, or a site behind NAT) may hold no more, however many connections it opens, so
+    # that one client cannot take every stream of the tail.
+    max_streams_per_client: int = 32
     max_connections: int = 128  # TCP connections; gRPC closes the ones over it (the client sees UNAVAILABLE)
     idle_timeout_seconds: float = 60.0  # a stream with no frame (and none in the tail) this long is closed

@@ -30,10 +30,13 @@ STREAMS = Gauge("frosted_tail_streams", "Detect streams open now", registry=REGI
 STREAMS_REFUSED = Counter("frosted_tail_streams_refused_total",
                           "Detect streams refused (over a cap) or closed (idle) by the tail's limits, by reason",
                           ["reason"], registry=REGISTRY)
-for _reason in ("max_streams", "max_streams_per_connection", "idle"):
+for _reason in ("max_streams", "max_streams_per_connection", "max_streams_per_client", "idle", "watches"):
     STREAMS_REFUSED.labels(_reason)
 ASYNCIO_TASKS = Gauge("frosted_tail_asyncio_tasks",
                       "asyncio tasks alive on the tail's event loop: flat in a healthy tail, a leak grows it",
+                      registry=REGISTRY)
+QUEUED_FRAMES = Gauge("frosted_tail_queued_frames",
+                      "Frames waiting for a batch now (of open streams: an ended stream's are dropped)",
                       registry=REGISTRY)
 SERVED = Gauge("frosted_tail_served_info",
                "1 per tail served, labelled with its profile (clean: none), the precision of the heads it takes "

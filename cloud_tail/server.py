@@ -66,6 +66,32 @@ def grpc_options(limits: StreamLimits) -> list[tuple[str, int]]:
     ]
 
 
+MAX_WATCHES = 16  # health Watch streams at once, all clients together
+
+
+class CappedHealthServicer(health.aio.HealthServicer):
+    """grpc.health.v1 with its Watch streams capped. A Watch never ends, so it holds its connection open past the
+    idle limit: uncapped, a client opening one per connection takes every connection the tail allows, and
+    each service name watched adds a condition. Check (what Kubernetes' gRPC probe calls) is not limited."""
+
+    def __init__(self, max_watches: int = MAX_WATCHES) -> None:
+        super().__init__()
+        self.max_watches = max_watches
+        self.watching = 0
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest,  # noqa: N802 - the RPC's name
+                    context: grpc.aio.ServicerContext) -> None:
+        if self.watching >= self.max_watches:
+            metrics.STREAMS_REFUSED.labels("watches").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"the tail allows {self.max_watches} health Watch streams at once; poll Check instead")
+        self.watching += 1
+        try:
+            await super().Watch(request, context)
+        finally:
+            self.watching -= 1
+
+
 class ListenError(FrostedError):
     """The address to serve on is taken or invalid."""
 
@@ -97,7 +123,7 @@ class TailServer:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tail-compute")
         self.batcher = Batcher(self.executor, config.max_batch, config.max_delay)
         self.service = CloudTailService(tails, self.batcher, config.limits)
-        self.health = health.aio.HealthServicer()
+        self.health = CappedHealthServicer()
         self._stopped = False
         self.server = grpc.aio.server(options=grpc_options(config.limits))
         tail_pb2_grpc.add_CloudTailServicer_to_server(self.service, self.server)

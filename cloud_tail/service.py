@@ -42,7 +42,8 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
         self.batcher = batcher
         self.limits = limits
         self.draining = asyncio.Event()
-        self.admission = StreamAdmission(limits.max_streams, limits.max_streams_per_connection)
+        self.admission = StreamAdmission(limits.max_streams, limits.max_streams_per_connection,
+                                         limits.max_streams_per_client)
         self._answer_queues: set[asyncio.Queue] = set()
         batcher.open_streams = lambda: len(self._answer_queues)
 
@@ -71,6 +72,9 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
         window = asyncio.Semaphore(self.limits.max_in_flight)
         activity = StreamActivity()
         answers: asyncio.Queue[tuple[int, asyncio.Task[BatchResult]] | _Abort | None] = asyncio.Queue()
+        # this stream's frames in the batcher: cancelled when it ends, so a client that hangs up (or an agent that
+        # gives up on a deadline and reconnects) leaves no frame behind for the tail to hold and compute
+        submitted: set[asyncio.Task[BatchResult]] = set()
 
         async def read() -> None:
             frames = aiter(requests)
@@ -88,7 +92,9 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
                         return
                     metrics.FRAMES.labels("accepted").inc()
                     metrics.RECEIVED_BYTES.inc(len(frame.activation.data))
-                    task = asyncio.create_task(self.batcher.submit(tail, activation))
+                    task = asyncio.create_task(self.batcher.submit(tail, activation, stream=window))
+                    submitted.add(task)
+                    task.add_done_callback(submitted.discard)
                     answers.put_nowait((frame.sequence, task))
             except StreamIdleError:
                 # DEADLINE_EXCEEDED, not CANCELLED: the tail ended it on a time limit, the client cancelled nothing
@@ -129,6 +135,8 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()
+            for task in list(submitted):
+                task.cancel()
             self._answer_queues.discard(answers)
             self.admission.release(connection)
             metrics.STREAMS.dec()

@@ -83,5 +83,5 @@ async def run_demo(detector: SplitDetector, profile_name: str | None, seconds: f
 
 
 def demo_detector(weights: str | None, input_size: InputSize, threads: int | None,
-                  split: str = DEFAULT_SPLIT) -> SplitDetector:
-    return load_detector(weights, input_size, PostprocessConfig(score_threshold=0.5), threads, split)
+                  split: str = DEFAULT_SPLIT, threshold: float = 0.7) -> SplitDetector:
+    return load_detector(weights, input_size, PostprocessConfig(score_threshold=threshold), threads, split)

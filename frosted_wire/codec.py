@@ -50,6 +50,8 @@ def decode_tensor(message: tail_pb2.Tensor, expected_shape: tuple[int, ...]) -> 
             raise WireError(f"int8 activation needs a finite positive scale, got {message.scale}")
         with np.errstate(over="ignore"):  # an overflow to inf is refused just below
             decoded = values.astype(np.float32) * np.float32(message.scale)
+    elif message.scale != 0:  # a scale the data would not be multiplied by: the sender meant something else
+        raise WireError(f"a {numpy_dtype.name} activation takes no scale (only int8's does), got {message.scale}")
     else:
         decoded = values.astype(np.float32)
     # Checked after decoding, whatever the dtype: int8's scale x 127 overflows float32 to inf just as a float32

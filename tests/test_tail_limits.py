@@ -75,22 +75,123 @@ async def test_streams_over_the_caps_get_resource_exhausted_while_a_good_client_
             await call.done_writing()
 
 
+async def test_one_client_cannot_take_every_stream_however_many_connections_it_opens(tails, noisy):
+    activation, fingerprint = noisy
+    message = frame(activation, fingerprint, 3)
+    before = refused("max_streams_per_client")
+    limits = StreamLimits(max_streams=8, max_streams_per_connection=2, max_streams_per_client=3)
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(running_tail(tails, limits=limits))
+        stubs = [await stack.enter_async_context(stub_for(server.port, own_connection=True)) for _ in range(2)]
+        held = [stubs[0].Detect(timeout=120), stubs[0].Detect(timeout=120), stubs[1].Detect(timeout=120)]
+        for call in held:
+            assert await answered(call, message) == 3
+        with pytest.raises(grpc.aio.AioRpcError) as over:  # a 4th from 127.0.0.1, on a connection with room
+            await detect_all(stubs[1], [message])
+        assert over.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "3 streams per client address (ipv4:127.0.0.1)" in over.value.details()
+        assert refused("max_streams_per_client") == before + 1
+        await held[0].done_writing()  # one ends: the client may open another
+        await wait_until(lambda: server.service.admission.open == 2, "the ended stream's slot to be free")
+        assert [a.sequence for a in await detect_all(stubs[1], [message])] == [3]
+        for call in held[1:]:
+            await call.done_writing()
+
+
+async def test_health_watch_streams_are_capped_and_check_still_answers(tails):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from cloud_tail.server import MAX_WATCHES
+
+    async with running_tail(tails) as server:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        async with channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            watches = [health.Watch(health_pb2.HealthCheckRequest(service=f"name-{i}"), timeout=60)
+                       for i in range(MAX_WATCHES)]
+            for watch in watches:  # each answers at once, then stays open
+                assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+            over = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+            with pytest.raises(grpc.aio.AioRpcError) as refused_watch:
+                await over.read()
+            assert refused_watch.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            checked = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert checked.status == health_pb2.HealthCheckResponse.SERVING
+            watches[0].cancel()
+            await wait_until(lambda: server.health.watching == MAX_WATCHES - 1, "the cancelled watch to end")
+            again = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+            assert (await again.read()).status == health_pb2.HealthCheckResponse.SERVING
+            for watch in [*watches, again]:
+                watch.cancel()
+
+
 @dataclass(frozen=True)
 class GatedTail(ServedTail):
     """The real tail behind a gate the test opens: a frame stays inside the tail for as long as the test likes."""
 
     gate: threading.Event = field(default_factory=threading.Event)
+    computed: list[float] = field(default_factory=list)  # each frame's first activation value, in compute order
 
     def detect_batch(self, activations: np.ndarray) -> list[np.ndarray]:
         self.gate.wait(60)
+        self.computed.extend(float(a.flat[0]) for a in activations)
         return super().detect_batch(activations)
+
+
+def gated(tails: dict[str, ServedTail], fingerprint: str) -> GatedTail:
+    return GatedTail(**{f.name: getattr(tails[fingerprint], f.name) for f in fields(ServedTail)})
+
+
+async def test_frames_of_streams_that_hang_up_are_dropped_not_held_and_computed(tails, noisy):
+    """A client that sends and hangs up (or an agent that gives up on a deadline and reconnects) leaves nothing
+    behind: its frames leave the batcher, and only the batch already computing is computed."""
+    activation, fingerprint = noisy
+    tail = gated(tails, fingerprint)
+    async with (running_tail({fingerprint: tail}, max_batch=2) as server,
+                stub_for(server.port, own_connection=True) as hostile, stub_for(server.port) as good):
+        calls = [hostile.Detect(timeout=60) for _ in range(4)]
+        for call in calls:
+            for sequence in range(3):
+                await call.write(frame(activation, fingerprint, sequence))
+        # the first batch (1 or 2 frames, as they arrived) is at the gate, the rest wait
+        await wait_until(lambda: server.batcher.queued() >= 10, "10 frames to wait behind the gated batch")
+        computing = 12 - server.batcher.queued()
+        for call in calls:
+            call.cancel()
+        await wait_until(lambda: server.service.admission.open == 0, "the hung-up streams to end")
+        assert server.batcher.queued() == 0
+        tail.gate.set()
+        assert [a.sequence for a in await detect_all(good, [frame(activation, fingerprint, 7)])] == [7]
+    assert len(tail.computed) == computing + 1  # the batch that was computing, and the good client's frame
+
+
+async def test_a_camera_waits_behind_one_frame_of_a_flooding_stream_not_all_of_them(tails, noisy):
+    activation, fingerprint = noisy
+    tail = gated(tails, fingerprint)
+    flood_value, camera_value = 1.0, 2.0
+    async with (running_tail({fingerprint: tail}, max_batch=1) as server,
+                stub_for(server.port, own_connection=True) as flooding, stub_for(server.port) as camera):
+        flood = flooding.Detect(timeout=60)
+        for sequence in range(8):  # the whole in-flight window
+            await flood.write(frame(np.full_like(activation, flood_value), fingerprint, sequence))
+        await wait_until(lambda: server.batcher.queued() == 7, "the flood's frames to wait behind its first")
+        answer = asyncio.ensure_future(detect_all(camera, [frame(np.full_like(activation, camera_value),
+                                                                 fingerprint, 0)]))
+        await wait_until(lambda: server.batcher.queued() == 8, "the camera's frame to wait too")
+        tail.gate.set()
+        assert [a.sequence for a in await answer] == [0]
+        for _ in range(8):
+            await flood.read()
+        await flood.done_writing()
+    # in turn: the flood's frame computing, its next one, then the camera's; in arrival order it would be 9th
+    assert tail.computed.index(camera_value) <= 2, tail.computed
 
 
 async def test_a_stream_that_sends_nothing_is_closed_as_idle(tails, noisy):
     activation, fingerprint = noisy
-    gated = GatedTail(**{f.name: getattr(tails[fingerprint], f.name) for f in fields(ServedTail)})
+    gated_tail = gated(tails, fingerprint)
     before = refused("idle")
-    async with (running_tail({fingerprint: gated}, limits=StreamLimits(idle_timeout_seconds=0.3)) as server,
+    async with (running_tail({fingerprint: gated_tail}, limits=StreamLimits(idle_timeout_seconds=0.3)) as server,
                 stub_for(server.port) as stub):
         silent = stub.Detect(timeout=60)  # opens and never sends
         waiting = stub.Detect(timeout=60)  # sends one frame, then waits on the tail for its answer
@@ -100,7 +201,7 @@ async def test_a_stream_that_sends_nothing_is_closed_as_idle(tails, noisy):
         assert closed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "no frame for 0.3 s" in closed.value.details()
         # the waiting stream sent nothing for as long, but a frame of its is in the tail: it is not idle
-        gated.gate.set()
+        gated_tail.gate.set()
         assert (await waiting.read()).sequence == 9
         with pytest.raises(grpc.aio.AioRpcError) as closed:  # ... until it has nothing in the tail either
             await waiting.read()

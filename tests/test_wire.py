@@ -70,6 +70,10 @@ def test_decode_refuses_what_it_does_not_expect():
         decode_tensor(broken, (128, 32, 32))
     with pytest.raises(WireError, match="unknown wire dtype"):
         encode_tensor(activation, "bfloat16")
+    scaled = encode_tensor(activation)  # float16: a scale would be ignored, so it is refused
+    scaled.scale = 1000.0
+    with pytest.raises(WireError, match="takes no scale"):
+        decode_tensor(scaled, (128, 32, 32))
 
 
 def test_decode_refuses_values_a_float16_wire_could_not_carry():

@@ -197,9 +197,14 @@ TAIL = Row("Cloud tail (all cameras)", (
           "Detect streams open now, per tail replica (frosted_tail_streams): one per camera.", "short",
           (Query("sum by (instance) (frosted_tail_streams)", "{{instance}}"),)),
     Chart("Refused streams by reason",
-          "Detect streams the tail's limits refused per rate window: max_streams, max_streams_per_connection "
-          "(RESOURCE_EXHAUSTED), idle (closed after --idle-timeout-seconds without a frame).", "short",
+          "Detect streams the tail's limits refused per rate window: max_streams, max_streams_per_connection, "
+          "max_streams_per_client, watches (health Watch streams; RESOURCE_EXHAUSTED), idle (closed after "
+          "--idle-timeout-seconds without a frame).", "short",
           (Query(f"sum by (reason) (increase(frosted_tail_streams_refused_total[{RATE}]))", "{{reason}}"),)),
+    Chart("Queued frames",
+          "Frames waiting for a tail batch now, per replica (frosted_tail_queued_frames): near the batch size in a "
+          "healthy tail; a steady climb means the tail cannot keep up with its cameras.", "short",
+          (Query("sum by (instance) (frosted_tail_queued_frames)", "{{instance}}"),)),
     Chart("Served profiles",
           "What each tail replica serves (frosted_tail_served_info): a profile (clean: none) at the precision of "
           "the heads it takes frames from, its split, and the runtime and device its tail runs on. An agent "

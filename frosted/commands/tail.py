@@ -48,6 +48,10 @@ SERVE_CLEAN_WARNING = ("WARNING: --serve-clean: this tail accepts CLEAN activati
 @click.option("--max-streams-per-connection", type=click.IntRange(1, 10_000),
               default=StreamLimits.max_streams_per_connection, show_default=True,
               help="Detect streams on one connection (an agent's cameras); more get RESOURCE_EXHAUSTED.")
+@click.option("--max-streams-per-client", type=click.IntRange(1, 100_000),
+              default=StreamLimits.max_streams_per_client, show_default=True,
+              help="Detect streams of one client address, whatever its connections (raise it for several agents "
+                   "behind one NAT); more get RESOURCE_EXHAUSTED, so one client cannot take every stream.")
 @click.option("--max-connections", type=click.IntRange(1, 100_000), default=StreamLimits.max_connections,
               show_default=True, help="Client connections at once; gRPC closes the ones over it.")
 @click.option("--idle-timeout-seconds", type=FiniteFloatRange(0, min_open=True),
@@ -67,7 +71,8 @@ SERVE_CLEAN_WARNING = ("WARNING: --serve-clean: this tail accepts CLEAN activati
 @device_option()
 def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tuple[str, ...], serve_clean: bool,
          max_batch: int, max_delay_ms: float, max_in_flight: int, max_message_bytes: int, max_streams: int,
-         max_streams_per_connection: int, max_connections: int, idle_timeout_seconds: float,
+         max_streams_per_connection: int, max_streams_per_client: int, max_connections: int,
+         idle_timeout_seconds: float,
          threshold: float, tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
          insecure: bool, weights: Path | None, split: str | None, input_size: InputSize, threads: int | None,
          runtime: str, device: str, serve_precisions: tuple[str, ...]) -> None:
@@ -119,7 +124,8 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     tails = served_tails(detector, list(profiles) or list(shipped_profiles()), serve_clean=serve_clean,
                          runtime=runtime, threads=threads, head_precisions=serve_precisions, device=device)
     limits = StreamLimits(max_in_flight=max_in_flight, max_message_bytes=max_message_bytes, max_streams=max_streams,
-                          max_streams_per_connection=max_streams_per_connection, max_connections=max_connections,
+                          max_streams_per_connection=max_streams_per_connection,
+                          max_streams_per_client=max_streams_per_client, max_connections=max_connections,
                           idle_timeout_seconds=idle_timeout_seconds)
     config = TailServerConfig(listen=listen, max_batch=max_batch, max_delay=max_delay_ms / 1000, limits=limits,
                               tls=tls)
