@@ -45,6 +45,8 @@ def read_image_bgr(path: Path, max_pixels: int | None = None) -> np.ndarray:
         raise ImageError(f"{path}: not a readable image (no image format whose size its header gives)")
     if pixels > limit:
         raise ImageError(f"{path}: {size} pixels, more than the {limit} allowed ({MAX_PIXELS_VARIABLE})")
+    if size and _is_truncated_jpeg(path):  # OpenCV would decode it, grey below the cut, and only warn on stderr
+        raise ImageError(f"{path}: a truncated JPEG (it ends before its end-of-image marker)")
     try:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey and palette images come back as 3-channel BGR
     except cv2.error as exc:  # a format PIL cannot size, over OpenCV's own limit (or an assertion of a codec)
@@ -105,6 +107,38 @@ def _opencv_only_header_size(path: Path) -> tuple[str, int]:
     else:
         return "", 0
     return f"{width}x{height}", width * height
+
+
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM and RST0-7: markers without a length
+
+
+def _is_truncated_jpeg(path: Path) -> bool:
+    """Whether ``path`` is a JPEG that ends before its end-of-image marker. Walks the main image's markers:
+    segments by their lengths (an EXIF thumbnail, with its own end marker, is inside one), scans by the next
+    marker (0xFF not followed by 0x00), so data after the end (a motion photo's video) is never looked at."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    position = 2
+    while position + 1 < len(data):
+        if data[position] != 0xFF:  # entropy-coded data (after SOS): on to the next real marker
+            position = data.find(b"\xff", position)
+            if position < 0:
+                return True
+            continue
+        marker = data[position + 1]
+        if marker == 0xD9:  # EOI
+            return False
+        if marker in (0x00, 0xFF) or marker in _JPEG_STANDALONE:  # stuffed byte, fill byte, restart marker
+            position += 1 if marker == 0xFF else 2
+            continue
+        if position + 3 >= len(data):
+            return True
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return True
 
 
 def _last_line(text: str) -> str:

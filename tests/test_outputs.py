@@ -211,6 +211,19 @@ def test_an_image_whose_size_only_decoding_tells_is_refused_undecoded(tmp_path: 
         read_image_bgr(tmp_path)
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_truncated_jpeg_is_an_error_not_a_frame_without_faces(tmp_path: Path, progressive: bool) -> None:
+    photo = tmp_path / "photo.jpg"
+    assert cv2.imwrite(str(photo), sample_image("astronaut"), [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    whole = photo.read_bytes()
+    assert read_image_bgr(photo).shape == (512, 512, 3)
+    photo.write_bytes(whole + b"ftyp" + bytes(range(256)) * 64)  # data after the end (a motion photo's video)
+    assert read_image_bgr(photo).shape == (512, 512, 3)
+    photo.write_bytes(whole[:len(whole) * 2 // 3])
+    with pytest.raises(ImageError, match="a truncated JPEG"):
+        read_image_bgr(photo)
+
+
 def test_coco_labels_that_lie_are_refused(tmp_path: Path) -> None:
     write_one_face_set(tmp_path)
     labels = tmp_path / "labels.json"
