@@ -101,13 +101,18 @@ class CameraPipeline:
         if self.slot.closed:  # stopped before it ran
             feeder.cancel()
         streamer = asyncio.create_task(self.stream.run(), name=f"uplink-{self.camera_id}")
+        sender = asyncio.create_task(self._send_until_idle(), name=f"send-{self.camera_id}")
         try:
-            await self._send_frames()
-            await self.stream.wait_until_idle()
+            # the uplink runs until cancelled: if it ends first, it failed for good (a tail refusing our frames,
+            # boxes that cannot be written), and sending on would wait forever for room it will never have
+            await asyncio.wait({sender, streamer}, return_when=asyncio.FIRST_COMPLETED)
+            if streamer.done() and not streamer.cancelled() and (failure := streamer.exception()) is not None:
+                raise failure
+            await sender
         finally:
-            streamer.cancel()
-            feeder.cancel()
-            await asyncio.gather(streamer, feeder, return_exceptions=True)
+            for task in (sender, streamer, feeder):
+                task.cancel()
+            await asyncio.gather(sender, streamer, feeder, return_exceptions=True)
         error = feeder.exception() if feeder.done() and not feeder.cancelled() else None
         if error is not None:
             raise error  # e.g. SourceError: a file that cannot be decoded
@@ -116,6 +121,10 @@ class CameraPipeline:
         metrics.RECONNECTS.labels(self.camera_id, "source").inc()
         if self.watcher is not None:
             self.watcher.source_reconnecting()
+
+    async def _send_until_idle(self) -> None:
+        await self._send_frames()
+        await self.stream.wait_until_idle()
 
     async def _send_frames(self) -> None:
         loop = asyncio.get_running_loop()

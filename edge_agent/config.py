@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings.exceptions import SettingsError
 
 from edge_agent.tls_files import check_client_tls
 from facesplit.errors import FrostedError
@@ -18,6 +19,7 @@ from facesplit.runtimes import (
     DEFAULT_DEVICE,
     DEFAULT_PRECISION,
     DEFAULT_RUNTIME,
+    MAX_THREADS,
     check_calibration,
     check_device,
     check_precision,
@@ -31,7 +33,11 @@ class ConfigError(FrostedError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+MAX_SECONDS = 3600.0  # a time limit past an hour is a typo; past ~1e9 s gRPC's deadline overflows and expires at once
+MAX_CONFIG_BYTES = 1 << 20  # a camera list of thousands fits; parsing more would only stall the start
 
 
 class TlsConfig(_Strict):
@@ -62,7 +68,8 @@ class TailConfig(_Strict):
     tls: TlsConfig = Field(default_factory=TlsConfig)
     # 2: the tail computes one frame while the next is on its way; more only queues frames at the tail
     window: int = Field(2, ge=1, le=64, description="unanswered frames per camera")
-    deadline_seconds: float = Field(2.0, gt=0, description="a frame unanswered this long: reopen the stream")
+    deadline_seconds: float = Field(2.0, gt=0, le=MAX_SECONDS,
+                                    description="a frame unanswered this long: reopen the stream")
     dtype: Literal["float16", "int8"] = "float16"
 
     @field_validator("address")
@@ -96,7 +103,7 @@ class ModelConfig(_Strict):
     weights: Path | None = None
     split: str | None = None  # where the head ends (`facesplit.faceboxes.SPLITS`); None: the profile's
     input_size: str = "1024"
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
     runtime: str = DEFAULT_RUNTIME  # what runs the head (`facesplit.runtimes.RUNTIME_NAMES`); --runtime
     device: str = DEFAULT_DEVICE  # where it runs, cpu or cuda (`facesplit.runtimes.DEVICES`); --device
     precision: str = DEFAULT_PRECISION  # what the head computes in (`facesplit.runtimes.PRECISIONS`); --precision
@@ -150,10 +157,17 @@ class PreviewConfig(_Strict):
 
 
 class SourceTimeouts(_Strict):
-    open_seconds: float = Field(5.0, gt=0)
-    read_seconds: float = Field(3.0, gt=0)
-    reconnect_initial_seconds: float = Field(0.1, gt=0)
-    reconnect_max_seconds: float = Field(1.0, gt=0)
+    open_seconds: float = Field(5.0, gt=0, le=MAX_SECONDS)
+    read_seconds: float = Field(3.0, gt=0, le=MAX_SECONDS)
+    reconnect_initial_seconds: float = Field(0.1, gt=0, le=MAX_SECONDS)
+    reconnect_max_seconds: float = Field(1.0, gt=0, le=MAX_SECONDS)
+
+    @model_validator(mode="after")
+    def _initial_within_max(self) -> SourceTimeouts:
+        if self.reconnect_initial_seconds > self.reconnect_max_seconds:
+            raise ValueError(f"reconnect_initial_seconds ({self.reconnect_initial_seconds:g}) is more than "
+                             f"reconnect_max_seconds ({self.reconnect_max_seconds:g})")
+        return self
 
 
 class AgentConfig(BaseSettings):
@@ -196,8 +210,14 @@ def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConf
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
+        if (size := path.stat().st_size) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size} bytes, more than a config's {MAX_CONFIG_BYTES}")
         try:
-            document = yaml.safe_load(path.read_text())
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text, as YAML is (byte {exc.start})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(document, dict):
@@ -209,6 +229,8 @@ def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConf
         settings_cls = FromFile
     try:
         return settings_cls(**overrides)
+    except SettingsError as exc:  # an environment variable pydantic-settings cannot parse (bad JSON, say)
+        raise ConfigError(f"environment: {str(exc).splitlines()[0]}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "config"

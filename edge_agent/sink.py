@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +45,24 @@ class JsonLinesSink:
             self._out: TextIO = open(Path(target), "a", encoding="utf-8") if self._owned else sys.stdout  # noqa: SIM115
         except OSError as exc:  # a folder, a missing parent, no permission
             raise SinkError(f"output {target}: cannot open for writing ({exc.strerror or exc})") from None
+        self._target = target
+        self.failed = False
 
     def write(self, result: FrameResult) -> None:
-        self._out.write(json.dumps(result.record()) + "\n")
-        self._out.flush()
+        """One line; SinkError when it cannot be written (a full disk, a closed pipe): the boxes would be lost."""
+        try:
+            self._out.write(json.dumps(result.record()) + "\n")
+            self._out.flush()
+        except OSError as exc:
+            self.failed = True
+            if not self._owned:  # what is still buffered would fail again, with a traceback, as Python exits
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SinkError(f"output {self._target}: cannot write ({exc.strerror or exc})") from None
 
     def close(self) -> None:
         if self._owned:
-            self._out.close()
+            try:
+                self._out.close()
+            except OSError as exc:  # the last flush; after a failed write the error was already said
+                if not self.failed:
+                    raise SinkError(f"output {self._target}: cannot write ({exc.strerror or exc})") from None

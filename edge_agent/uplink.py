@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import grpc
 
 from edge_agent.sources import Backoff
+from facesplit.errors import FrostedError
 from frosted_wire.address import parse_tail_address
 from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
 
@@ -69,6 +70,15 @@ class UplinkError(Exception):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+
+
+class TailRefusedError(FrostedError):
+    """The tail refused this camera's frames as malformed or of a profile it does not serve: reopening the stream
+    would only be refused again (a tail restarted with other profiles, an agent of another version)."""
+
+
+# What the tail says of frames it will never take, however often the stream is reopened.
+REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
 
 
 class UplinkSession(Protocol):
@@ -274,9 +284,10 @@ class CameraStream:
                 code, details = (exc.code, exc.details) if isinstance(exc, UplinkError) else (exc.code(),
                                                                                              exc.details())
                 self.last_error = f"{code.name}: {details}"
-                level = logging.ERROR if code in (grpc.StatusCode.INVALID_ARGUMENT,
-                                                  grpc.StatusCode.FAILED_PRECONDITION) else logging.WARNING
-                log.log(level, "camera %s: uplink stream ended: %s", self.camera_id, self.last_error)
+                if code in REFUSALS:
+                    raise TailRefusedError(f"camera {self.camera_id}: the tail refuses its frames "
+                                           f"({self.last_error})") from None
+                log.warning("camera %s: uplink stream ended: %s", self.camera_id, self.last_error)
             except asyncio.CancelledError:
                 if _being_cancelled():
                     raise

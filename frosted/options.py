@@ -17,6 +17,7 @@ from facesplit.runtimes import (
     DEFAULT_PRECISION,
     DEFAULT_RUNTIME,
     DEVICES,
+    MAX_THREADS,
     PRECISIONS,
     RUNTIME_NAMES,
     SERVABLE_PRECISIONS,
@@ -55,7 +56,6 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-MAX_THREADS = 1024  # far above any machine's cores; torch crashes on absurd counts instead of refusing them
 MAX_SEED = 2**32 - 1  # what every generator a seed feeds (numpy's, torch's, the noise's AES key) accepts
 SEED_TYPE = click.IntRange(0, MAX_SEED)
 

@@ -191,6 +191,9 @@ class AvSource:
         return ConnectionError(f"{self.url}: {reason}")
 
 
+PACER_RESYNC_SECONDS = 2.0  # a file frame this far from when its timestamp says: the timestamps jumped
+
+
 class _Pacer:
     """Releases file frames at their presentation times, like a camera would."""
 
@@ -205,7 +208,11 @@ class _Pacer:
         """Sleep until ``av_frame`` is due; False when the consumer closed ``handoff`` meanwhile."""
         pts = av_frame.time if av_frame.time is not None else self._count * self._period
         self._count += 1
-        if self._first_pts is None:
-            self._first_pts, self._start = pts, time.monotonic()
-        delay = self._start + (pts - self._first_pts) - time.monotonic()
+        now = time.monotonic()
+        due = None if self._first_pts is None else self._start + (pts - self._first_pts)
+        # the clock restarts where the timestamps do (recordings joined end to end start again at 0) or jump
+        # ahead: else every later frame is overdue at once, released in a burst and dropped by keep-latest
+        if due is None or due < now - PACER_RESYNC_SECONDS or due > now + PACER_RESYNC_SECONDS:
+            self._first_pts, self._start, due = pts, now, now
+        delay = due - now
         return not (delay > 0 and handoff.wait_closed(delay))

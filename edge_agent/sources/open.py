@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -38,15 +39,26 @@ def open_source(
         return AvSource(url, live=True, options=dict(LOW_LATENCY_OPTIONS), **timeouts)
     if scheme == "v4l2" or (not scheme and url.startswith("/dev/video")):
         device = unquote(urlsplit(url).path) if scheme else url
-        if not Path(device).exists():
-            raise SourceError(f"video device not found: {device}")
+        if not _exists(Path(device), Path.exists):
+            raise SourceError(f"video device not found: {_shortened(device)}")
         return AvSource(device, live=True, format="v4l2", options={}, **timeouts)
     if scheme == "file" or not scheme:
         path = _file_path(url) if scheme else url
-        if not Path(path).is_file():
-            raise SourceError(f"video file not found: {path}")
+        if not _exists(Path(path), Path.is_file):
+            raise SourceError(f"video file not found: {_shortened(path)}")
         return AvSource(path, live=False, realtime=realtime_files, options={}, **timeouts)
     raise SourceError(f"unsupported video source {redact_url(url)!r}: expected {SUPPORTED}")
+
+
+def _exists(path: Path, test: Callable[[Path], bool]) -> bool:
+    try:
+        return test(path)
+    except OSError:  # a name too long for the filesystem, say: no such file either
+        return False
+
+
+def _shortened(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _file_path(url: str) -> str:

@@ -46,6 +46,7 @@ SERVABLE_PRECISIONS = tuple(p for p in PRECISIONS if p != DEFAULT_PRECISION)
 # and the noise is drawn there, `facesplit.noise.streams`), or ONNX Runtime's CUDA/TensorRT execution providers.
 DEVICES = ("cpu", "cuda")
 DEFAULT_DEVICE = "cpu"
+MAX_THREADS = 1024  # far above any machine's cores: torch crashes on absurd thread counts instead of refusing them
 CUDA_RUNTIMES = ("torch", "onnxruntime", "tensorrt")  # TensorRT runs on the GPU whatever --device says
 
 
