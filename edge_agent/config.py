@@ -207,6 +207,7 @@ class AgentConfig(BaseSettings):
 def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
     """Flags (``overrides``, nested dicts) over the environment over the YAML file; one-line errors."""
     settings_cls: type[AgentConfig] = AgentConfig
+    document: Any = None
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
@@ -234,7 +235,19 @@ def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConf
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "config"
-        where = f"{path}: " if path is not None else ""
+        # the file is named only for a value it holds: one from FROSTED_EDGE_* or a flag is not the file's fault
+        where = f"{path}: " if path is not None and _holds(document, first["loc"]) else ""
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for our validators' words
         raise ConfigError(f"{where}{field}: {message}{more}") from None
+
+
+def _holds(document: Any, loc: tuple[int | str, ...]) -> bool:
+    """Whether the parsed YAML ``document`` has a value at ``loc`` (a pydantic error's location)."""
+    for part in loc:
+        in_mapping = isinstance(document, dict) and part in document
+        in_list = isinstance(document, list) and isinstance(part, int) and 0 <= part < len(document)
+        if not (in_mapping or in_list):
+            return False
+        document = document[part]
+    return True

@@ -7,6 +7,7 @@ imports torch, and made even `frosted --help` wait seconds for it.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,4 +116,6 @@ def cli() -> None:
 
 
 def main() -> None:
+    # gRPC core's own INFO lines (TLS handshakes, say) are not for the user: our logs say what failed
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     cli()

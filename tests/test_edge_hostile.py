@@ -55,8 +55,14 @@ def test_config_files_and_environments_that_lie_are_one_line(tmp_path: Path, mon
     assert "not UTF-8" in refused({}, binary)
     good = tmp_path / "cameras.yaml"
     good.write_text("tail: {address: 'h:1', insecure: true}\ncameras: [{id: a, url: x.mp4}]\n")
+    monkeypatch.setenv("FROSTED_EDGE_TAIL__WINDOW", "abc")  # the environment's value, not the file's
+    assert refused({}, good).startswith("tail.window:")
     monkeypatch.setenv("FROSTED_EDGE_CAMERAS", "notjson")
     assert refused({}, good).startswith("environment:")
+    monkeypatch.delenv("FROSTED_EDGE_CAMERAS")
+    monkeypatch.delenv("FROSTED_EDGE_TAIL__WINDOW")
+    good.write_text("tail: {address: 'h:1', insecure: true, window: abc}\ncameras: [{id: a, url: x.mp4}]\n")
+    assert refused({}, good).startswith(f"{good}: tail.window:")
 
 
 def test_a_source_name_too_long_for_the_filesystem_is_not_found_in_one_line() -> None:
