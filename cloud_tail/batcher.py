@@ -119,7 +119,7 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [p for p in await self._collect() if not p.result.done()]  # skip cancelled streams' frames
+            batch = await self._collect()
             groups: dict[str, list[_Pending]] = defaultdict(list)
             for pending in batch:
                 groups[pending.tail.fingerprint].append(pending)

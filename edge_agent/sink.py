@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TextIO
 import numpy as np
 
 from facesplit.errors import FrostedError
+from facesplit.outputs import silence_stdout
 
 
 class SinkError(FrostedError):
@@ -55,8 +55,8 @@ class JsonLinesSink:
             self._out.flush()
         except OSError as exc:
             self.failed = True
-            if not self._owned:  # what is still buffered would fail again, with a traceback, as Python exits
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if not self._owned:
+                silence_stdout()
             raise SinkError(f"output {self._target}: cannot write ({exc.strerror or exc})") from None
 
     def close(self) -> None:

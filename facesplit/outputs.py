@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -22,12 +23,18 @@ class OutputError(FrostedError):
     """An output that cannot be written, or would overwrite an input."""
 
 
-def reason(exc: OSError) -> str:
+def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
 def is_stdout(path: Path | str | None) -> bool:
     return path is not None and str(path) == "-"
+
+
+def silence_stdout() -> None:
+    """After a write to stdout failed (a full disk, a closed pipe): point it at /dev/null, so what is still
+    buffered does not fail again, with a traceback, as Python flushes it on its way out."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -55,10 +62,13 @@ def check_writable(path: Path, folder: bool = False) -> None:
         with tempfile.TemporaryFile(dir=where, prefix=".frosted-probe-"):
             pass
     except OSError as exc:
-        raise OutputError(f"{path}: cannot write in {where} ({reason(exc)})") from None
+        raise OutputError(f"{path}: cannot write in {where} ({_reason(exc)})") from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    """The same path, or two names (a link) of one file."""
+    if a.absolute() == b.absolute():
+        return True
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
@@ -66,9 +76,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def input_overwritten(output: Path, inputs: Iterable[Path]) -> Path | None:
-    """The one of ``inputs`` that writing ``output`` would overwrite (the same path, or a link to it), if any."""
-    return next((source for source in inputs if output.absolute() == source.absolute() or _same_file(output, source)),
-                None)
+    """The one of ``inputs`` that writing ``output`` would overwrite, if any."""
+    return next((source for source in inputs if _same_file(output, source)), None)
 
 
 def check_distinct(outputs: Mapping[str, Path | None], inputs: Iterable[Path] = ()) -> None:
@@ -80,11 +89,11 @@ def check_distinct(outputs: Mapping[str, Path | None], inputs: Iterable[Path] = 
         if (source := input_overwritten(path, inputs)) is not None:
             raise OutputError(f"{name} {path}: is an input ({source}); writing it would destroy it")
         for other_name, other in given[i + 1:]:
-            if path.absolute() == other.absolute() or _same_file(path, other):
+            if _same_file(path, other):
                 raise OutputError(f"{name} and {other_name} are the same file ({path})")
 
 
-def partial_path(path: Path) -> Path:
+def _partial_path(path: Path) -> Path:
     """Where ``path`` is written before it is complete: beside it (so the rename stays on one filesystem), hidden,
     and named after this process (so two writers do not share it)."""
     return path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -98,13 +107,13 @@ def replacing(path: Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot create the folder {path.parent} ({reason(exc)})") from None
-    partial = partial_path(path)
+        raise OutputError(f"{path}: cannot create the folder {path.parent} ({_reason(exc)})") from None
+    partial = _partial_path(path)
     try:
         yield partial
         os.replace(partial, path)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot write it ({reason(exc)})") from None
+        raise OutputError(f"{path}: cannot write it ({_reason(exc)})") from None
     finally:
         with contextlib.suppress(OSError):  # on a read-only filesystem there is nothing to remove, and no error
             if partial.is_dir():

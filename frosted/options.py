@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -236,10 +235,18 @@ def write_lines(out: TextIO, text: str, flush: bool = True) -> None:
         if flush:
             out.flush()
     except OSError as exc:
-        if out is sys.stdout:  # what is still buffered would fail again as Python exits
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if out is sys.stdout:
+            from facesplit.outputs import silence_stdout
+
+            silence_stdout()
         name = "stdout" if out is sys.stdout else str(getattr(out, "name", out))
         raise click.ClickException(f"{name}: cannot write ({exc.strerror or exc})") from None
+
+
+def options_given(ctx: click.Context, names: Iterable[str]) -> list[str]:
+    """Those of the parameters ``names`` the user set (on the command line, or by environment), in order."""
+    return [name for name in names
+            if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
 
 
 def deprecated_alias(old: str, new: str, dest: str) -> Decorator:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from click.core import ParameterSource
 
 from facesplit.outputs import write_text
 from frosted.options import (
@@ -20,6 +19,7 @@ from frosted.options import (
     device_option,
     json_option,
     model_options,
+    options_given,
     precision_options,
     runtime_option,
     seed_option,
@@ -160,9 +160,9 @@ def merge(folder: Path, wait_s: float | None, json_path: Path | None) -> None:
     from facesplit.evaluation.report import report_lines
 
     ctx = click.get_current_context()
-    given = [param.opts[0] for param in ctx.command.params
-             if param.name not in ("merge_dir", "wait_s", "json_path") and param.name is not None
-             and ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT)]
+    flags = {param.name: param.opts[0] for param in ctx.command.params
+             if param.name is not None and param.name not in ("merge_dir", "wait_s", "json_path")}
+    given = [flags[name] for name in options_given(ctx, flags)]
     if given:
         raise click.UsageError(f"--merge combines the fold JSONs as the --fold runs wrote them: it takes --json and "
                                f"--wait only, not {', '.join(given)}")
@@ -194,9 +194,7 @@ MODEL_OPTIONS = ("weights", "split", "threads", "noise", "seed", "runtime", "dev
 
 
 def _check_no_model_options(ctx: click.Context) -> None:
-    given = [name for name in MODEL_OPTIONS
-             if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
-    if given:
+    if given := options_given(ctx, MODEL_OPTIONS):
         raise click.UsageError(f"--detections scores saved detections, no model runs: drop --{given[0]}")
 
 

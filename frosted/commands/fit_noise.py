@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from frosted.options import FiniteFloatRange, check_outputs, coco_options, model_options, seed_option
+from frosted.options import FiniteFloatRange, check_outputs, coco_options, model_options, options_given, seed_option
 
 MLP_STEPS_PER_EPOCH = 300  # the MLP probe's own steps on the current noise before each epoch of the fit
 
@@ -200,9 +200,7 @@ NOISE_OPTIONS = ("alpha", "epochs", "rank", "privacy", "dct", "adversary_faces",
 
 
 def _check_noise_from(ctx: click.Context, tail_epochs: int, tune_tail: bool) -> None:
-    given = [name for name in NOISE_OPTIONS
-             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
-    if given:
+    if given := options_given(ctx, NOISE_OPTIONS):
         raise click.UsageError(f"--noise-from keeps the profile's noise: drop --{given[0].replace('_', '-')}")
     if not (tune_tail and tail_epochs):
         raise click.UsageError("--noise-from trains only the noise-aware tail: add --tune-tail --tail-epochs N")
