@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from edge_agent.tls_files import check_client_tls
@@ -170,8 +172,12 @@ class SourceTimeouts(_Strict):
         return self
 
 
+ENV_PREFIX = "FROSTED_EDGE_"
+_ENV_NESTING = "__"
+
+
 class AgentConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FROSTED_EDGE_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=_ENV_NESTING, extra="forbid")
 
     tail: TailConfig
     cameras: list[CameraConfig] = Field(min_length=1)
@@ -191,17 +197,21 @@ class AgentConfig(BaseSettings):
             raise ValueError(f"camera ids must be unique; repeated: {', '.join(duplicated)}")
         return cameras
 
+    @model_validator(mode="after")
+    def _ports_apart(self) -> AgentConfig:
+        # two servers on one port: the second would fail to bind after the model has loaded, with OS words
+        if self.metrics.port is not None and self.metrics.port == self.preview.port:
+            raise ValueError(f"metrics.port and preview.port are both {self.metrics.port}: the metrics endpoint "
+                             "and the preview page need a port each")
+        return self
+
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
                                    env_settings: PydanticBaseSettingsSource,
                                    dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = settings_cls.model_config.get("yaml_file")
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if yaml_file:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
-        return tuple(sources)
+        return init_settings, env_settings
 
 
 def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
@@ -214,20 +224,32 @@ def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConf
         if (size := path.stat().st_size) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: {size} bytes, more than a config's {MAX_CONFIG_BYTES}")
         try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+            document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: not UTF-8 text, as YAML is (byte {exc.start})") from None
+        except _DuplicateKeyError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(document, dict):
             raise ConfigError(f"{path}: expected a mapping with 'tail' and 'cameras' at the top")
 
+        file_document = document
+
         class FromFile(AgentConfig):
-            model_config = SettingsConfigDict(**{**AgentConfig.model_config, "yaml_file": path})
+            @classmethod
+            def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                           init_settings: PydanticBaseSettingsSource,
+                                           env_settings: PydanticBaseSettingsSource,
+                                           **_unused: PydanticBaseSettingsSource
+                                           ) -> tuple[PydanticBaseSettingsSource, ...]:
+                # the document parsed above (duplicate keys refused), lowest of the three
+                return init_settings, env_settings, InitSettingsSource(settings_cls, file_document)
 
         settings_cls = FromFile
+    _check_environment(os.environ)
     try:
         return settings_cls(**overrides)
     except SettingsError as exc:  # an environment variable pydantic-settings cannot parse (bad JSON, say)
@@ -251,3 +273,39 @@ def _holds(document: Any, loc: tuple[int | str, ...]) -> bool:
             return False
         document = document[part]
     return True
+
+
+class _DuplicateKeyError(ValueError):
+    """A YAML mapping with a key twice: yaml.safe_load would keep the last one silently."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (``window: 2`` then ``window: 8`` further
+    down): which one the user meant is not for the agent to guess."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise _DuplicateKeyError(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice in "
+                                         "one mapping; keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Every FROSTED_EDGE_* variable names a setting: pydantic-settings ignores the others, so a misspelt
+    FROSTED_EDGE_TAIL__ADRESS would leave the file's address in force, unseen."""
+    for name in environ:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        model: type[BaseModel] | None = AgentConfig
+        for part in name[len(ENV_PREFIX):].lower().split(_ENV_NESTING):
+            if model is None:
+                raise ConfigError(f"environment: {name} nests past a setting that takes a plain value")
+            if part not in model.model_fields:
+                raise ConfigError(f"environment: {name} names no setting of the agent (known here: "
+                                  f"{', '.join(model.model_fields)})")
+            annotation = model.model_fields[part].annotation
+            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None

@@ -120,3 +120,37 @@ def test_edge_cli_refuses_in_one_line(flags, named):
     assert result.returncode == 1, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("WARNING")]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and named in lines[0], result.stderr[-2000:]
+
+
+def test_a_key_given_twice_in_the_file_is_refused_naming_its_line(tmp_path):
+    path = tmp_path / "cameras.yaml"
+    path.write_text("tail: {address: 'h:1', insecure: true}\ncameras: [{id: a, url: x.mp4}]\n"
+                    "metrics:\n  port: 9100\n  port: 9200\n")
+    with pytest.raises(ConfigError) as error:
+        load_agent_config(path, {})
+    message = str(error.value)
+    assert "\n" not in message and "line 5" in message and "'port'" in message and "twice" in message
+
+
+@pytest.mark.parametrize(("name", "named"), [("FROSTED_EDGE_TAIL__ADRESS", "known here: address"),
+                                             ("FROSTED_EDGE_METRICS__PORT__X", "plain value"),
+                                             ("FROSTED_EDGE_CAMERA", "names no setting")])
+def test_a_misspelt_environment_variable_is_refused(monkeypatch, name, named):
+    monkeypatch.setenv(name, "1")
+    message = refused(config(tail={"address": "h:1", "insecure": True}))
+    assert message.startswith(f"environment: {name}") and named in message
+
+
+def test_the_environment_overrides_one_nested_value_and_keeps_the_files_others(tmp_path, monkeypatch):
+    path = tmp_path / "cameras.yaml"
+    path.write_text("tail: {address: 'h:1', insecure: true, window: 3}\ncameras: [{id: a, url: x.mp4}]\n")
+    monkeypatch.setenv("FROSTED_EDGE_TAIL__WINDOW", "7")
+    loaded = load_agent_config(path, {})
+    assert (loaded.tail.window, loaded.tail.address, loaded.tail.insecure) == (7, "h:1", True)
+    assert load_agent_config(path, {"tail": {"address": "h:2", "insecure": True}}).tail.address == "h:2"
+
+
+def test_metrics_and_preview_on_one_port_are_refused():
+    message = refused(config(tail={"address": "h:1", "insecure": True}, metrics={"port": 9100},
+                             preview={"port": 9100}))
+    assert "metrics.port" in message and "preview.port" in message and "9100" in message
