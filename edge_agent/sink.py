@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +39,31 @@ class FrameResult:
                 "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()}}
 
 
+def _open_for_append(path: Path) -> TextIO:
+    """The file, made if missing. A FIFO is opened without waiting for a reader (a plain open would hang the
+    agent, silent, before it starts): ENXIO when none is there; once open, writes block as on any pipe."""
+    try:
+        is_fifo = stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        is_fifo = False
+    if not is_fifo:
+        return open(path, "a", encoding="utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 class JsonLinesSink:
     """Writes each result as one line and flushes, so a pipe sees frames as they are answered."""
 
     def __init__(self, target: str = "-") -> None:
         self._owned = target != "-"
         try:
-            self._out: TextIO = open(Path(target), "a", encoding="utf-8") if self._owned else sys.stdout  # noqa: SIM115
+            self._out: TextIO = _open_for_append(Path(target)) if self._owned else sys.stdout
         except OSError as exc:  # a folder, a missing parent, no permission
+            if exc.errno == errno.ENXIO:
+                raise SinkError(f"output {target}: a FIFO that no process is reading; start its reader first"
+                                ) from None
             raise SinkError(f"output {target}: cannot open for writing ({exc.strerror or exc})") from None
         self._target = target
         self.failed = False

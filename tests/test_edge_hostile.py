@@ -78,6 +78,21 @@ def test_a_full_output_is_a_sink_error_and_closing_it_adds_none(tmp_path: Path) 
     sink.close()
 
 
+def test_a_fifo_output_without_a_reader_is_one_line_and_with_one_gets_the_lines(tmp_path: Path) -> None:
+    fifo = tmp_path / "boxes"
+    os.mkfifo(fifo)
+    with pytest.raises(SinkError, match=r"^output .*boxes: a FIFO that no process is reading; start its reader first$"):
+        JsonLinesSink(str(fifo))  # used to wait, silent, for a reader that may never come
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        sink = JsonLinesSink(str(fifo))
+        sink.write(FrameResult("door", 3, 3, 0.0, 8, 8, np.zeros((0, 5), np.float32), {}))
+        assert b'"camera": "door", "sequence": 3' in os.read(reader, 4096)
+        sink.close()
+    finally:
+        os.close(reader)
+
+
 class RefusingTail:
     """A transport whose tail takes the stream, then refuses its frames (a tail restarted with other profiles)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.preview import CameraCounts, CameraView, PreviewBoard, PreviewError, PreviewServer
 from edge_agent.preview.board import STALE_SECONDS
 from edge_agent.preview.render import channel_energy
+from edge_agent.preview.server import MALFORMED_REQUESTS, MalformedRequestLog
 from edge_agent.sink import FrameResult, JsonLinesSink
 from facesplit.images import sample_image
 from facesplit.noise.shipped import load_profile_for
@@ -217,6 +219,37 @@ async def test_a_port_in_use_is_one_line():
         taken = rf"^preview: cannot serve on 127.0.0.1:{server.port} \(Address already in use\)$"
         with pytest.raises(PreviewError, match=taken):
             await PreviewServer(PreviewBoard(), "127.0.0.1", server.port).start()
+
+
+async def raw_request(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    reply = await reader.read(64)
+    writer.close()
+    return reply
+
+
+async def test_a_flood_of_malformed_requests_is_refused_with_one_log_line_per_interval(monkeypatch, caplog):
+    clock = Clock()
+    for name, value in vars(MalformedRequestLog(interval=60.0, clock=clock)).items():
+        monkeypatch.setattr(MALFORMED_REQUESTS, name, value)  # the agent's one filter, on a clock of the test's
+    malformed = [b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                 b"GET /\x00bad HTTP/1.1\r\nHost: x\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"b" * 20_000 + b"\r\n\r\n"]
+    async with serving(PreviewBoard()) as (server, _):
+        with caplog.at_level(logging.DEBUG, logger="edge_agent.preview.http"):
+            for request in malformed * 3:
+                assert (await raw_request(server.port, request)).startswith(b"HTTP/1.0 400")
+            clock.now += 61
+            assert (await raw_request(server.port, malformed[0])).startswith(b"HTTP/1.0 400")
+            assert (await raw_request(server.port, b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
+                    ).startswith(b"HTTP/1.1 200")
+    lines = [r for r in caplog.records if r.name == "edge_agent.preview.http"]
+    assert [r.levelname for r in lines] == ["WARNING", "WARNING"]
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in lines)
+    assert "LineTooLong" in lines[0].getMessage() and "127.0.0.1" in lines[0].getMessage()
+    assert lines[1].getMessage().endswith("; 8 more since the last such line")
 
 
 # --- the page in a real browser ----------------------------------------------------------------------------

@@ -11,10 +11,13 @@ import ipaddress
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from edge_agent.preview.board import PreviewBoard
 from facesplit.errors import FrostedError
@@ -35,6 +38,43 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class MalformedRequestLog(logging.Filter):
+    """aiohttp logs each request it cannot parse (a 20 kB URL, a NUL in the path) at ERROR with a traceback: a
+    flood of them would drown the agent's log in the client's fault. This turns each into one warning line, at
+    most one per ``interval`` seconds, counting the ones it held back; the server's own errors pass as they
+    are."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self._last: float | None = None
+        self._held_back = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            self._held_back += 1
+            return False
+        why = " ".join(str(exc.message).split())[:120]
+        more = f"; {self._held_back} more since the last such line" if self._held_back else ""
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg, record.args = "preview: refused a malformed HTTP request from %s (%s: %s)%s", (
+            remote, type(exc).__name__, why, more)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        self._last, self._held_back = now, 0
+        return True
+
+
+HTTP_LOG = logging.getLogger("edge_agent.preview.http")  # aiohttp's per-request errors, through the filter
+MALFORMED_REQUESTS = MalformedRequestLog()
+HTTP_LOG.addFilter(MALFORMED_REQUESTS)
 
 
 class PreviewServer:
@@ -58,7 +98,7 @@ class PreviewServer:
         return app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0, logger=HTTP_LOG)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         try:
