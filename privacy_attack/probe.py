@@ -80,12 +80,24 @@ def _gram(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, y: torch.Tenso
     return xtx, xty
 
 
-def _solve(xtx: torch.Tensor, xty: torch.Tensor, noise: torch.Tensor | None, n: int, ridge: float) -> torch.Tensor:
-    system = xtx.clone()
+def _system(xtx: torch.Tensor, noise: torch.Tensor | None, n: int) -> torch.Tensor:
+    """X'X + n Sigma in float32 (standardised, and regularised by `_solve`: float32 is enough, and twice as fast),
+    built once per design and shared by every ridge strength tried on it."""
+    system = xtx.float()
     if noise is not None:
-        system += n * noise
-    system += ridge * n * torch.eye(len(system), dtype=system.dtype)
-    return torch.linalg.solve(system.float(), xty.float())  # float32: standardised and regularised, 2x faster
+        system.add_(noise.float(), alpha=n)
+    return system
+
+
+def _solve(system: torch.Tensor, xty: torch.Tensor, n: int, ridge: float) -> torch.Tensor:
+    """(system + ridge n I)^-1 X'Y. The matrix is symmetric positive definite (a Gram matrix, a covariance, a
+    positive ridge), so Cholesky, which is faster than LU; LU if rounding says it is not."""
+    regularised = system.clone()
+    regularised.diagonal().add_(ridge * n)
+    factor, info = torch.linalg.cholesky_ex(regularised)
+    if int(info) == 0:
+        return torch.cholesky_solve(xty.float(), factor)
+    return torch.linalg.solve(regularised, xty.float())
 
 
 def identification_score(predicted: torch.Tensor, truth: torch.Tensor, centre: torch.Tensor,
@@ -173,16 +185,17 @@ def fit_ridge(train: CropSet, observer: CropObserver, targets: torch.Tensor, see
     noise = _noise_covariance(observer, train.origins, std, generator)
     observed_val = observer.observe(train.crops[val_index], train.origins[val_index], generator)
     log = FitLog("ridge", len(train))
+    fit_system = _system(design.xtx_fit, noise, len(fit_index))
     for ridge in lambdas:
-        weight = _solve(design.xtx_fit, xty_fit, noise, len(fit_index), ridge)
+        weight = _solve(fit_system, xty_fit, len(fit_index), ridge)
         predicted = LinearMap(mean, std, weight, target_mean, ridge)(observed_val)
         if score == "identification":
             log.validation[f"{ridge:g}"] = identification_score(predicted, targets[val_index], target_mean)
         else:
             log.validation[f"{ridge:g}"] = -float(((predicted - targets[val_index]) ** 2).mean())
     best = max(lambdas, key=lambda r: log.validation[f"{r:g}"])
-    weight = (_solve(design.xtx_fit + design.xtx_val, xty_fit + xty_val, noise, len(train), best) if refit
-              else _solve(design.xtx_fit, xty_fit, noise, len(fit_index), best))
+    weight = (_solve(_system(design.xtx_fit + design.xtx_val, noise, len(train)), xty_fit + xty_val, len(train), best)
+              if refit else _solve(fit_system, xty_fit, len(fit_index), best))
     log.ridge, log.seconds = best, time.monotonic() - start
     return LinearMap(mean, std, weight, target_mean, best), log
 
