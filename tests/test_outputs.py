@@ -125,6 +125,11 @@ def test_detect_never_draws_over_an_input_and_numbers_drawings_that_share_a_name
     assert sorted(p.name for p in drawn.iterdir()) == ["x-2.jpg", "x.jpg"]
     assert digest(tmp_path / "a") == {k[2:]: v for k, v in before.items() if k.startswith("a/")}
 
+    for twice in ([str(tmp_path / "a" / "x.jpg")] * 2, ["--sample", "astronaut", "--sample", "astronaut"]):
+        result = invoke_frosted("detect", *twice, "--out", str(tmp_path / "again"), "--weights", str(weights_path))
+        assert result.returncode == 2 and "is given twice: give each image once" in result.stderr, result.stderr
+        assert not (tmp_path / "again").exists()  # refused before anything is made
+
 
 def test_detect_keeps_the_old_json_until_the_new_one_is_whole(tmp_path: Path) -> None:
     old = tmp_path / "boxes.jsonl"

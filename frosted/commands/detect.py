@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -52,6 +53,10 @@ def detect(images: tuple[Path, ...], samples: tuple[str, ...], threshold: float,
     if not images and not samples:
         raise click.UsageError("give at least one IMAGE or --sample NAME")
     check_precision_option(precision, runtime, device, calibration)
+    counts = Counter([str(p) for p in images] + [f"--sample {s}" for s in samples])
+    if repeated := sorted(key for key, count in counts.items() if count > 1):
+        # its line and its drawing would come twice under one name, and a count of lines would not be of images
+        raise click.UsageError(f"{repeated[0]} is given twice: give each image once")
     drawn = _drawn_paths(images, samples, out)
     # before the model loads: an output that cannot be written, or would overwrite an input, fails at once
     check_outputs({"--json": json_path, "--out": out}, images, folders=["--out"])
