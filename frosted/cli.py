@@ -79,6 +79,18 @@ class LazyCommands(MutableMapping[str, click.Command]):
 INTERRUPTED = 130  # the shell's status for a command ended by SIGINT (128 + 2), so scripts can tell it apart
 
 
+def _echo_to_stdout_failed(exc: OSError) -> bool:
+    """Whether ``exc`` came from a verb's `click.echo` to stdout (a full disk, a closed pipe): one net for every
+    report line a verb prints, where each call site would otherwise need its own."""
+    traceback = exc.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        if frame.f_code is click.utils.echo.__code__ and not frame.f_locals.get("err"):
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
 class FrostedGroup(click.Group):
     """Verbs imported lazily; turns the errors a user can fix into one line on stderr and exit status 1,
     without a traceback, and Ctrl-C into status 130."""
@@ -92,6 +104,13 @@ class FrostedGroup(click.Group):
             return super().invoke(ctx)
         except FrostedError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            if not _echo_to_stdout_failed(exc):
+                raise
+            from facesplit.outputs import silence_stdout
+
+            silence_stdout()  # what is still buffered must not fail again, with a traceback, on the way out
+            raise click.ClickException(f"stdout: cannot write ({exc.strerror or exc})") from None
         except KeyboardInterrupt:  # outputs are written whole or not at all (facesplit.outputs): none is half there
             click.echo("Interrupted.", err=True)
             ctx.exit(INTERRUPTED)

@@ -154,3 +154,15 @@ def test_metrics_and_preview_on_one_port_are_refused():
     message = refused(config(tail={"address": "h:1", "insecure": True}, metrics={"port": 9100},
                              preview={"port": 9100}))
     assert "metrics.port" in message and "preview.port" in message and "9100" in message
+
+
+def test_edge_usage_that_contradicts_itself_is_refused_before_anything_runs(tmp_path):
+    result = invoke_frosted("edge", "--source", "door.mp4", "--tail", "h:1", "--insecure", "--no-noise",
+                            "--noise", "alpha-0.2")
+    assert result.returncode == 2 and "--no-noise sends clean activations, --noise names a profile" in result.stderr
+    path = tmp_path / "cameras.yaml"
+    path.write_text("tail: {address: 'h:1', insecure: true}\ncameras: [{id: a, url: x.mp4}]\n")
+    before = path.read_text()
+    result = invoke_frosted("edge", "--config", str(path), "--json", str(path))
+    assert result.returncode == 2 and f"output {path}: is an input" in result.stderr, result.stderr
+    assert path.read_text() == before  # the boxes were once appended to the config the next start reads

@@ -165,6 +165,10 @@ def test_merge_takes_no_evaluation_options(fold_folder: Path) -> None:
     assert result.returncode == 2 and "not --threshold, --noise" in result.stderr
     result = invoke_frosted("eval", "--wait", "5", "--coco", "x.json")
     assert result.returncode == 2 and "--wait goes with --merge" in result.stderr
+    fold = (fold_folder / "fold-1.json").read_bytes()
+    result = invoke_frosted("eval", "--merge", str(fold_folder), "--json", str(fold_folder / "fold-1.json"))
+    assert result.returncode == 2 and "is an input" in result.stderr  # the merge over a fold it merges
+    assert (fold_folder / "fold-1.json").read_bytes() == fold
 
 
 def test_merge_waits_for_the_folds_still_missing(fold_folder: Path, tmp_path: Path) -> None:

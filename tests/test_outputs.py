@@ -282,3 +282,14 @@ def test_a_triton_re_export_cut_short_leaves_the_served_models_as_they_were(tmp_
     with pytest.raises(KeyboardInterrupt):
         repository.write_repository([tail], out)
     assert digest(out) == served and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_report_to_a_full_stdout_is_one_line_for_every_verb(weights_path: Path) -> None:
+    """Every verb's report lines (not only the JSON writers') to a stdout that cannot take them: one line, exit 1,
+    no traceback, whichever `click.echo` they came from."""
+    for argv in (("profiles",), ("weights", "check", "--weights", str(weights_path))):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, "-m", "frosted", *argv], stdout=full, stderr=subprocess.PIPE,
+                                    text=True, cwd=REPO, timeout=240)
+        assert result.returncode == 1, (argv, result.stderr)
+        assert result.stderr.strip() == "Error: stdout: cannot write (No space left on device)", (argv, result.stderr)

@@ -109,6 +109,8 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
     setup_logging()
     if config_path is None and (source is None or tail_address is None):
         raise click.UsageError("give --config cameras.yaml, or --source URL and --tail HOST:PORT")
+    if no_noise and profile is not None:
+        raise click.UsageError("--no-noise sends clean activations, --noise names a profile: give one of them")
     if camera_id is not None and source is None:
         raise click.UsageError("--camera-id names the --source camera; give --source too")
     cameras = [{"id": camera_id or "camera-1", "url": source}] if source is not None else None
@@ -125,6 +127,7 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
     config = load_agent_config(config_path, overrides)
     for warning in warnings_for(config):
         click.secho(warning, fg="red", bold=True, err=True)
+    _check_output_apart(config, config_path)
     sink = JsonLinesSink(config.output)  # before the model loads: a bad --json fails at once
     try:
         backend = head_backend(config.model.weights, config.model.input_size, config.model.threads,
@@ -145,3 +148,18 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
     if silent:
         more = f" (nor of {len(silent) - 1} more cameras)" if len(silent) > 1 else ""
         raise click.ClickException(f"no frame of camera {silent[0]} was answered{more}: see the warnings above")
+
+
+def _check_output_apart(config: AgentConfig, config_path: Path | None) -> None:
+    """The boxes' output is none of the agent's inputs: appended to its config or a TLS key, it would break the
+    next start."""
+    from facesplit.outputs import OutputError, check_distinct
+
+    tls = config.tail.tls
+    noise = [] if config.noise.disabled else [Path(config.noise.profile)]
+    inputs = [p for p in (config_path, tls.ca, tls.cert, tls.key, config.model.weights, config.model.calibration)
+              if p is not None] + noise + [Path(camera.url) for camera in config.cameras if "://" not in camera.url]
+    try:
+        check_distinct({"output": Path(config.output)}, inputs)
+    except OutputError as exc:
+        raise click.UsageError(str(exc)) from None

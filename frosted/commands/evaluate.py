@@ -166,8 +166,10 @@ def merge(folder: Path, wait_s: float | None, json_path: Path | None) -> None:
     if given:
         raise click.UsageError(f"--merge combines the fold JSONs as the --fold runs wrote them: it takes --json and "
                                f"--wait only, not {', '.join(given)}")
+    check_outputs({"--json": json_path})  # before the wait, which may be hours
     started = time.perf_counter()
     files = wait_for_folds(folder, wait_s or 0.0, functools.partial(click.echo, err=True))
+    check_outputs({"--json": json_path}, [file.path for file in files])  # over a fold, it would lose that fold
     scores = merge_folds(files)
     scores["wall_time_s"] = round(time.perf_counter() - started, 2)
     emit(report_lines(scores), scores, json_path)

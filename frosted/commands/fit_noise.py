@@ -17,17 +17,23 @@ if TYPE_CHECKING:
     from privacy_attack.defence import IdentityAdversary
 
 
+MAX_FOLD = 1000  # a fold number past any set's fold count: --folds says how many there are
+
+
 def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int]:
     if value is None:
         return []
-    try:
-        folds: list[int] = []
-        for part in value.split(","):
-            low, _, high = part.partition("-")
-            folds += list(range(int(low), int(high or low) + 1))
-        return folds
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected fold numbers such as '1-5' or '1,3,5'") from None
+    folds: list[int] = []
+    for part in value.split(","):
+        low_text, _, high_text = part.partition("-")
+        try:
+            low, high = int(low_text), int(high_text or low_text)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected fold numbers such as '1-5' or '1,3,5'") from None
+        if not 1 <= low <= high <= MAX_FOLD:  # checked before the range is made: 1-99999999999 is a list of 800 GB
+            raise click.BadParameter(f"{part!r}: folds run from 1 up, low to high, to at most {MAX_FOLD}")
+        folds += range(low, high + 1)
+    return folds
 
 
 @click.command("fit-noise")
@@ -109,10 +115,13 @@ def fit_noise(alpha: float | None, noise_from: str | None, out: Path, frame_sour
 
     inputs = [*frame_sources, *(p for p in (coco_labels, weights) if p is not None)]
     check_outputs({"--out": out}, inputs)  # before the fit, which is minutes to hours, not after it
+    if coco_labels is not None and not use_folds:
+        raise click.UsageError("--coco needs --use-folds (keep other folds for evaluation)")
+    if use_folds and max(use_folds) > folds:
+        raise click.BadParameter(f"fold {max(use_folds)} does not exist: --folds {folds} makes folds 1-{folds}",
+                                 param_hint="--use-folds")
     images = [image for source in frame_sources for image in frames_from(source, max_frames)]
     if coco_labels is not None:
-        if not use_folds:
-            raise click.UsageError("--coco needs --use-folds (keep other folds for evaluation)")
         images += labelled_from_coco(coco_labels, images_dir or coco_labels.parent / "images", folds, use_folds)
     if not images:
         raise click.UsageError("nothing to fit on: give --frames and/or --coco with --use-folds")
@@ -130,8 +139,10 @@ def fit_noise(alpha: float | None, noise_from: str | None, out: Path, frame_sour
         raise click.UsageError("--adversary-face-size places the attacker's faces: add --adversary-faces DIR")
     if seed is None:  # drawn, so the profile's fitted_on records the seed the fit really used
         seed = secrets.randbits(31)
-    tune_cpu_runtime(threads)
     start_path = resolve_profile(noise_from) if noise_from is not None else None
+    # a frame of a --frames folder, or the --noise-from profile, named as --out would be overwritten by the fit
+    check_outputs({"--out": out}, [image.path for image in images] + ([start_path] if start_path else []))
+    tune_cpu_runtime(threads)
     if start_path is not None:
         split = split_of(start_path)
     model = load_faceboxes(weights, split or DEFAULT_SPLIT)
