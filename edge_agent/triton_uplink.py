@@ -17,7 +17,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 
-from edge_agent.uplink import UplinkError
+from edge_agent.uplink import UplinkError, peer_text
 from frosted_wire.codec import WIRE_DTYPES, decode_tensor
 from frosted_wire.v1 import tail_pb2
 from triton_wire import grpc_service_pb2 as kserve
@@ -42,7 +42,7 @@ class TritonSession:
         if answer is grpc.aio.EOF:
             return None
         if answer.error_message:  # Triton reports a failed request in the stream, and keeps it open
-            raise UplinkError(grpc.StatusCode.INTERNAL, f"Triton: {answer.error_message}")
+            raise UplinkError(grpc.StatusCode.INTERNAL, f"Triton: {peer_text(answer.error_message)}")
         return detections(answer.infer_response)
 
     def cancel(self) -> None:
@@ -103,9 +103,48 @@ def infer_request(model: str, frame: tail_pb2.ActivationFrame) -> kserve.ModelIn
 
 
 def detections(response: kserve.ModelInferResponse) -> tail_pb2.Detections:
-    """The ensemble's ``boxes`` (1, K, 5) and ``box_count`` (1, 1) as our `Detections` (model-input pixels)."""
-    raw = dict(zip((output.name for output in response.outputs), response.raw_output_contents, strict=True))
-    count = int(np.frombuffer(raw[BOX_COUNT], dtype="<i4")[0])
-    rows = np.frombuffer(raw[BOXES], dtype="<f4").reshape(-1, 5)[:count]
-    boxes = [tail_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2, score=score) for x1, y1, x2, y2, score in rows.tolist()]
-    return tail_pb2.Detections(sequence=int(response.id), boxes=boxes)  # no timings: Triton sends none
+    """The ensemble's ``boxes`` (1, K, 5) and ``box_count`` (1, 1) as our `Detections` (model-input pixels),
+    raw or typed (KServe v2 allows either). Anything else is an UplinkError naming what is wrong, never a guess:
+    a count past the rows, or negative, would drop boxes silently."""
+    try:
+        sequence = int(response.id)
+    except ValueError:
+        raise _malformed(f"its id {response.id[:40]!r} is not a frame's sequence") from None
+    count_values = _output(response, BOX_COUNT, "INT32")
+    rows = _output(response, BOXES, "FP32")
+    if count_values.size != 1:
+        raise _malformed(f"{BOX_COUNT} has {count_values.size} values, not 1")
+    if rows.size % 5:
+        raise _malformed(f"{BOXES} has {rows.size} values, not rows of 5")
+    rows = rows.reshape(-1, 5)
+    count = int(count_values[0])
+    if not 0 <= count <= len(rows):
+        raise _malformed(f"{BOX_COUNT} is {count} with {len(rows)} rows of {BOXES}")
+    boxes = [tail_pb2.Box(x1=x1, y1=y1, x2=x2, y2=y2, score=score) for x1, y1, x2, y2, score in rows[:count].tolist()]
+    return tail_pb2.Detections(sequence=sequence, boxes=boxes)  # no timings: Triton sends none
+
+
+_NUMPY = {"INT32": "<i4", "FP32": "<f4"}
+
+
+def _output(response: kserve.ModelInferResponse, name: str, datatype: str) -> np.ndarray:
+    """One output's values, from raw_output_contents (what Triton sends) or from its typed contents."""
+    index = next((i for i, output in enumerate(response.outputs) if output.name == name), None)
+    if index is None:
+        raise _malformed(f"it has no {name!r} output (outputs: {', '.join(o.name for o in response.outputs)[:200]})")
+    output = response.outputs[index]
+    if output.datatype != datatype:
+        raise _malformed(f"{name} is {output.datatype[:20]!r}, not {datatype}")
+    if response.raw_output_contents:
+        if len(response.raw_output_contents) != len(response.outputs):
+            raise _malformed(f"{len(response.raw_output_contents)} raw contents for {len(response.outputs)} outputs")
+        raw = response.raw_output_contents[index]
+        if len(raw) % 4:
+            raise _malformed(f"{name} is {len(raw)} bytes, not whole {datatype} values")
+        return np.frombuffer(raw, dtype=_NUMPY[datatype])
+    typed = output.contents.int_contents if datatype == "INT32" else output.contents.fp32_contents
+    return np.asarray(typed, dtype=_NUMPY[datatype])
+
+
+def _malformed(what: str) -> UplinkError:
+    return UplinkError(grpc.StatusCode.DATA_LOSS, f"Triton: an answer not in the ensemble's form: {what}")

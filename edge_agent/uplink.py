@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
+import numpy as np
 
 from edge_agent.sources import Backoff
 from facesplit.errors import FrostedError
@@ -79,6 +80,28 @@ class TailRefusedError(FrostedError):
 
 # What the tail says of frames it will never take, however often the stream is reopened.
 REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+LOG_EVERY_NTH_ENDING = 20  # a stream that keeps ending is said once, then every 20th time, not once a second
+MAX_PEER_TEXT = 300  # characters of a peer's error text kept: a tail could send megabytes of it
+
+
+def peer_text(text: str) -> str:
+    """A peer's error text as one short line: its own words, never a flood of them."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_PEER_TEXT else f"{text[:MAX_PEER_TEXT]}... ({len(text)} characters)"
+
+
+def check_answer(answer: tail_pb2.Detections) -> None:
+    """Refuse an answer no tail of ours gives (a coordinate not finite, a score outside [0, 1]): written out, it
+    would be a JSON line no parser takes, or a box no one should trust. An UplinkError, so the stream reopens."""
+    if not answer.boxes:
+        return
+    values = np.array([[b.x1, b.y1, b.x2, b.y2, b.score] for b in answer.boxes], dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise UplinkError(grpc.StatusCode.DATA_LOSS, f"the answer to frame {answer.sequence} has a box that is "
+                                                     "not finite; the tail is broken")
+    if ((values[:, 4] < 0) | (values[:, 4] > 1)).any():
+        raise UplinkError(grpc.StatusCode.DATA_LOSS, f"the answer to frame {answer.sequence} has a score outside "
+                                                     "[0, 1]; the tail is broken")
 
 
 class UplinkSession(Protocol):
@@ -197,6 +220,7 @@ class CameraStream:
         self._changed = asyncio.Condition()
         self._wakers: set[asyncio.Task[None]] = set()
         self.last_error: str | None = None
+        self._endings = 0  # streams ended by an error since the last one that was answered
 
     @property
     def in_flight(self) -> int:
@@ -250,7 +274,7 @@ class CameraStream:
                 raise
             return False  # grpc.aio raises CancelledError from write() on a call the watchdog cancelled
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, UplinkError) as exc:
-            self.last_error = str(exc)
+            self.last_error = peer_text(str(exc))
             call.cancel()
             return False
 
@@ -271,23 +295,26 @@ class CameraStream:
             call = self.transport.open(self.camera_id)
             watchdog = asyncio.create_task(self._watch(call))
             answered = 0
+            ended = False
             try:
                 async with self._changed:
                     self._call = call
                     self._changed.notify_all()
                 while (answer := await call.read()) is not None:
+                    check_answer(answer)
                     answered += 1
                     self._answer(answer)
                     if answered == 1:
                         self.backoff.reset()
+                        self._endings = 0
             except (grpc.aio.AioRpcError, UplinkError) as exc:
                 code, details = (exc.code, exc.details) if isinstance(exc, UplinkError) else (exc.code(),
                                                                                              exc.details())
-                self.last_error = f"{code.name}: {details}"
+                self.last_error = f"{code.name}: {peer_text(details or '')}"
                 if code in REFUSALS:
                     raise TailRefusedError(f"camera {self.camera_id}: the tail refuses its frames "
                                            f"({self.last_error})") from None
-                log.warning("camera %s: uplink stream ended: %s", self.camera_id, self.last_error)
+                ended = True
             except asyncio.CancelledError:
                 if _being_cancelled():
                     raise
@@ -296,6 +323,11 @@ class CameraStream:
                 watchdog.cancel()
                 call.cancel()
                 await self._reset()
+            if ended:
+                self._endings += 1
+                if self._endings == 1 or self._endings % LOG_EVERY_NTH_ENDING == 0:
+                    log.warning("camera %s: uplink stream ended: %s (%d in a row)", self.camera_id,
+                                self.last_error, self._endings)
             if self.on_reconnect is not None:
                 self.on_reconnect()
             await asyncio.sleep(self.backoff.next_delay())
