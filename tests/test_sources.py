@@ -10,12 +10,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp.web
 import aioice.ice
 import av
 import cv2
 import numpy as np
 import pytest
 import skimage.data
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from edge_agent.sources import Backoff, Frame, LatestFrameSlot, SourceError, feed, open_source
 from edge_agent.sources.av_source import AvSource
@@ -249,6 +251,83 @@ async def test_whep_frames_resemble_the_camera_image_and_session_is_deleted(astr
         assert len(camera.deleted) == 1 and not camera.sessions
     finally:
         await camera.stop()
+
+
+class HostileWhep:
+    """A WHEP endpoint answering the offer with ``answer(offer)``: (status, body) or None to never answer."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.pcs: list[RTCPeerConnection] = []
+        self.runner: aiohttp.web.AppRunner | None = None
+        self.closing = asyncio.Event()
+
+    async def start(self) -> str:
+        app = aiohttp.web.Application()
+        app.router.add_post("/whep", self._post)
+        self.runner = aiohttp.web.AppRunner(app)
+        await self.runner.setup()
+        site = aiohttp.web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"whep://127.0.0.1:{self.runner.addresses[0][1]}/whep"
+
+    async def _post(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        answered = await self.answer(self, await request.text())
+        if answered is None:
+            await self.closing.wait()  # no answer while the client waits; its timeout ends it
+            answered = 503, b""
+        status, body = answered
+        return aiohttp.web.Response(status=status, body=body, content_type="application/sdp",
+                                    headers={"Location": "/whep/s1"})
+
+    async def stop(self) -> None:
+        self.closing.set()
+        for pc in self.pcs:
+            await pc.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def answer_sending_nothing(server: HostileWhep, offer: str) -> tuple[int, bytes]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no track added: the answer's video is inactive
+    server.pcs.append(pc)
+    with loopback_only_ice():
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+    return 201, pc.localDescription.sdp.encode()
+
+
+async def huge_answer(server: HostileWhep, offer: str) -> tuple[int, bytes]:
+    return 201, b"v=0\r\n" + b"a=x\r\n" * 1_000_000
+
+
+async def answer_with_many_candidates(server: HostileWhep, offer: str) -> tuple[int, bytes]:
+    candidates = "".join(f"a=candidate:{i} 1 udp 100 127.0.0.1 {20000 + i} typ host\r\n" for i in range(500))
+    return 201, f"v=0\r\n{candidates}".encode()
+
+
+async def no_answer(server: HostileWhep, offer: str) -> None:
+    return None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("answer", "said"), [
+    (answer_sending_nothing, "the WHEP answer sends no video"),
+    (huge_answer, "the WHEP answer is over 65536 bytes"),  # was read whole: 400 MB of it took 1.2 GB
+    (answer_with_many_candidates, "offers 500 ICE candidates, more than 64"),  # aiortc blocked the loop 2 min
+    (no_answer, "no WHEP answer within 1 s"),  # was "TimeoutError: " with nothing after it
+])
+async def test_a_hostile_whep_answer_is_a_disconnect_that_says_why(answer, said) -> None:
+    server = HostileWhep(answer)
+    url = await server.start()
+    try:
+        source = open_source(url, open_timeout=1.0)
+        with pytest.raises(ConnectionError) as error:
+            async with contextlib.aclosing(source.frames()) as frames:
+                await anext(frames)
+        assert said in str(error.value) and "\n" not in str(error.value)
+    finally:
+        await server.stop()
 
 
 @pytest.mark.asyncio

@@ -71,6 +71,10 @@ def is_loopback_host(url: str) -> bool:
         return False
 
 
+MAX_ANSWER_BYTES = 64 * 1024
+MAX_CANDIDATES = 64  # ICE candidates in one answer: a few per interface and transport is what servers send
+
+
 class WhepSource:
     """A WHEP endpoint (``http(s)://...``); ``frames()`` is one WebRTC session."""
 
@@ -101,6 +105,8 @@ class WhepSource:
             answer, session_url = await self._post_offer(http, pc.localDescription.sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
             track = transceiver.receiver.track
+            if track is None:
+                raise ConnectionError(f"{self.url}: the WHEP answer sends no video")
 
             timeout = self.open_timeout + self.read_timeout  # the first frame waits for ICE + DTLS too
             while True:
@@ -125,15 +131,30 @@ class WhepSource:
     async def _post_offer(self, http: aiohttp.ClientSession, offer: str) -> tuple[str, str | None]:
         try:
             async with http.post(self.endpoint, data=offer, headers={"Content-Type": "application/sdp"}) as reply:
-                body = await reply.text()
                 if reply.status not in (200, 201):
                     raise ConnectionError(f"{self.url}: WHEP offer refused with HTTP {reply.status}")
+                # an answer is a few kB: a larger one is read no further (a 400 MB body took 1.2 GB)
+                if (reply.content_length or 0) > MAX_ANSWER_BYTES or len(
+                        body := await reply.content.read(MAX_ANSWER_BYTES + 1)) > MAX_ANSWER_BYTES:
+                    raise ConnectionError(f"{self.url}: the WHEP answer is over {MAX_ANSWER_BYTES} bytes, "
+                                          "more than any SDP answer")
                 location = reply.headers.get("Location")
         except aiohttp.ClientError as exc:
             reason = str(exc).replace(self.endpoint, self.url)  # aiohttp may quote the URL, credentials too
             raise ConnectionError(f"{self.url}: {type(exc).__name__}: {reason}") from None
+        except TimeoutError:
+            raise ConnectionError(f"{self.url}: no WHEP answer within {self.open_timeout:g} s") from None
+        answer = body.decode("utf-8", errors="replace")
+        # aiortc's parsing of the answer blocks the event loop, and grows with the square of its candidates
+        # (4,000 of them: 5 s with every camera stalled): refuse an answer with more than a peer needs
+        if (candidates := sum(line.startswith("a=candidate") for line in answer.splitlines())) > MAX_CANDIDATES:
+            raise ConnectionError(f"{self.url}: the WHEP answer offers {candidates} ICE candidates, more than "
+                                  f"{MAX_CANDIDATES}")
         # Location may be relative (it usually is): resolve it against the URL we posted to.
-        return body, urljoin(self.endpoint, location) if location else None
+        try:
+            return answer, urljoin(self.endpoint, location) if location else None
+        except ValueError:
+            raise ConnectionError(f"{self.url}: the WHEP answer's Location header is not a URL") from None
 
     async def _hang_up(self, http: aiohttp.ClientSession, pc: RTCPeerConnection, session_url: str | None) -> None:
         try:
