@@ -92,24 +92,32 @@ def download_weights(url: str = OFFICIAL_URL, destination: Path | None = None,
     destination = destination or cache_path()
     check_writable(destination)  # before the download, not after it
     digest = hashlib.sha256()
-    with replacing(destination) as partial, partial.open("wb") as file:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=WEIGHTS_FILENAME) as bar:
-                    for block in iter(lambda: response.read(1 << 16), b""):
-                        digest.update(block)
-                        file.write(block)
-                        bar.update(len(block))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            if isinstance(exc, urllib.error.HTTPError):
-                reason = f"HTTP {exc.code} {exc.reason}"
-            else:
-                reason = getattr(exc, "reason", None) or exc
-            raise WeightsError(f"download of {url} failed: {reason}") from None
-        if digest.hexdigest() != expected_sha256:  # raised inside: the partial file is removed, nothing lands
+    with replacing(destination) as partial:
+        with partial.open("wb") as file:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                    total = int(response.headers.get("Content-Length") or 0) or None
+                    with tqdm(total=total, unit="B", unit_scale=True, desc=WEIGHTS_FILENAME) as bar:
+                        for block in iter(lambda: response.read(1 << 16), b""):
+                            digest.update(block)
+                            file.write(block)
+                            bar.update(len(block))
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                if isinstance(exc, urllib.error.HTTPError):
+                    reason = f"HTTP {exc.code} {exc.reason}"
+                else:
+                    reason = getattr(exc, "reason", None) or exc
+                raise WeightsError(f"download of {url} failed: {reason}") from None
+        # raised inside: the partial file is removed, nothing lands
+        if digest.hexdigest() != expected_sha256:
             raise WeightsError(f"download of {url} has sha256 {digest.hexdigest()}, expected {expected_sha256}; "
                                "nothing was saved")
+        # the official hash always loads; a custom --sha256 may pin a file that is no checkpoint
+        try:
+            load_faceboxes(partial)
+        except WeightsError as exc:
+            why = str(exc).split(": ", 1)[-1]  # without the partial file's name
+            raise WeightsError(f"download of {url}: {why}; nothing was saved") from None
     return destination
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import shutil
 import threading
@@ -89,3 +90,18 @@ def test_download_cli_fills_the_cache(http_dir: tuple[Path, str], weights_path: 
     assert check.returncode == 0 and "(official)" in check.stdout
     bad = invoke_frosted("weights", "download", "--url", f"{url}/absent.pth", env=env)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_file_pinned_by_a_custom_sha256_that_is_no_checkpoint_is_not_saved(http_dir: tuple[Path, str],
+                                                                               tmp_path: Path) -> None:
+    root, url = http_dir
+    (root / "photo.pth").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+    digest = hashlib.sha256((root / "photo.pth").read_bytes()).hexdigest()
+    target = tmp_path / "cache" / "w.pth"
+    result = invoke_frosted("weights", "download", "--url", f"{url}/photo.pth", "--sha256", digest,
+                            "--out", str(target))
+    assert result.returncode == 1 and "not a readable PyTorch checkpoint" in result.stderr, result.stderr
+    assert "nothing was saved" in result.stderr and ".partial" not in result.stderr
+    assert not target.exists() and list(target.parent.iterdir()) == []  # it was saved, then refused, before
+    result = invoke_frosted("weights", "download", "--url", f"{url}/photo.pth", "--sha256", "xyz")
+    assert result.returncode == 2 and "'xyz' is not a sha256 (64 hex digits)" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -23,13 +24,15 @@ def weights() -> None:
               help="Refuse the file unless its sha256 is this (default: the official checkpoint's).")
 def download(url: str | None, destination: Path | None, expected: str | None) -> None:
     """Download the pinned official checkpoint and verify its sha256 before saving it."""
+    if expected is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expected):
+        raise click.BadParameter(f"{expected[:80]!r} is not a sha256 (64 hex digits)", param_hint="--sha256")
+    expected = expected.lower() if expected else None
     # imported here, not at the top: `frosted --help` and `frosted weights download --help` must not wait for torch
-    from facesplit.weights import OFFICIAL_SHA256, OFFICIAL_URL, cache_path, download_weights, load_faceboxes
+    from facesplit.weights import OFFICIAL_SHA256, OFFICIAL_URL, cache_path, download_weights
 
     url = url or OFFICIAL_URL
     expected = expected or OFFICIAL_SHA256
-    saved = download_weights(url, destination or cache_path(), expected)
-    load_faceboxes(saved)  # a file with the right hash always loads; this guards a custom --sha256
+    saved = download_weights(url, destination or cache_path(), expected)  # loaded before it lands
     click.echo(str(saved))
 
 
