@@ -25,9 +25,7 @@ beside them.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from google.protobuf import text_format
 
 from cloud_tail.models import ServedTail
 from facesplit.errors import FrostedError
+from facesplit.outputs import building_into
 from facesplit.priors import priors_for
 from facesplit.runtimes import require
 from facesplit.runtimes.graphs import MAX_BATCH, TAIL_INPUT, TAIL_OUTPUTS, export_graph
@@ -84,26 +83,10 @@ def write_repository(tails: Iterable[ServedTail], out: Path, options: TritonOpti
     for tail in tails:  # every refusal before the first model is written
         for name in model_names(tail).values():
             _check_ours(out / name)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        # built whole in a hidden folder of the repository (one filesystem), then each model moved in by renames:
-        # an export that fails or is killed leaves the models already there as they were
-        staging = Path(tempfile.mkdtemp(dir=out, prefix=".frosted-export-"))
-    except OSError as exc:
-        raise TritonExportError(f"{out}: cannot write the repository ({exc.strerror or exc})") from None
-    try:
+    # built whole in a hidden folder of the repository, then each model moved in by a rename: an export that
+    # fails or is killed leaves the models already there as they were
+    with building_into(out) as staging:
         summaries = [_write_tail(tail, staging, options) for tail in tails]
-        replaced = staging / ".replaced"
-        replaced.mkdir()
-        for summary in summaries:
-            for name in summary["models"]:
-                if (out / name).exists():
-                    os.replace(out / name, replaced / name)
-                os.replace(staging / name, out / name)
-    except OSError as exc:
-        raise TritonExportError(f"{out}: cannot write the repository ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return summaries
 
 

@@ -130,3 +130,34 @@ def write_text(path: Path, text: str) -> None:
 def write_bytes(path: Path, data: bytes) -> None:
     with replacing(path) as partial:
         partial.write_bytes(data)
+
+
+@contextlib.contextmanager
+def building_into(folder: Path, last: Iterable[str] = ()) -> Iterator[Path]:
+    """Yield a hidden folder inside ``folder`` to build a set of outputs in (files or folders); when the block
+    ends without an error each one replaces its namesake in ``folder`` by a rename (those named in ``last``
+    last: a manifest after what it lists). On any error, or Ctrl-C, nothing in ``folder`` has changed: the
+    build is removed, and so is ``folder`` if this made it and it is empty. An OSError is an `OutputError`."""
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=".frosted-build-"))  # one filesystem: renames
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write there ({_reason(exc)})") from None
+    try:
+        yield staging
+        late = set(last)
+        names = sorted(os.listdir(staging), key=lambda name: (name in late, name))
+        replaced = staging / ".replaced"  # a folder cannot be renamed over a full one: the old moves aside
+        replaced.mkdir()
+        for name in names:
+            if (folder / name).is_dir() and not (folder / name).is_symlink():
+                os.replace(folder / name, replaced / name)
+            os.replace(staging / name, folder / name)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write there ({_reason(exc)})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: a build that failed leaves no folder it made

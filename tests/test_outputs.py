@@ -284,6 +284,38 @@ def test_a_triton_re_export_cut_short_leaves_the_served_models_as_they_were(tmp_
     assert digest(out) == served and not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_an_onnx_export_cut_short_changes_nothing_and_leaves_no_folder_it_made(tmp_path: Path, detector,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnx")
+    import facesplit.runtimes.export as export
+    from facesplit.preprocess import InputSize
+
+    real, calls = export.export_graph, []
+
+    def interrupted_at_the_second(*args: object, **kwargs: object):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C after the head, while the tail is exported
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export, "export_graph", interrupted_at_the_second)
+    out = tmp_path / "graphs"
+    with pytest.raises(KeyboardInterrupt):
+        export.export_onnx(detector, [], [InputSize.parse("320x256")], out, "rdcl")
+    assert not out.exists()  # it left the head graph and no manifest
+
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")  # an earlier export's
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        export.export_onnx(detector, [], [InputSize.parse("320x256")], out, "rdcl")
+    assert [p.name for p in out.iterdir()] == ["manifest.json"] and (out / "manifest.json").read_text() == "{}"
+    calls.clear()
+    monkeypatch.setattr(export, "export_graph", real)
+    manifest = export.export_onnx(detector, [], [InputSize.parse("320x256")], out, "rdcl")
+    assert sorted(p.name for p in out.iterdir()) == sorted([g["file"] for g in manifest["graphs"]] + ["manifest.json"])
+
+
 def test_a_report_to_a_full_stdout_is_one_line_for_every_verb(weights_path: Path) -> None:
     """Every verb's report lines (not only the JSON writers') to a stdout that cannot take them: one line, exit 1,
     no traceback, whichever `click.echo` they came from."""

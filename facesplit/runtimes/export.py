@@ -24,7 +24,7 @@ from facesplit.detector import SplitDetector, at_split, with_tail
 from facesplit.noise.profile import read_metadata
 from facesplit.noise.shipped import load_profile_for, resolve_profile
 from facesplit.noise.validation import DEFAULT_CALIBRATION
-from facesplit.outputs import write_text
+from facesplit.outputs import building_into, write_text
 from facesplit.preprocess import InputSize
 from facesplit.runtimes import DEFAULT_PRECISION
 from facesplit.runtimes.graphs import GRAPH_FORMAT, MAX_BATCH, OPSET, ExportError, GraphSpec, Part, export_graph
@@ -58,19 +58,22 @@ def export_onnx(detector: SplitDetector, profiles: list[str], sizes: list[InputS
             int8[name] = made, signed_graph(made), spec
         frames = {"folder": str(calibration.resolve()) if calibration else DEFAULT_CALIBRATION,
                   "frames": len(calibration_frames(calibration))}
-    graphs: list[dict[str, Any]] = []
-    for name, at_size in by_size.items():
-        graphs.append(_write(at_size, "head", out / f"head-{split}-{name}.onnx", None, None))
-        if precision == "int8":
-            graphs.extend(_write_int8(*int8[name], out / f"head-{split}-{name}-int8.onnx", frames))
-        if not profiles:
-            graphs.append(_write(at_size, "tail", out / f"tail-{split}-{name}.onnx", "clean",
-                                 clean_fingerprint(at_size.source)))
-    for stem, fingerprint, tuned in tails:
-        graphs.append(_write(tuned, "tail", out / f"tail-{stem}-{tuned.input_size}.onnx", stem, fingerprint))
-    manifest = {"format": GRAPH_FORMAT, "opset": OPSET, "torch": torch.__version__, "split": split,
-                "max_batch": MAX_BATCH, "noise": NOISE_NOTE, "graphs": graphs}
-    write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    # built whole beside the folder's graphs, then moved in: a failed or interrupted export leaves them as they were
+    with building_into(out, last=[MANIFEST]) as building:
+        graphs: list[dict[str, Any]] = []
+        for name, at_size in by_size.items():
+            graphs.append(_write(at_size, "head", building / f"head-{split}-{name}.onnx", None, None))
+            if precision == "int8":
+                graphs.extend(_write_int8(*int8[name], building / f"head-{split}-{name}-int8.onnx", frames))
+            if not profiles:
+                graphs.append(_write(at_size, "tail", building / f"tail-{split}-{name}.onnx", "clean",
+                                     clean_fingerprint(at_size.source)))
+        for stem, fingerprint, tuned in tails:
+            graphs.append(_write(tuned, "tail", building / f"tail-{stem}-{tuned.input_size}.onnx", stem,
+                                 fingerprint))
+        manifest = {"format": GRAPH_FORMAT, "opset": OPSET, "torch": torch.__version__, "split": split,
+                    "max_batch": MAX_BATCH, "noise": NOISE_NOTE, "graphs": graphs}
+        write_text(building / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
