@@ -34,6 +34,16 @@ class ConfigError(FrostedError):
     """A configuration the agent cannot run with; the message names the field."""
 
 
+class OverrideError(ConfigError):
+    """A value of the overrides (the command line's flags) the agent cannot run with: ``field`` names it, and
+    ``reason`` says why, so the CLI can say it in its flag's terms as a usage error."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -261,7 +271,15 @@ def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConf
         where = f"{path}: " if path is not None and _holds(document, first["loc"]) else ""
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for our validators' words
+        if _holds(overrides, first["loc"]) and not isinstance(_at(overrides, first["loc"]), dict | list):
+            raise OverrideError(field, f"{message}{more}") from None  # a flag's own value: a usage error
         raise ConfigError(f"{where}{field}: {message}{more}") from None
+
+
+def _at(document: Any, loc: tuple[int | str, ...]) -> Any:
+    for part in loc:
+        document = document[part]
+    return document
 
 
 def _holds(document: Any, loc: tuple[int | str, ...]) -> bool:

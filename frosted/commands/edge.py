@@ -26,6 +26,14 @@ INSECURE_WARNING = ("WARNING: --insecure: activations travel to the tail in plai
                     "(tail.tls in the config, or --tls-ca) outside a test bench.")
 
 
+FLAG_OF = {"tail.address": "--tail", "tail.window": "--window", "tail.dtype": "--dtype", "noise.profile": "--noise",
+           "metrics.port": "--metrics-port", "preview.port": "--preview-port", "output": "--json",
+           "model.weights": "--weights", "model.split": "--split", "model.input_size": "--input-size",
+           "model.threads": "--threads", "model.runtime": "--runtime", "model.device": "--device",
+           "model.precision": "--precision", "model.calibration": "--calibration", "cameras.0.url": "--source",
+           "cameras.0.id": "--camera-id"}  # a config field as the flag that sets it, for errors in the flag's terms
+
+
 def _overrides(**flags: Any) -> dict[str, Any]:
     """Only the flags the user gave, as the config's nested shape; unset flags leave config/env alone."""
     nested: dict[str, Any] = {}
@@ -101,7 +109,7 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
 
     from edge_agent.agent import EdgeAgent
     from edge_agent.backend import head_backend
-    from edge_agent.config import load_agent_config
+    from edge_agent.config import OverrideError, load_agent_config
     from edge_agent.signals import run_until_signalled
     from edge_agent.sink import JsonLinesSink
     from frosted.logs import setup_logging
@@ -124,7 +132,10 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
                            model__threads=threads, model__runtime=runtime, model__device=device,
                            model__precision=precision,
                            model__calibration=calibration)
-    config = load_agent_config(config_path, overrides)
+    try:
+        config = load_agent_config(config_path, overrides)
+    except OverrideError as exc:
+        raise click.UsageError(f"{FLAG_OF.get(exc.field, exc.field)}: {exc.reason}") from None
     for warning in warnings_for(config):
         click.secho(warning, fg="red", bold=True, err=True)
     _check_output_apart(config, config_path)

@@ -98,7 +98,7 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     try:  # first: out of range, gRPC would listen on some other port and say nothing
         check_host_port(listen, listening=True)
     except ValueError as exc:
-        raise click.ClickException(f"--listen: {exc}") from None
+        raise click.BadParameter(str(exc), param_hint="--listen") from None
     setup_logging()
     if insecure == (tls_cert is not None or tls_key is not None):
         raise click.UsageError("give either --tls-cert and --tls-key, or --insecure for plaintext")
