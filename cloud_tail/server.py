@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import signal
+import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -130,13 +133,16 @@ class TailServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
                                             self.server)
+        # asked of the OS first: gRPC's failure is an ERROR line of its own and "Failed to bind", without why
+        if (refused := _why_not_bound(config.listen)) is not None:
+            raise ListenError(f"cannot listen on {config.listen} ({refused})")
         try:
             if config.tls is None:
                 self.port = self.server.add_insecure_port(config.listen)
             else:
                 self.port = self.server.add_secure_port(config.listen, server_credentials(config.tls))
         except RuntimeError as exc:  # grpc says only "Failed to bind"
-            raise ListenError(f"cannot listen on {config.listen} ({exc}); is another tail running there?") from None
+            raise ListenError(f"cannot listen on {config.listen} ({exc})") from None
 
     async def start(self) -> None:
         metrics.count_tasks_of(asyncio.get_running_loop())
@@ -170,6 +176,31 @@ class TailServer:
         await self.stop()
 
 
-async def serve(tails: dict[str, ServedTail], config: TailServerConfig) -> None:
-    """Serve until SIGINT/SIGTERM, then drain: the `frosted tail` verb."""
-    await TailServer(tails, config).serve_until_signal()
+async def serve(tails: dict[str, ServedTail], config: TailServerConfig,
+                bound: Callable[[], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, then drain: the `frosted tail` verb. ``bound`` runs once the address is the
+    tail's (what it serves is said then, so a port in use is the only line)."""
+    server = TailServer(tails, config)
+    if bound is not None:
+        bound()
+    await server.serve_until_signal()
+
+
+def _why_not_bound(listen: str) -> str | None:
+    """The operating system's reason the address cannot be bound, or None: a socket bound the way gRPC binds
+    its own (SO_REUSEADDR: a port whose last connections are in TIME_WAIT is free), then closed."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("localhost", "", "0.0.0.0", "[::]", "::"):
+        return None  # names and wildcards gRPC resolves to several addresses: left to gRPC
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, int(port)))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            reason += "; is another tail running there?"
+        return reason
+    return None

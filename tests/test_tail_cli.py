@@ -15,7 +15,7 @@ from facesplit.weights import clean_fingerprint
 from frosted.commands.tail import SERVE_CLEAN_WARNING
 from frosted_wire.certs import throwaway_certificates
 from frosted_wire.v1 import tail_pb2
-from tests.conftest import invoke_frosted
+from tests.conftest import invoke_frosted, run_frosted
 from tests.rig.servers import free_port
 from tests.tail_helpers import PROFILE, detect_all, frame, start_tail_process, stub_for
 
@@ -121,3 +121,16 @@ def test_a_listen_address_out_of_range_is_one_line(listen, message, refuse_to_se
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("Error:")]
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]  # a usage error: the flag's value
     assert lines[0].startswith("Error: Invalid value for --listen: ") and message in lines[0], lines[0]
+
+
+def test_a_port_in_use_is_the_only_line(weights_path):
+    """Nothing said before it (the served profiles came first), nor gRPC core's own ERROR line after it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_frosted("tail", "--listen", f"127.0.0.1:{port}", "--insecure", "--weights", str(weights_path),
+                             "--noise", PROFILE)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port} (Address already in "
+                                                  "use; is another tail running there?)"]

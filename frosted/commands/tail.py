@@ -131,8 +131,11 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
                               tls=tls)
     check_limits(tails, limits)  # before the "serving" lines, so a refusal is the only line
     metrics.declare_served(((t.name, t.precision, t.split) for t in tails.values()), runtime, device)
-    for t in tails.values():
-        on = f"runtime {runtime}" + (f" on {device}" if device != "cpu" else "")
-        click.echo(f"serving {t.served_as} (alpha {t.alpha:g}, split {t.split}, {on}) fingerprint "
-                   f"{t.fingerprint}", err=True)
-    asyncio.run(serve(tails, config))
+
+    def say_what_is_served() -> None:
+        for t in tails.values():
+            on = f"runtime {runtime}" + (f" on {device}" if device != "cpu" else "")
+            click.echo(f"serving {t.served_as} (alpha {t.alpha:g}, split {t.split}, {on}) fingerprint "
+                       f"{t.fingerprint}", err=True)
+
+    asyncio.run(serve(tails, config, bound=say_what_is_served))
