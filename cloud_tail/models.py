@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from facesplit.detector import SplitDetector, at_split, with_tail
-from facesplit.errors import FrostedError
+from facesplit.errors import ConflictError
 from facesplit.faceboxes import activation_shape
 from facesplit.noise.profile import NoiseProfile, split_of
 from facesplit.noise.shipped import load_profile_for, resolve_profile
@@ -30,7 +30,7 @@ from facesplit.weights import clean_fingerprint
 log = logging.getLogger("cloud_tail")
 
 
-class TailInputSizeError(FrostedError, ValueError):
+class TailInputSizeError(ConflictError, ValueError):
     """An input size the tail cannot serve (a ValueError too, as it was before it was a one-line error)."""
 
 

@@ -21,7 +21,7 @@ from cloud_tail.batcher import Batcher
 from cloud_tail.models import ServedTail
 from cloud_tail.service import CloudTailService, StreamLimits
 from cloud_tail.tls import ServerTls, load_server_tls
-from facesplit.errors import FrostedError
+from facesplit.errors import ConflictError, FrostedError
 from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
 
 log = logging.getLogger("cloud_tail")
@@ -99,8 +99,8 @@ class ListenError(FrostedError):
     """The address to serve on is taken or invalid."""
 
 
-class LimitsError(FrostedError):
-    """Limits under which the tail could accept no frame at all."""
+class LimitsError(ConflictError):
+    """Limits under which the tail could accept no frame at all (--max-message-bytes and the profiles served)."""
 
 
 # Everything in a frame but its tensor data (camera id <= 128 characters, fingerprint, shape, scale, numbers).

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from facesplit.errors import FrostedError
+from facesplit.errors import ConflictError, FrostedError
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,8 @@ class FrostedGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ConflictError as exc:  # without the group's usage line: the verb's is the one that would help
+            raise click.UsageError(str(exc)) from None
         except FrostedError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:

@@ -37,7 +37,7 @@ def test_an_export_it_cannot_make_is_refused_before_any_file(tmp_path, faceboxes
 def test_the_cli_refusal_is_one_line(tmp_path, weights_path):
     result = run_frosted("export", "onnx", "--out", str(tmp_path), "--weights", str(weights_path), "--noise",
                          DEFAULT_PROFILE, "--input-size", "1024x576")
-    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.returncode == 2, result.stderr[-2000:]  # options that contradict the profile: usage
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "add --input-size 1024x1024" in lines[0]
 
@@ -85,7 +85,7 @@ def test_a_float16_export_is_refused_in_one_line(tmp_path, weights_path):
     result = run_frosted("export", "onnx", "--out", str(tmp_path / "graphs"), "--weights", str(weights_path),
                          "--precision", "float16")
     lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1 and "export without --precision" in lines[0], result.stderr
+    assert result.returncode == 2 and len(lines) == 1 and "export without --precision" in lines[0], result.stderr
     assert not (tmp_path / "graphs").exists()
 
 

@@ -286,7 +286,7 @@ def test_a_profile_fitted_at_a_deeper_split_runs_there_and_only_there(tmp_path: 
     assert json.loads((tmp_path / "e.json").read_text())["split"] == "inception3"
     wrong = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--noise", str(profile), "--split", "rdcl",
                         "--weights", str(weights_path))
-    assert wrong.returncode == 1 and len(wrong.stderr.strip().splitlines()) == 1
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
     assert "fitted for the model split at inception3, not rdcl; pass --split inception3" in wrong.stderr
 
 

@@ -36,7 +36,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from facesplit.errors import FrostedError
+from facesplit.errors import ConflictError, FrostedError
 from facesplit.faceboxes import DEFAULT_SPLIT, SPLITS
 from facesplit.noise.dct import (
     from_frequencies,
@@ -56,6 +56,10 @@ FORMATS = (FORMAT, FORMAT_WITH_BASIS, FORMAT_IN_FREQUENCIES)
 
 class ProfileError(FrostedError):
     """A profile file that is unreadable, malformed, or fitted for another model or input size."""
+
+
+class ProfileMismatchError(ProfileError, ConflictError):
+    """A profile asked for at a split or input size it was not fitted for."""
 
 
 def coordinates(basis: torch.Tensor | None, activation: torch.Tensor, dct: bool = False) -> torch.Tensor:
@@ -189,13 +193,13 @@ class NoiseProfile:
         except ValueError as exc:  # json.JSONDecodeError too
             raise ProfileError(f"{path}: not a noise profile (malformed header: {exc})") from None
         if split is not None and profile.split != split:
-            raise ProfileError(f"{path}: fitted for the model split at {profile.split}, not {split}; "
+            raise ProfileMismatchError(f"{path}: fitted for the model split at {profile.split}, not {split}; "
                                f"pass --split {profile.split}")
         if head_fingerprint is not None and profile.head_fingerprint != head_fingerprint:
             raise ProfileError(f"{path}: fitted for head weights {profile.head_fingerprint[:12]}..., but the "
                                f"loaded weights are {head_fingerprint[:12]}...; refit or use matching weights")
         if input_size is not None and profile.input_size != tuple(input_size):
-            raise ProfileError(f"{path}: fitted for input size {width}x{height}, not "
+            raise ProfileMismatchError(f"{path}: fitted for input size {width}x{height}, not "
                                f"{input_size[0]}x{input_size[1]}; pass --input-size {width}x{height}")
         return profile
 

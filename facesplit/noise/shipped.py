@@ -6,7 +6,7 @@ from pathlib import Path
 
 from facesplit.detector import SplitDetector
 from facesplit.faceboxes import DEFAULT_SPLIT
-from facesplit.noise.profile import NoiseProfile, ProfileError, split_of
+from facesplit.noise.profile import NoiseProfile, ProfileError, ProfileMismatchError, split_of
 from facesplit.weights import head_fingerprint
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -48,8 +48,8 @@ def split_for(split: str | None, profiles: list[str] | tuple[str, ...]) -> str:
     splits = sorted(set(found.values()))
     if len(splits) > 1:
         listed = ", ".join(f"{name} at {found[name]}" for name in found)
-        raise ProfileError(f"the profiles were fitted at different model splits ({listed}); one process runs one "
-                           "split: pass profiles of one split")
+        raise ProfileMismatchError(f"the profiles were fitted at different model splits ({listed}); one process "
+                                   "runs one split: pass profiles of one split")
     return splits[0] if splits else DEFAULT_SPLIT
 
 

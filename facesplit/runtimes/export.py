@@ -27,7 +27,16 @@ from facesplit.noise.validation import DEFAULT_CALIBRATION
 from facesplit.outputs import building_into, write_text
 from facesplit.preprocess import InputSize
 from facesplit.runtimes import DEFAULT_PRECISION
-from facesplit.runtimes.graphs import GRAPH_FORMAT, MAX_BATCH, OPSET, ExportError, GraphSpec, Part, export_graph
+from facesplit.runtimes.graphs import (
+    GRAPH_FORMAT,
+    MAX_BATCH,
+    OPSET,
+    ExportConflictError,
+    ExportError,
+    GraphSpec,
+    Part,
+    export_graph,
+)
 from facesplit.weights import clean_fingerprint
 
 MANIFEST = "manifest.json"
@@ -41,10 +50,11 @@ def export_onnx(detector: SplitDetector, profiles: list[str], sizes: list[InputS
     """Write the graphs and ``manifest.json`` into ``out``; returns the manifest. ``precision`` int8: the int8
     head too, calibrated on the images in ``calibration`` (None: the default frames)."""
     if not sizes or any(size.native for size in sizes):
-        raise ExportError("graphs are exported for fixed input sizes (e.g. --input-size 1024x576), not 'native'")
+        raise ExportConflictError("graphs are exported for fixed input sizes (e.g. --input-size 1024x576), not "
+                                  "'native'")
     if precision not in (DEFAULT_PRECISION, "int8"):
-        raise ExportError(f"--precision {precision}: a {precision} head is the float graph built at {precision} by "
-                          "its runtime (TensorRT's FP16 kernels); export without --precision")
+        raise ExportConflictError(f"--precision {precision}: a {precision} head is the float graph built at "
+                                  f"{precision} by its runtime (TensorRT's FP16 kernels); export without --precision")
     base = at_split(detector, split)
     by_size = {str(size): SplitDetector(base.source, size, base.postprocess) for size in sizes}
     tails = [_profile_tail(by_size, name) for name in profiles]  # every refusal before the first export
@@ -82,8 +92,8 @@ def _profile_tail(by_size: dict[str, SplitDetector], profile_name: str) -> tuple
     path = resolve_profile(profile_name)
     fitted = read_metadata(path).get("input_size", "")
     if fitted not in by_size:
-        raise ExportError(f"{path.stem} was fitted for input size {fitted}: add --input-size {fitted} to export its "
-                          "tail")
+        raise ExportConflictError(f"{path.stem} was fitted for input size {fitted}: add --input-size {fitted} to "
+                                  "export its tail")
     profile = load_profile_for(by_size[fitted], profile_name)  # its split and head weights too
     return path.stem, profile.fingerprint, with_tail(by_size[fitted], profile.tail_state)
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 
 from facesplit.detector import SplitDetector
-from facesplit.errors import FrostedError
+from facesplit.errors import ConflictError, FrostedError
 from facesplit.outputs import replacing
 from facesplit.runtimes import EXTRAS, require
 from facesplit.weights import head_fingerprint
@@ -45,6 +45,10 @@ Part = Literal["head", "tail"]
 
 class ExportError(FrostedError):
     """A graph that cannot be exported (no fixed input size, a folder that cannot be written)."""
+
+
+class ExportConflictError(ExportError, ConflictError):
+    """Export options that cannot go together (no fixed input size, a profile's size not exported)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def spec_for(detector: SplitDetector, part: Part) -> GraphSpec:
     """The graph of ``detector``'s head or tail at its split and input size (which must be fixed)."""
     size = detector.input_size
     if size.native or size.width is None or size.height is None:
-        raise ExportError("a graph is exported for one input size: give a fixed --input-size (e.g. 1024 or "
+        raise ExportConflictError("a graph is exported for one input size: give a fixed --input-size (e.g. 1024 or "
                           "1024x576), not 'native'")
     module = detector.source.head if part == "head" else detector.source.tail
     weights = head_fingerprint(detector.source) if part == "head" else _weights_sha256(module)
