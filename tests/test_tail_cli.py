@@ -134,3 +134,10 @@ def test_a_port_in_use_is_the_only_line(weights_path):
     assert result.returncode == 1, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port} (Address already in "
                                                   "use; is another tail running there?)"]
+
+
+@pytest.mark.parametrize("verb", [("tail", "--listen", "127.0.0.1:0", "--insecure"), ("export", "triton", "--out",
+                                                                                        "/tmp/unused-repository")])
+def test_split_without_serve_clean_is_a_usage_error_not_ignored(verb, refuse_to_serve):
+    result = invoke_frosted(*verb, "--noise", "alpha-0.2", "--split", "inception3")
+    assert result.returncode == 2 and "--split places the clean tail (--serve-clean)" in result.stderr, result.stderr

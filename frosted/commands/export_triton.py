@@ -39,6 +39,9 @@ def triton(out: Path, profiles: tuple[str, ...], serve_clean: bool, max_batch: i
     """Per tail: NAME (the ensemble agents call: FP16 activation -> boxes), NAME.tail-onnx, NAME.tail-python
     and NAME.boxes, each with the profile fingerprint in its parameters. Agents use it with
     --tail triton://HOST:PORT."""
+    if split is not None and not serve_clean:
+        raise click.UsageError("--split places the clean tail (--serve-clean); a profile's tail is at the split "
+                               "it was fitted for")
     check_outputs({"--out": out}, folders=["--out"])
     # imported here: `frosted export triton --help` must not wait for torch
     from cloud_tail.models import served_tails

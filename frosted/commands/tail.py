@@ -119,6 +119,9 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     if serve_clean:
         click.secho(SERVE_CLEAN_WARNING, fg="red", bold=True, err=True)
     # each profile is served at the split it was fitted for; --split says where clean activations end
+    if split is not None and not serve_clean:
+        raise click.UsageError("--split places the clean tail (--serve-clean); a profile's tail is at the split "
+                               "it was fitted for")
     detector = load_detector(str(weights) if weights else None, input_size,
                              PostprocessConfig(score_threshold=threshold), threads, split or DEFAULT_SPLIT)
     tails = served_tails(detector, list(profiles) or list(shipped_profiles()), serve_clean=serve_clean,
