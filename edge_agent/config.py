@@ -268,7 +268,9 @@ def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConf
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "config"
         # the file is named only for a value it holds: one from FROSTED_EDGE_* or a flag is not the file's fault
-        where = f"{path}: " if path is not None and _holds(document, first["loc"]) else ""
+        # (a setting missing altogether is the file's to give)
+        in_file = _holds(document, first["loc"]) or first["type"] == "missing"
+        where = f"{path}: " if path is not None and in_file else ""
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for our validators' words
         if _holds(overrides, first["loc"]) and not isinstance(_at(overrides, first["loc"]), dict | list):

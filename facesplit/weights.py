@@ -44,6 +44,9 @@ def resolve_weights(path: str | os.PathLike[str] | None = None) -> Path:
         candidate, origin = Path(os.environ[WEIGHTS_ENV]), f"${WEIGHTS_ENV}"
     else:
         candidate, origin = cache_path(), "the cache"
+    if candidate.is_dir():
+        raise WeightsError(f"{candidate} (from {origin}) is a folder: give the checkpoint file in it, such as "
+                           f"{candidate / WEIGHTS_FILENAME}")
     if not candidate.is_file():
         raise WeightsError(
             f"FaceBoxes weights not found at {candidate} (from {origin}); expected {WEIGHTS_FILENAME} "

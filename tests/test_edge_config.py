@@ -170,3 +170,10 @@ def test_edge_usage_that_contradicts_itself_is_refused_before_anything_runs(tmp_
     result = invoke_frosted("edge", "--config", str(path), "--json", str(path))
     assert result.returncode == 2 and f"output {path}: is an input" in result.stderr, result.stderr
     assert path.read_text() == before  # the boxes were once appended to the config the next start reads
+
+
+def test_a_file_without_cameras_is_named_in_the_error(tmp_path):
+    path = tmp_path / "cameras.yaml"
+    path.write_text("tail: {address: 'h:1', insecure: true}\n")
+    with pytest.raises(ConfigError, match=f"^{path}: cameras: Field required$"):
+        load_agent_config(path, {})

@@ -105,3 +105,8 @@ def test_a_file_pinned_by_a_custom_sha256_that_is_no_checkpoint_is_not_saved(htt
     assert not target.exists() and list(target.parent.iterdir()) == []  # it was saved, then refused, before
     result = invoke_frosted("weights", "download", "--url", f"{url}/photo.pth", "--sha256", "xyz")
     assert result.returncode == 2 and "'xyz' is not a sha256 (64 hex digits)" in result.stderr
+
+
+def test_a_folder_given_as_the_weights_says_so(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=f"^{tmp_path} \\(from --weights\\) is a folder: give the checkpoint file"):
+        resolve_weights(tmp_path)
