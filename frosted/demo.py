@@ -3,6 +3,7 @@ gRPC with mutual TLS on loopback. The two services only meet on the wire; this m
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -57,29 +58,34 @@ def make_clip(path: Path, seconds: float, fps: int = 15, size: tuple[int, int] =
 async def run_demo(detector: SplitDetector, profile_name: str | None, seconds: float, output: str = "-",
                    workdir: Path | None = None) -> RunSummary:
     """Tail + agent over mutual TLS on 127.0.0.1; returns the agent's per-stage latency summary."""
-    with tempfile.TemporaryDirectory(prefix="frosted-demo-") as scratch:
-        folder = workdir or Path(scratch)
-        clip = make_clip(folder / "astronaut.mp4", seconds)
-        certs = throwaway_certificates(folder / "tls")
-        profile = load_profile_for(detector, profile_name) if profile_name else None
-        tails = served_tails(detector, [profile_name] if profile_name else [], serve_clean=profile is None)
-        server = TailServer(tails, TailServerConfig(listen="127.0.0.1:0",  # the OS picks a free port
-                                                    tls=ServerTls(certs.server_cert, certs.server_key, certs.ca)))
-        port = server.port
-        await server.start()
-        try:
-            config = AgentConfig(
-                tail={"address": f"127.0.0.1:{port}",
-                      "tls": {"ca": certs.ca, "cert": certs.client_cert, "key": certs.client_key}},
-                cameras=[{"id": "demo", "url": str(clip)}], noise={"disabled": profile is None}, output=output)
-            backend = TorchHeadBackend(detector, profile, clean_fingerprint(detector.source))
-            sink = JsonLinesSink(output)
-            try:
-                return await EdgeAgent(config, backend, sink).run()
-            finally:
-                sink.close()
-        finally:
-            await server.stop()
+    sink = JsonLinesSink(output)  # first: an output that cannot be opened is the only line, before the tail starts
+    with contextlib.ExitStack() as closing:
+        closing.callback(sink.close)
+        return await _run_demo(detector, profile_name, seconds, output, sink,
+                               Path(closing.enter_context(tempfile.TemporaryDirectory(prefix="frosted-demo-")))
+                               if workdir is None else workdir)
+
+
+async def _run_demo(detector: SplitDetector, profile_name: str | None, seconds: float, output: str,
+                    sink: JsonLinesSink, folder: Path) -> RunSummary:
+    """`run_demo` in ``folder`` (the clip, the throwaway certificates), its boxes to ``sink``."""
+    clip = make_clip(folder / "astronaut.mp4", seconds)
+    certs = throwaway_certificates(folder / "tls")
+    profile = load_profile_for(detector, profile_name) if profile_name else None
+    tails = served_tails(detector, [profile_name] if profile_name else [], serve_clean=profile is None)
+    server = TailServer(tails, TailServerConfig(listen="127.0.0.1:0",  # the OS picks a free port
+                                                tls=ServerTls(certs.server_cert, certs.server_key, certs.ca)))
+    port = server.port
+    await server.start()
+    try:
+        config = AgentConfig(
+            tail={"address": f"127.0.0.1:{port}",
+                  "tls": {"ca": certs.ca, "cert": certs.client_cert, "key": certs.client_key}},
+            cameras=[{"id": "demo", "url": str(clip)}], noise={"disabled": profile is None}, output=output)
+        backend = TorchHeadBackend(detector, profile, clean_fingerprint(detector.source))
+        return await EdgeAgent(config, backend, sink).run()
+    finally:
+        await server.stop()
 
 
 def demo_detector(weights: str | None, input_size: InputSize, threads: int | None,

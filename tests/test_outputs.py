@@ -97,6 +97,7 @@ def test_every_verb_refuses_an_unwritable_output_in_one_line_before_the_model_lo
         "weights download": ("weights", "download", "--out", str(sealed / "w.pth")),
         "detect": ("detect", "--sample", "astronaut", "--json", str(sealed / "boxes.jsonl")),
         "profiles": ("profiles", "--json", str(sealed / "profiles.json")),
+        "demo": ("demo", "--json", str(sealed / "boxes.jsonl")),
     }
     for verb, argv in runs.items():
         # weights that do not exist: had the verb loaded the model first, that would be the error

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 import click
 
 from facesplit.noise import DEFAULT_PROFILE
-from frosted.options import FiniteFloatRange, deprecated_alias, json_option, model_options, threshold_option
+from frosted.options import (
+    FiniteFloatRange,
+    check_outputs,
+    deprecated_alias,
+    json_option,
+    model_options,
+    threshold_option,
+)
 
 if TYPE_CHECKING:
     from facesplit.preprocess import InputSize
@@ -33,6 +40,7 @@ def demo(seconds: float, profile: str, threshold: float, json_path: Path, weight
     from frosted.demo import demo_detector, run_demo
     from frosted.logs import setup_logging
 
+    check_outputs({"--json": json_path})  # before the model loads, as every verb
     setup_logging()
     detector = demo_detector(str(weights) if weights else None, input_size, threads, split_for(split, [profile]),
                              threshold)
