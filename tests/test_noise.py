@@ -196,9 +196,10 @@ def test_fit_noise_then_eval_with_it_skips_what_it_saw(tmp_path: Path, weights_p
     assert result.returncode == 0, result.stderr
     assert "Skipping 2 images" in result.stderr
     assert "dlib-fold-1 " not in result.stdout and "dlib-fold-3 Val AP" in result.stdout
+    # an --input-size the profile was not fitted for: a usage error
     bad = run_frosted("eval", "--coco", str(dlib / "labels.json"), "--noise", str(profile),
                       "--input-size", "1024x576", "--weights", str(weights_path))
-    assert bad.returncode == 1 and "1024x1024" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 2 and "1024x1024" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_fit_noise_refuses_before_fitting(tmp_path: Path, weights_path: Path, shared_dir: Path) -> None:
