@@ -110,8 +110,10 @@ class CameraPipeline:
                 raise failure
             await sender
         finally:
-            for task in (sender, streamer, feeder):
+            for task in (sender, streamer):
                 task.cancel()
+            if not feeder.cancelling():  # once: a second cancel would cut short the source's shielded hang-up
+                feeder.cancel()
             await asyncio.gather(sender, streamer, feeder, return_exceptions=True)
         error = feeder.exception() if feeder.done() and not feeder.cancelled() else None
         if error is not None:

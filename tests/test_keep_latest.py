@@ -107,3 +107,62 @@ async def test_the_decode_threads_replacements_reach_the_drop_metric(tmp_path: P
                                                {"camera": camera, "reason": "keep_latest"})
     assert sample == dropped == pipeline.dropped >= 3
     assert summarise([pipeline]).dropped[camera] == dropped
+
+
+class HangingUpSource:
+    """A live source whose session ends with a shielded hang-up, as WHEP's DELETE of its session is."""
+
+    live = True
+    url = "whep://camera.example/whep"
+    dropped = 0
+
+    def __init__(self) -> None:
+        self.yielded = 0
+        self.hung_up = False
+
+    async def frames(self):
+        try:
+            while True:
+                self.yielded += 1
+                yield make_frame(self.yielded)
+                await asyncio.sleep(0)  # a frame per turn of the loop
+        finally:
+            await asyncio.shield(self._hang_up())
+
+    async def _hang_up(self) -> None:
+        for _ in range(50):  # a DELETE on its way: it takes the loop a while
+            await asyncio.sleep(0)
+        self.hung_up = True
+
+
+class IdleStream:
+    """The uplink's side, with nothing ever in flight: idle once the test says so."""
+
+    def __init__(self) -> None:
+        self.on_answer = self.on_lost = None
+        self.idle = asyncio.Event()
+
+    def wake(self) -> None:
+        return None
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def wait_for_room(self, give_up) -> bool:
+        return False
+
+    async def wait_until_idle(self) -> None:
+        await self.idle.wait()
+
+
+async def test_a_stopped_camera_lets_its_source_hang_up_before_it_returns() -> None:
+    # stop() cancels the feed, and the pipeline's own cleanup cancelled it again: that second cancel cut the
+    # source's shielded hang-up short (aiohttp's "Unclosed client session" at every WHEP camera's stop)
+    source, stream = HangingUpSource(), IdleStream()
+    pipeline = CameraPipeline("hang-up", source, backend=None, stream=stream, compute=None, sink=None)  # type: ignore[arg-type]
+    running = asyncio.create_task(pipeline.run())
+    await wait_until(lambda: source.yielded >= 3, "frames flowing")
+    pipeline.stop()
+    stream.idle.set()
+    await asyncio.wait_for(running, DEADLINE)
+    assert source.hung_up
