@@ -229,6 +229,26 @@ async def test_rtsp_frozen_server_is_noticed_by_the_read_timeout(rtsp_server: Rt
     await wait_until(lambda: not av_threads(), "the decode threads to end")
 
 
+@pytest.mark.asyncio
+async def test_an_rtsp_server_that_says_nothing_is_an_open_timeout_not_invalid_data() -> None:
+    connected = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await reader.read()  # reads what the client sends, answers nothing, until the client goes
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        source = open_source(f"rtsp://127.0.0.1:{port}/cam", open_timeout=1.0, read_timeout=5.0)
+        with pytest.raises(ConnectionError, match=r"no answer within the 1 s open timeout \(Invalid data"):
+            async with contextlib.aclosing(source.frames()) as frames:
+                await anext(frames)
+        assert connected.is_set()
+    finally:
+        server.close()
+
+
 # -- WHEP
 
 

@@ -146,6 +146,7 @@ class AvSource:
             container.close()
 
     def _open(self) -> av.container.InputContainer:
+        started = time.monotonic()
         try:
             return av.open(
                 self._target,
@@ -155,6 +156,11 @@ class AvSource:
                 timeout=(self.open_timeout, self.read_timeout),
             )
         except av.error.FFmpegError as exc:
+            if self.live and time.monotonic() - started >= self.open_timeout:
+                # a server that accepts and says nothing: FFmpeg's words after its timeout are "Invalid data"
+                # (a ConnectionError: a TimeoutError from the thread would read as the watchdog's own)
+                raise ConnectionError(f"{self.url}: no answer within the {self.open_timeout:g} s open timeout "
+                                   f"({exc.strerror or type(exc).__name__})") from None
             raise self._translate(exc) from None
 
     def _decode(self, container: Any, stream: Any, handoff: LatestFrameSlot,
