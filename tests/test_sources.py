@@ -241,7 +241,7 @@ async def test_an_rtsp_server_that_says_nothing_is_an_open_timeout_not_invalid_d
     port = server.sockets[0].getsockname()[1]
     try:
         source = open_source(f"rtsp://127.0.0.1:{port}/cam", open_timeout=1.0, read_timeout=5.0)
-        with pytest.raises(ConnectionError, match=r"no answer within the 1 s open timeout \(Invalid data"):
+        with pytest.raises(ConnectionError, match=r"no answer within the 1 s open timeout"):
             async with contextlib.aclosing(source.frames()) as frames:
                 await anext(frames)
         assert connected.is_set()
