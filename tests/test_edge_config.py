@@ -177,3 +177,11 @@ def test_a_file_without_cameras_is_named_in_the_error(tmp_path):
     path.write_text("tail: {address: 'h:1', insecure: true}\n")
     with pytest.raises(ConfigError, match=f"^{path}: cameras: Field required$"):
         load_agent_config(path, {})
+
+
+def test_a_missing_source_is_refused_before_the_model_loads(tmp_path):
+    # weights that do not exist: had the agent loaded the model first, that would be the error
+    result = invoke_frosted("edge", "--source", str(tmp_path / "nothere.mp4"), "--tail", "h:1", "--insecure",
+                            "--weights", str(tmp_path / "missing.pth"))
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("WARNING")]
+    assert result.returncode == 1 and lines == [f"Error: video file not found: {tmp_path / 'nothere.mp4'}"], lines

@@ -112,6 +112,7 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
     from edge_agent.config import OverrideError, load_agent_config
     from edge_agent.signals import run_until_signalled
     from edge_agent.sink import JsonLinesSink
+    from edge_agent.sources import open_source
     from frosted.logs import setup_logging
 
     setup_logging()
@@ -140,6 +141,8 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
         click.secho(warning, fg="red", bold=True, err=True)
     _check_output_apart(config, config_path)
     sink = JsonLinesSink(config.output)  # before the model loads: a bad --json fails at once
+    for camera in config.cameras:  # and so does a missing file or device, or a URL no source reads
+        open_source(camera.url)
     try:
         backend = head_backend(config.model.weights, config.model.input_size, config.model.threads,
                                None if config.noise.disabled else config.noise.profile, config.tail.dtype,
