@@ -229,6 +229,12 @@ def test_fit_noise_refuses_before_fitting(tmp_path: Path, weights_path: Path, sh
                                    str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path))
     assert per_frequency.returncode == 2 and "--dct" in per_frequency.stderr
     assert not (tmp_path / "f.safetensors").exists()
+    nowhere = invoke_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "n.safetensors"),
+                             "--adversary-faces", str(tmp_path / "nowhere"), "--coco", str(dlib / "labels.json"),
+                             "--use-folds", "1", "--weights", str(weights_path))
+    # before the activations are computed: the progress bars came first, then the error
+    assert nowhere.returncode == 1 and nowhere.stderr.strip().splitlines() == [
+        f"Error: --adversary-faces {tmp_path / 'nowhere'}: no such folder"], nowhere.stderr
 
 
 def test_fit_noise_from_a_profile_refuses_what_would_change_its_noise(tmp_path: Path, weights_path: Path,

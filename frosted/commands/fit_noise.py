@@ -159,6 +159,8 @@ def fit_noise(alpha: float | None, noise_from: str | None, out: Path, frame_sour
         raise click.BadParameter(f"{rank}: the activation has only {channels} channels", param_hint="--rank")
     if adversary_faces and dct:
         raise click.UsageError("--adversary-faces fits noise per element (with or without --rank): drop --dct")
+    if missing := [folder for folder in adversary_faces if not folder.is_dir()]:  # before the activations are made
+        raise click.ClickException(f"--adversary-faces {missing[0]}: no such folder")
     data = build_training_set(model, images, config)
     adversary = (_adversary(model, adversary_faces, adversary_weight, adversary_probe, adversary_decoder,
                             adversary_face_size, seed) if adversary_faces else None)
