@@ -191,7 +191,7 @@ def _why_not_bound(listen: str) -> str | None:
     its own (SO_REUSEADDR: a port whose last connections are in TIME_WAIT is free), then closed."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
-    if host in ("localhost", "", "0.0.0.0", "[::]", "::"):
+    if host in ("localhost", "", "0.0.0.0", "::"):
         return None  # names and wildcards gRPC resolves to several addresses: left to gRPC
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import grpc
 
 from edge_agent.sources import Backoff
+from edge_agent.sources.backoff import worth_saying
 from edge_agent.uplink import UplinkTransport
 from facesplit.errors import FrostedError
 from frosted_wire.v1 import tail_pb2
@@ -29,7 +30,6 @@ CLOSED_IN_HANDSHAKE = "Socket closed"
 CLOSED_IN_HANDSHAKE_TOLERATED = 3  # in a row; then the tail is taken to refuse this agent
 # Not an outage: the tail (or whatever listens there) answered, and answering again will not change it.
 FATAL_CODES = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
-LOG_EVERY_NTH_FAILURE = 20  # while the tail stays down: the first failed attempt, then every Nth
 
 
 class TailUnusableError(FrostedError):
@@ -63,7 +63,7 @@ async def wait_for_tail(transport: UplinkTransport, address: str, *, timeout: fl
                 raise TailUnusableError(f"tail {address} closed the connection during the TLS handshake "
                                         f"{closed_in_handshake} times in a row: {refusal}") from None
             failures += 1
-            if failures == 1 or failures % LOG_EVERY_NTH_FAILURE == 0:
+            if worth_saying(failures):
                 log.warning("tail %s not reachable yet (attempt %d: %s: %s); streams will connect when it is",
                             address, failures, exc.code().name, details)
             await asyncio.sleep(backoff.next_delay())

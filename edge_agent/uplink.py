@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 
 from edge_agent.sources import Backoff
+from edge_agent.sources.backoff import worth_saying
 from facesplit.errors import FrostedError
 from frosted_wire.address import parse_tail_address
 from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
@@ -80,7 +81,6 @@ class TailRefusedError(FrostedError):
 
 # What the tail says of frames it will never take, however often the stream is reopened.
 REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
-LOG_EVERY_NTH_ENDING = 20  # a stream that keeps ending is said once, then every 20th time, not once a second
 MAX_PEER_TEXT = 300  # characters of a peer's error text kept: a tail could send megabytes of it
 
 
@@ -325,7 +325,7 @@ class CameraStream:
                 await self._reset()
             if ended:
                 self._endings += 1
-                if self._endings == 1 or self._endings % LOG_EVERY_NTH_ENDING == 0:
+                if worth_saying(self._endings):
                     log.warning("camera %s: uplink stream ended: %s (%d in a row)", self.camera_id,
                                 self.last_error, self._endings)
             if self.on_reconnect is not None:

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from edge_agent.sources import Backoff
+from edge_agent.sources.backoff import LOG_EVERY_NTH_FAILURE
 from edge_agent.triton_uplink import detections
-from edge_agent.uplink import LOG_EVERY_NTH_ENDING, CameraStream, UplinkError, check_answer
+from edge_agent.uplink import CameraStream, UplinkError, check_answer
 from frosted_wire.v1 import tail_pb2
 from tests.waiting import wait_until
 from triton_wire import grpc_service_pb2 as kserve
@@ -112,7 +113,7 @@ async def test_a_stream_that_keeps_ending_is_logged_once_then_every_20th_time_in
 
     with caplog.at_level(logging.WARNING, logger="edge_agent.uplink"):
         running = asyncio.create_task(stream.run())
-        await wait_until(lambda: tail.opened > 2 * LOG_EVERY_NTH_ENDING + 5, "45 streams opened")
+        await wait_until(lambda: tail.opened > 2 * LOG_EVERY_NTH_FAILURE + 5, "45 streams opened")
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running

@@ -39,3 +39,11 @@ class Backoff:
     def reset(self) -> None:
         """Call after a successful frame: the next failure starts again from ``initial``."""
         self._attempt = 0
+
+
+LOG_EVERY_NTH_FAILURE = 20  # failures in a row: the first is said, then every 20th, not one line per retry
+
+
+def worth_saying(failures: int) -> bool:
+    """Whether the ``failures``-th failure in a row of a retried thing (a source, a stream, the tail) is logged."""
+    return failures == 1 or failures % LOG_EVERY_NTH_FAILURE == 0

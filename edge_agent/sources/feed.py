@@ -6,14 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from edge_agent.sources.backoff import Backoff
+from edge_agent.sources.backoff import Backoff, worth_saying
 from edge_agent.sources.base import Frame, FrameSource, SourceError
 from edge_agent.sources.latest import LatestFrameSlot
 
 log = logging.getLogger("edge_agent.sources")
 
 # While a source stays down, log the first failed attempt and then every Nth, not every backoff step.
-LOG_EVERY_NTH_FAILURE = 20
 
 
 async def feed(
@@ -65,7 +64,7 @@ async def feed(
                 return
 
             failures += 1
-            if failures == 1 or failures % LOG_EVERY_NTH_FAILURE == 0:
+            if worth_saying(failures):
                 log.warning("%s: disconnected (%s), reconnecting (attempt %d)", source.url, reason, failures)
             if on_reconnect is not None:
                 on_reconnect()

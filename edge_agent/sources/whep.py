@@ -134,10 +134,13 @@ class WhepSource:
                 if reply.status not in (200, 201):
                     raise ConnectionError(f"{self.url}: WHEP offer refused with HTTP {reply.status}")
                 # an answer is a few kB: a larger one is read no further (a 400 MB body took 1.2 GB)
-                if (reply.content_length or 0) > MAX_ANSWER_BYTES or len(
-                        body := await reply.content.read(MAX_ANSWER_BYTES + 1)) > MAX_ANSWER_BYTES:
-                    raise ConnectionError(f"{self.url}: the WHEP answer is over {MAX_ANSWER_BYTES} bytes, "
-                                          "more than any SDP answer")
+                too_big = ConnectionError(f"{self.url}: the WHEP answer is over {MAX_ANSWER_BYTES} bytes, more than "
+                                          "any SDP answer")
+                if (reply.content_length or 0) > MAX_ANSWER_BYTES:
+                    raise too_big
+                body = await reply.content.read(MAX_ANSWER_BYTES + 1)
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise too_big
                 location = reply.headers.get("Location")
         except aiohttp.ClientError as exc:
             reason = str(exc).replace(self.endpoint, self.url)  # aiohttp may quote the URL, credentials too

@@ -26,12 +26,21 @@ INSECURE_WARNING = ("WARNING: --insecure: activations travel to the tail in plai
                     "(tail.tls in the config, or --tls-ca) outside a test bench.")
 
 
-FLAG_OF = {"tail.address": "--tail", "tail.window": "--window", "tail.dtype": "--dtype", "noise.profile": "--noise",
-           "metrics.port": "--metrics-port", "preview.port": "--preview-port", "output": "--json",
-           "model.weights": "--weights", "model.split": "--split", "model.input_size": "--input-size",
-           "model.threads": "--threads", "model.runtime": "--runtime", "model.device": "--device",
-           "model.precision": "--precision", "model.calibration": "--calibration", "cameras.0.url": "--source",
-           "cameras.0.id": "--camera-id"}  # a config field as the flag that sets it, for errors in the flag's terms
+# Each flag's setting in the agent's config: the one table the overrides are built from, and the flag an error
+# in a setting is said in terms of (the --source camera's settings come with it)
+SETTING_OF = {"tail_address": "tail.address", "insecure": "tail.insecure", "tls_ca": "tail.tls.ca",
+              "tls_cert": "tail.tls.cert", "tls_key": "tail.tls.key", "dtype": "tail.dtype", "window": "tail.window",
+              "profile": "noise.profile", "no_noise": "noise.disabled", "metrics_port": "metrics.port",
+              "preview_port": "preview.port", "json_path": "output", "weights": "model.weights",
+              "split": "model.split", "input_size": "model.input_size", "threads": "model.threads",
+              "runtime": "model.runtime", "device": "model.device", "precision": "model.precision",
+              "calibration": "model.calibration", "source": "cameras.0.url", "camera_id": "cameras.0.id"}
+
+
+def _flag_for(ctx: click.Context, setting: str) -> str:
+    """The flag that sets ``setting`` (a config field, dotted), else the field itself."""
+    param = next((name for name, field in SETTING_OF.items() if field == setting), None)
+    return next((p.opts[0] for p in ctx.command.params if p.name == param), setting)
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -123,20 +132,16 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
     if camera_id is not None and source is None:
         raise click.UsageError("--camera-id names the --source camera; give --source too")
     cameras = [{"id": camera_id or "camera-1", "url": source}] if source is not None else None
-    overrides = _overrides(cameras=cameras, tail__address=tail_address, tail__insecure=insecure,
-                           tail__tls__ca=tls_ca, tail__tls__cert=tls_cert, tail__tls__key=tls_key,
-                           tail__dtype=dtype, tail__window=window, noise__profile=profile,
-                           noise__disabled=no_noise, metrics__port=metrics_port,
-                           preview__port=preview_port,
-                           output=None if json_path is None else str(json_path),
-                           model__weights=weights, model__split=split, model__input_size=input_size,
-                           model__threads=threads, model__runtime=runtime, model__device=device,
-                           model__precision=precision,
-                           model__calibration=calibration)
+    ctx = click.get_current_context()
+    given = {name: value for name, value in ctx.params.items()
+             if name in SETTING_OF and name not in ("source", "camera_id")}  # those two are `cameras`
+    if given.get("json_path") is not None:
+        given["json_path"] = str(given["json_path"])
+    overrides = _overrides(cameras=cameras, **{SETTING_OF[name].replace(".", "__"): v for name, v in given.items()})
     try:
         config = load_agent_config(config_path, overrides)
     except OverrideError as exc:
-        raise click.UsageError(f"{FLAG_OF.get(exc.field, exc.field)}: {exc.reason}") from None
+        raise click.UsageError(f"{_flag_for(ctx, exc.field)}: {exc.reason}") from None
     for warning in warnings_for(config):
         click.secho(warning, fg="red", bold=True, err=True)
     _check_output_apart(config, config_path)
