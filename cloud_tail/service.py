@@ -21,7 +21,7 @@ from cloud_tail.admission import (
 from cloud_tail.batcher import Batcher, BatchResult
 from cloud_tail.limits import StreamLimits
 from cloud_tail.models import ServedTail
-from cloud_tail.validate import FrameRejectedError, validate_frame
+from cloud_tail.validate import FrameRejectedError, StreamOrder, validate_frame
 from frosted_wire.codec import WIRE_DTYPES
 from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
 
@@ -71,6 +71,7 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
         # HTTP/2 flow control on its own stream, and every other stream keeps its share of the batcher.
         window = asyncio.Semaphore(self.limits.max_in_flight)
         activity = StreamActivity()
+        order = StreamOrder()
         answers: asyncio.Queue[tuple[int, asyncio.Task[BatchResult]] | _Abort | None] = asyncio.Queue()
         # this stream's frames in the batcher: cancelled when it ends, so a client that hangs up (or an agent that
         # gives up on a deadline and reconnects) leaves no frame behind for the tail to hold and compute
@@ -86,6 +87,7 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
                         break
                     try:
                         tail, activation = validate_frame(frame, self.tails)
+                        order.follow(frame)
                     except FrameRejectedError as rejected:
                         metrics.FRAMES.labels(rejected.outcome).inc()
                         answers.put_nowait(_Abort(rejected.code, rejected.message))

@@ -39,3 +39,24 @@ def validate_frame(frame: tail_pb2.ActivationFrame, tails: dict[str, ServedTail]
     except WireError as exc:
         raise FrameRejectedError(grpc.StatusCode.INVALID_ARGUMENT, str(exc), "invalid") from None
     return tail, activation
+
+
+class StreamOrder:
+    """What the frames of one Detect stream promise each other (proto/): one camera, increasing sequences.
+    An answer names its frame by sequence, so a repeated or decreasing one would make answers ambiguous."""
+
+    def __init__(self) -> None:
+        self.camera_id: str | None = None
+        self.last_sequence: int | None = None
+
+    def follow(self, frame: tail_pb2.ActivationFrame) -> None:
+        """Record ``frame`` as the stream's latest, or FrameRejectedError if it breaks the stream's order."""
+        if self.camera_id is not None and frame.camera_id != self.camera_id:
+            raise FrameRejectedError(grpc.StatusCode.INVALID_ARGUMENT,
+                                     f"camera_id {frame.camera_id!r} on the stream of camera {self.camera_id!r}: "
+                                     "open one stream per camera", "invalid")
+        if self.last_sequence is not None and frame.sequence <= self.last_sequence:
+            raise FrameRejectedError(grpc.StatusCode.INVALID_ARGUMENT,
+                                     f"sequence {frame.sequence} after {self.last_sequence}: the sequences of a "
+                                     "stream must increase", "invalid")
+        self.camera_id, self.last_sequence = frame.camera_id, frame.sequence

@@ -97,6 +97,10 @@ def _corrupt(activation: np.ndarray, fingerprint: str) -> dict[str, tuple[tail_p
     variant("no activation", invalid, lambda m: m.ClearField("activation"))
     variant("no camera id", invalid, lambda m: setattr(m, "camera_id", ""))
     variant("unknown fingerprint", unknown, lambda m: setattr(m, "profile_fingerprint", "f" * 32))
+    # the frame before it on the stream is `good` itself: camera "cam", sequence 0
+    variant("repeated sequence", invalid, lambda m: None)
+    variant("another camera on the stream", invalid, lambda m: (setattr(m, "camera_id", "other"),
+                                                                setattr(m, "sequence", 1)))
     return cases
 
 
@@ -120,12 +124,12 @@ async def test_malformed_frames_get_their_status_and_other_streams_keep_going(ta
     activation, fingerprint = noisy
     async with running_tail(tails) as server, stub_for(server.port) as stub:
         good_call = stub.Detect(timeout=120)
-        for name, (message, code) in _corrupt(activation, fingerprint).items():
+        for sequence, (name, (message, code)) in enumerate(_corrupt(activation, fingerprint).items(), start=1):
             with pytest.raises(grpc.aio.AioRpcError) as failure:
                 await detect_all(stub, [frame(activation, fingerprint, 0), message])
             assert failure.value.code() == code, name
             # the long-lived good stream is still answered after each bad one
-            await good_call.write(frame(activation, fingerprint, 1))
+            await good_call.write(frame(activation, fingerprint, sequence))
             answer = await good_call.read()
             assert len(answer.boxes) == 1, name
         oversized = frame(np.zeros((128, 32, 32), np.float32), fingerprint, dtype="float32")
@@ -133,9 +137,24 @@ async def test_malformed_frames_get_their_status_and_other_streams_keep_going(ta
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await detect_all(stub, [oversized])
         assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        await good_call.write(frame(activation, fingerprint, 2))
-        assert (await good_call.read()).sequence == 2
+        await good_call.write(frame(activation, fingerprint, 1000))
+        assert (await good_call.read()).sequence == 1000
         await good_call.done_writing()
+
+
+async def test_a_stream_that_breaks_its_order_is_answered_up_to_the_break(tails, noisy):
+    """Answers name their frames by sequence: a stream whose sequence goes back gets the answers to the frames
+    before, then INVALID_ARGUMENT saying which sequence followed which."""
+    activation, fingerprint = noisy
+    async with running_tail(tails) as server, stub_for(server.port) as stub:
+        call = stub.Detect(iter([frame(activation, fingerprint, s) for s in (5, 9, 7)]), timeout=60)
+        answered = []
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            async for answer in call:
+                answered.append(answer.sequence)
+        assert answered == [5, 9]
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "sequence 7 after 9" in failure.value.details()
 
 
 async def test_a_flooding_stream_does_not_starve_another(tails, noisy):
@@ -144,11 +163,10 @@ async def test_a_flooding_stream_does_not_starve_another(tails, noisy):
     async with running_tail(tails, limits=StreamLimits(max_in_flight=4)) as server, stub_for(server.port) as stub:
         flood = stub.Detect(timeout=120)
 
-        async def write_forever() -> int:
-            sent = 0
+        async def write_forever() -> None:
             while True:  # never reads its answers: HTTP/2 flow control must hold it back
                 await flood.write(message)
-                sent += 1
+                message.sequence += 1
 
         accepted = accepted_frames()
         flooder = asyncio.create_task(write_forever())

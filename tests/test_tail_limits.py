@@ -229,7 +229,8 @@ async def test_a_flood_of_streams_leaves_the_tail_process_bounded(noisy, weights
             good, *hostile = [await stack.enter_async_context(stub_for(port, own_connection=True))
                               for _ in range(11)]
             # warm up first (batches of every size, each connection's buffers): the flood's cost is what is left
-            await asyncio.gather(*(detect_all(stub, [frame(activation, fingerprint, 0)] * 3) for stub in hostile))
+            await asyncio.gather(*(detect_all(stub, [frame(activation, fingerprint, s) for s in range(3)])
+                                   for stub in hostile))
             good_call = good.Detect(timeout=240)
             assert await answered(good_call, frame(activation, fingerprint, 0)) == 0
             rss_before = rss_mib(tail.pid)
