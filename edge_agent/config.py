@@ -230,7 +230,8 @@ def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConf
     document: Any = None
     if path is not None:
         if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+            raise ConfigError(f"{path}: " + ("a folder, not a config file" if path.is_dir()
+                                             else "config file not found"))
         if (size := path.stat().st_size) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: {size} bytes, more than a config's {MAX_CONFIG_BYTES}")
         try:

@@ -58,6 +58,8 @@ class JsonLinesSink:
 
     def __init__(self, target: str = "-") -> None:
         self._owned = target != "-"
+        if self._owned and Path(target).is_dir():
+            raise SinkError(f"output {target}: is a folder, not a file")
         try:
             self._out: TextIO = _open_for_append(Path(target)) if self._owned else sys.stdout
         except OSError as exc:  # a folder, a missing parent, no permission

@@ -104,6 +104,8 @@ def replacing(path: Path) -> Iterator[Path]:
     """Yield a partial path to write ``path``'s new content to; when the block ends without an error it replaces
     ``path`` in one rename, else it is removed and ``path`` is as it was. An OSError (no space, read-only, no
     permission) is an `OutputError` naming ``path``."""
+    if path.is_dir():  # else the rename's "Is a directory", after the work
+        raise OutputError(f"{path}: is a folder, not a file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

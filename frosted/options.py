@@ -108,7 +108,7 @@ def precision_option(default: str | None = DEFAULT_PRECISION) -> Callable[[Calla
 def precision_options(default: str | None = DEFAULT_PRECISION) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--precision and --calibration: what the head computes in, one spelling in every verb that runs it."""
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
-        f = click.option("--calibration", type=click.Path(file_okay=False, path_type=Path), default=None,
+        f = click.option("--calibration", type=click.Path(path_type=Path), default=None,
                          metavar="DIR",
                          help="With --precision int8: calibrate on the images in DIR, frames like the camera's "
                               "(default: MIT+CMU folds 1-5 of the shared data).")(f)
@@ -190,11 +190,11 @@ def _not_an_image(ctx: click.Context, param: click.Parameter, value: Path | None
     return value
 
 
-def json_option(help: str, dest: str = "json_path", default: str | None = None,
-                checked: bool = True) -> Decorator:
-    """--json [FILE] (bare, or '-': stdout); ``checked``: a folder is refused as the options are read (else the
-    verb's writer names it). A FILE named like an image is refused: it is a photo the user forgot to put first."""
-    return click.option("--json", dest, type=click.Path(dir_okay=not checked, allow_dash=True, path_type=Path),
+def json_option(help: str, dest: str = "json_path", default: str | None = None) -> Decorator:
+    """--json [FILE] (bare, or '-': stdout). A FILE named like an image is refused: it is a photo the user forgot
+    to put first. A folder is refused by the verb's check of its outputs (`check_outputs`), with the rest of what
+    it finds on disk (exit status 1)."""
+    return click.option("--json", dest, type=click.Path(allow_dash=True, path_type=Path),
                         is_flag=False, flag_value="-", default=default, show_default=default is not None,
                         metavar="[FILE]", help=help, callback=_not_an_image)
 

@@ -132,6 +132,46 @@ def test_eval_json_into_a_folder_is_one_line(tmp_path):
     assert invoke_frosted(*base, "--json", str(tmp_path / "ok.json")).returncode == 0
     for option in ("--json", "--save-detections"):
         result = invoke_frosted(*base, option, str(tmp_path))
-        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         errors = error_lines(result.stderr)
-        assert len(errors) == 1 and option in errors[0] and "is a directory" in errors[0], result.stderr
+        assert len(errors) == 1 and str(tmp_path) in errors[0] and "is a folder, not a file" in errors[0], \
+            result.stderr
+
+
+def _kind_cases() -> list[tuple[str, ...]]:
+    """(verb and flags with FOLDER or FILE standing for a path of the wrong kind, what the error says)."""
+    image = "PHOTO"
+    return [
+        ("detect", image, "--json", "FOLDER", "is a folder, not a file"),
+        ("detect", image, "--out", "FILE", "exists and is not a folder"),
+        ("detect", "FOLDER", "a folder, not an image"),
+        ("edge", "--config", "FOLDER", "a folder, not a config file"),
+        ("edge", "--source", image, "--tail", "h:1", "--insecure", "--json", "FOLDER", "is a folder, not a file"),
+        ("demo", "--json", "FOLDER", "is a folder, not a file"),
+        ("fit-noise", "--out", "FOLDER", "--frames", image, "is a folder, not a file"),
+        ("weights", "download", "--out", "FOLDER", "is a folder, not a file"),
+        ("weights", "check", "--weights", "FOLDER", "is a folder"),
+        ("export", "onnx", "--out", "FILE", "exists and is not a folder"),
+        ("export", "triton", "--out", "FILE", "exists and is not a folder"),
+        ("eval", "--merge", "FILE", "not a folder of fold JSONs"),
+        ("attack", "--out", "FILE", "exists and is not a folder"),
+        ("profiles", "--json", "FOLDER", "is a folder, not a file"),
+        ("runtimes", "--json", "FOLDER", "is a folder, not a file"),
+    ]
+
+
+@pytest.mark.parametrize("case", _kind_cases(), ids=lambda case: " ".join(case[:-1]))
+def test_a_path_of_the_wrong_kind_is_one_line_and_status_1_in_every_verb(tmp_path, case):
+    """A folder where a file is expected (or a file where a folder is) is found on disk, like a missing file: one
+    line naming it and exit status 1 in every verb, whether click's option or the verb would have seen it first."""
+    *words, says = case
+    folder, file = tmp_path / "a-folder", tmp_path / "a-file"
+    folder.mkdir()
+    file.write_text("not a folder\n")
+    photo = png_header_only(tmp_path / "photo.png", 64, 64)
+    paths = {"FOLDER": str(folder), "FILE": str(file), "PHOTO": str(photo)}
+    result = invoke_frosted(*[paths.get(word, word) for word in words])
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and says in errors[0], result.stderr[-2000:]
+    assert folder.is_dir() and file.read_text() == "not a folder\n"  # neither was touched

@@ -116,7 +116,7 @@ def test_good_tls_files_are_accepted(certs):
     (["--tail", "h:1", "--insecure", "--window", "0"], 2, "--window: Input should be greater than or equal to 1"),
     # a file that is not what the flag says, an output that cannot be written: the run cannot do its work
     (["--tail", "h:1", "--tls-ca", "README.md"], 1, "tail.tls: ca README.md: not a PEM certificate file"),
-    (["--tail", "h:1", "--insecure", "--json", "/"], 1, "output /: cannot open for writing"),
+    (["--tail", "h:1", "--insecure", "--json", "/"], 1, "output /: is a folder, not a file"),
 ])
 def test_edge_cli_refuses_in_one_line(flags, status, named):
     result = invoke_frosted("edge", "--source", "door.mp4", *flags)

@@ -69,7 +69,8 @@ def calibration_frames(folder: Path | None = None) -> list[Path]:
         files = [image.path for k in DEFAULT_CALIBRATION_FOLDS for image in folds[k - 1]]
     else:
         if not folder.is_dir():
-            raise CalibrationError(f"--calibration {folder}: no such folder")
+            raise CalibrationError(f"--calibration {folder}: " + ("a file, not a folder of frames" if folder.exists()
+                                                                  else "no such folder"))
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise CalibrationError(f"--calibration {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -59,11 +59,11 @@ def _seed(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
               help="Attack only the first N victims (quick runs); re-identification still searches all of them.")
 @click.option("--ap-limit", type=click.IntRange(1), default=None,
               help="Measure AP on only the first N held-out photos of each face set (quick runs; default all).")
-@click.option("--shared", type=click.Path(file_okay=False, path_type=Path), metavar="DIR", envvar="FROSTED_SHARED",
+@click.option("--shared", type=click.Path(path_type=Path), metavar="DIR", envvar="FROSTED_SHARED",
               default="../shared", show_default=True, show_envvar=True,
               help="Shared data folder with data/faces/unlabelled (victims) and data/faces/mitcmu (the attacker's "
                    "photos).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("attack-out"), metavar="DIR",
+@click.option("--out", type=click.Path(path_type=Path), default=Path("attack-out"), metavar="DIR",
               show_default=True,
               help="Folder for attack.json, grid-<attack>.png (original | no noise | each profile at the "
                    "smallest and largest k) and tradeoff.png (AP against face SSIM and re-identification).")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 @click.option("--noise", "profile", default=DEFAULT_PROFILE, show_default=True, metavar="PROFILE",
               help="Noise profile the agent applies and the tail serves.")
 @threshold_option("Report faces scoring at least this (the operating threshold of every verb).")
-@json_option("Write the JSON lines of boxes here ('-': stdout).", default="-", checked=False)
+@json_option("Write the JSON lines of boxes here ('-': stdout).", default="-")
 @deprecated_alias("--output", "--json", "json_path")
 @model_options()
 def demo(seconds: float, profile: str, threshold: float, json_path: Path, weights: Path | None, split: str | None,

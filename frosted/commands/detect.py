@@ -34,7 +34,7 @@ if TYPE_CHECKING:
               help="Also detect on a photo scikit-image ships, e.g. 'astronaut' (repeatable).")
 @threshold_option("Report faces scoring at least this (the operating threshold 'eval' counts at).")
 @json_option("Write the JSON lines here ('-': stdout).", default="-")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+@click.option("--out", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Write each image with its boxes drawn into this folder.")
 @deprecated_alias("--draw", "--out", "out")
 @model_options()

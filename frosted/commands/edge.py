@@ -71,7 +71,7 @@ def warnings_for(config: AgentConfig) -> list[str]:
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="cameras.yaml: tail, cameras, noise, model, metrics (see deploy/cameras.example.yaml).")
 @click.option("--source", default=None, help="One camera: an rtsp://, whep://, file or /dev/video URL.")
 @click.option("--camera-id", default=None, help="Name of the --source camera (default: camera-1).")
@@ -92,8 +92,7 @@ def warnings_for(config: AgentConfig) -> list[str]:
 @click.option("--preview-port", type=int, default=None,
               help="Serve the live preview page (raw frames, boxes, what crossed the wire) on this port, on "
                    "127.0.0.1 unless the config's preview.host says otherwise.")
-@json_option("Write the JSON lines of boxes here ('-': stdout; default: the config's output, else stdout).",
-             checked=False)  # the sink names a bad file in one line, as for the config's output
+@json_option("Write the JSON lines of boxes here ('-': stdout; default: the config's output, else stdout).")
 @deprecated_alias("--output", "--json", "json_path")
 @click.option("--weights", type=click.Path(path_type=Path), default=None, metavar="FILE", help="FaceBoxes checkpoint.")
 @click.option("--split", type=click.Choice(SPLIT_NAMES), default=None,

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images (quick runs).")
 @click.option("--name", default=None, help="Set name in the report (default: the labels' folder name).")
 @json_option("Write every figure here ('-': stdout, and the report to stderr). Default: no file.")
-@click.option("--save-detections", "detections_out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--save-detections", "detections_out", type=click.Path(path_type=Path),
               default=None, metavar="FILE",
               help="Save the raw detections (JSON lines) so later runs can compare.")
 @click.option("--detections", "saved", type=click.Path(path_type=Path), default=None, metavar="FILE",
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 @click.option("--fold", type=click.IntRange(1), default=None, metavar="N",
               help="Evaluate fold N alone (1-based, as the report numbers them) and print its line; --json then "
                    "writes the fold JSON that --merge combines (every detection's score and match, not just the AP).")
-@click.option("--merge", "merge_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+@click.option("--merge", "merge_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Combine the fold JSONs in DIR (one per fold, from --fold runs) into the whole run's report and "
                    "--json: the figures of one process evaluating every fold, to the last digit.")
 @click.option("--wait", "wait_s", type=FiniteFloatRange(0), default=None, metavar="SECONDS",

@@ -21,7 +21,7 @@ def export() -> None:
 
 
 @export.command("onnx")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, metavar="DIR",
+@click.option("--out", type=click.Path(path_type=Path), required=True, metavar="DIR",
               help="Folder for the graphs and manifest.json (created if missing).")
 @click.option("--split", type=click.Choice(SPLIT_NAMES), default=None,
               help="Where the head ends (default: the noise profiles' split, else rdcl).")

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 @click.command("triton")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, metavar="DIR",
+@click.option("--out", type=click.Path(path_type=Path), required=True, metavar="DIR",
               help="The model repository (created if missing; models of the same names are replaced).")
 @click.option("--noise", "profiles", multiple=True, metavar="PROFILE",
               help="Export this noise profile's tail (shipped name or path; repeatable). Default: every shipped "

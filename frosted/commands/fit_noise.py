@@ -45,7 +45,7 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
                    "sigma, basis: every privacy figure measured on it still holds) and train only its noise-aware "
                    "tail on, --tail-epochs more, on the data given (e.g. more of the site's frames). Its alpha, "
                    "split, rank and input size come with it.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE",
+@click.option("--out", type=click.Path(path_type=Path), required=True, metavar="FILE",
               help="Profile file to write (.safetensors).")
 @click.option("--frames", "frame_sources", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
               help="Unlabelled frames to fit on (a folder of images or a video; repeatable).")

@@ -17,7 +17,7 @@ def weights() -> None:
 
 @weights.command()
 @click.option("--url", default=None, help="Where to fetch the checkpoint from (default: the official release).")
-@click.option("--out", "destination", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+@click.option("--out", "destination", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="The file to save it as (default: the user cache, where every verb looks).")
 @deprecated_alias("--to", "--out", "destination")
 @click.option("--sha256", "expected", default=None,
