@@ -136,8 +136,9 @@ def letterbox_pixels(frame_bgr: np.ndarray, size: InputSize) -> tuple[np.ndarray
 def _resized(frame_bgr: np.ndarray, box: Letterbox) -> np.ndarray:
     if box.scale == 1.0:
         return frame_bgr
-    resized_w = min(box.input_width, round(box.frame_width * box.scale))
-    resized_h = min(box.input_height, round(box.frame_height * box.scale))
+    # at least a pixel: a frame 30000 pixels tall and 1 wide would round its width to none
+    resized_w = max(1, min(box.input_width, round(box.frame_width * box.scale)))
+    resized_h = max(1, min(box.input_height, round(box.frame_height * box.scale)))
     return cv2.resize(frame_bgr, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
 
 

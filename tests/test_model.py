@@ -146,3 +146,17 @@ def test_preprocess_matches_plain_resize_and_mean_subtraction(shape: tuple[int, 
     expected[:resized.shape[0], :resized.shape[1]] = resized.astype(np.float32) - BGR_MEAN
     assert np.array_equal(x[0].permute(1, 2, 0).numpy(), expected)
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("shape", [(30000, 1, 3), (1, 9000, 3)])
+def test_a_frame_thinner_than_a_pixel_once_scaled_keeps_a_pixel(shape: tuple[int, int, int]) -> None:
+    """A 1-pixel-wide strip, scaled to fit, would round its width to zero (an OpenCV assertion)."""
+    from facesplit.preprocess import letterbox_pixels
+
+    frame = np.full(shape, 200, dtype=np.uint8)
+    x, box = preprocess(frame, InputSize(1024, 576))
+    pixels, _ = letterbox_pixels(frame, InputSize(1024, 576))
+    assert tuple(x.shape) == (1, 3, 576, 1024) and pixels.shape == (576, 1024, 3)
+    assert (x[0, :, 0, 0] != 0).all()  # the strip's first pixel is there, not padding
+    back = box.boxes_to_frame(np.array([[0, 0, 1, 1, 0.9]]))
+    assert (back[0, :4] <= [shape[1], shape[0]] * 2).all()
