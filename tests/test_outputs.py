@@ -217,6 +217,21 @@ def test_an_image_whose_size_only_decoding_tells_is_refused_undecoded(tmp_path: 
         read_image_bgr(tmp_path)
 
 
+def test_a_fifo_or_a_broken_link_is_named_for_what_it_is_and_never_read(tmp_path: Path) -> None:
+    """A FIFO read as an image would block until a writer came: it is refused from what the path is."""
+    fifo, loop, dangling = tmp_path / "camera.jpg", tmp_path / "loop.jpg", tmp_path / "gone.jpg"
+    os.mkfifo(fifo)
+    loop.symlink_to(loop)
+    dangling.symlink_to(tmp_path / "nowhere.jpg")
+    with pytest.raises(ImageError, match=r"camera\.jpg: not a regular file"):
+        read_image_bgr(fifo)
+    for link in (loop, dangling):
+        with pytest.raises(ImageError, match="a link to nothing"):
+            read_image_bgr(link)
+    with pytest.raises(ImageError, match="image not found"):
+        read_image_bgr(tmp_path / "missing.jpg")
+
+
 @pytest.mark.parametrize("progressive", [False, True])
 def test_a_truncated_jpeg_is_an_error_not_a_frame_without_faces(tmp_path: Path, progressive: bool) -> None:
     photo = tmp_path / "photo.jpg"
