@@ -365,6 +365,14 @@ def check_kubernetes() -> str:
                 fail_unless(any(path.startswith(p.rstrip("/") + "/") for p in mounts),
                             f"{rel(K8S)}: {probe} {flag} {path} is not on a mounted volume")
 
+    # gRPC cannot cap connections per address before TLS (deploy/README.md): a public load balancer is open to
+    # the sites only
+    for path, doc in documents:
+        if doc["kind"] == "Service" and doc.get("spec", {}).get("type") == "LoadBalancer":
+            fail_unless(doc["spec"].get("loadBalancerSourceRanges"),
+                        f"{rel(path)}: the LoadBalancer {doc['metadata']['name']} takes connections from anywhere; "
+                        "give loadBalancerSourceRanges (the sites' egress addresses)")
+
     checked = 0
     for path, doc in documents:
         spec = doc.get("spec", {}).get("template", {}).get("spec", {})

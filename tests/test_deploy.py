@@ -327,3 +327,22 @@ def test_the_jetson_image_fails_its_build_in_one_line_without_the_runtime_it_was
         if status:
             assert result.stderr.strip() == ("Error: --runtime tensorrt needs TensorRT, which is not installed: "
                                              "pip install 'frosted[tensorrt]'")
+
+
+def test_a_load_balancer_open_to_every_address_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gRPC cannot cap connections per address before TLS: the checker holds the tail's public Service to the
+    sites' addresses (and passes the shipped one, which has them)."""
+    import yaml
+
+    checker = checker_module()
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    service = copy / "tail-service.yaml"
+    documents = [d for d in yaml.safe_load_all(service.read_text()) if d]
+    assert next(d for d in documents if d["spec"].get("type") == "LoadBalancer")["spec"]["loadBalancerSourceRanges"]
+    for document in documents:
+        document["spec"].pop("loadBalancerSourceRanges", None)
+    service.write_text(yaml.safe_dump_all(documents))
+    monkeypatch.setattr(checker, "K8S", copy)
+    with pytest.raises(checker.CheckFailedError, match="from anywhere; give loadBalancerSourceRanges"):
+        checker.check_kubernetes()
