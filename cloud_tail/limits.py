@@ -17,5 +17,9 @@ class StreamLimits:
     # One client address (an agent, or a site behind NAT) may hold no more, however many connections it opens, so
     # that one client cannot take every stream of the tail.
     max_streams_per_client: int = 32
-    max_connections: int = 128  # TCP connections; gRPC closes the ones over it (the client sees UNAVAILABLE)
+    # TCP connections, counted from the accept (before TLS) by the tail's gate (cloud_tail/gate.py), which closes
+    # the ones over a cap (the client sees UNAVAILABLE): in total, and per client address, so that idle sockets
+    # from one host cannot hold them all. A site's agents share its address: room for each and its reconnects.
+    max_connections: int = 128
+    max_connections_per_client: int = 16
     idle_timeout_seconds: float = 60.0  # a stream with no frame (and none in the tail) this long is closed

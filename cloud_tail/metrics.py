@@ -32,6 +32,13 @@ STREAMS_REFUSED = Counter("frosted_tail_streams_refused_total",
                           ["reason"], registry=REGISTRY)
 for _reason in ("max_streams", "max_streams_per_connection", "max_streams_per_client", "idle", "watches"):
     STREAMS_REFUSED.labels(_reason)
+CONNECTIONS = Gauge("frosted_tail_connections", "Client TCP connections open now (the tail's gate relays each to gRPC)",
+                    registry=REGISTRY)
+CONNECTIONS_REFUSED = Counter("frosted_tail_connections_refused_total",
+                              "Client TCP connections closed at once by the gate, over a cap, by reason",
+                              ["reason"], registry=REGISTRY)
+for _reason in ("max_connections", "max_connections_per_client"):
+    CONNECTIONS_REFUSED.labels(_reason)
 ASYNCIO_TASKS = Gauge("frosted_tail_asyncio_tasks",
                       "asyncio tasks alive on the tail's event loop: flat in a healthy tail, a leak grows it",
                       registry=REGISTRY)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import math
 import signal
-import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from cloud_tail import metrics
 from cloud_tail.batcher import Batcher
+from cloud_tail.gate import ConnectionGate, GateBindError, bind_listening
 from cloud_tail.models import ServedTail
 from cloud_tail.service import CloudTailService, StreamLimits
 from cloud_tail.tls import ServerTls, load_server_tls
@@ -128,26 +127,35 @@ class TailServer:
         self.service = CloudTailService(tails, self.batcher, config.limits)
         self.health = CappedHealthServicer()
         self._stopped = False
+        host, _, port = config.listen.rpartition(":")
+        try:  # the tail's address is the gate's: gRPC listens on a loopback port behind it
+            listeners = bind_listening(host.strip("[]"), int(port))
+        except GateBindError as exc:
+            raise ListenError(f"cannot listen on {config.listen} ({exc.strerror})") from None
         self.server = grpc.aio.server(options=grpc_options(config.limits))
         tail_pb2_grpc.add_CloudTailServicer_to_server(self.service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
                                             self.server)
-        # asked of the OS first: gRPC's failure is an ERROR line of its own and "Failed to bind", without why
-        if (refused := _why_not_bound(config.listen)) is not None:
-            raise ListenError(f"cannot listen on {config.listen} ({refused})")
         try:
             if config.tls is None:
-                self.port = self.server.add_insecure_port(config.listen)
+                upstream = self.server.add_insecure_port("127.0.0.1:0")
             else:
-                self.port = self.server.add_secure_port(config.listen, server_credentials(config.tls))
-        except RuntimeError as exc:  # grpc says only "Failed to bind"
-            raise ListenError(f"cannot listen on {config.listen} ({exc})") from None
+                upstream = self.server.add_secure_port("127.0.0.1:0", server_credentials(config.tls))
+        except BaseException:
+            for listener in listeners:
+                listener.close()
+            raise
+        self.gate = ConnectionGate(listeners, upstream, config.limits.max_connections,
+                                   config.limits.max_connections_per_client)
+        self.service.peer_of = self.gate.peer_of
+        self.port = self.gate.port
 
     async def start(self) -> None:
         metrics.count_tasks_of(asyncio.get_running_loop())
         self.batcher.start()
         await self.server.start()
+        await self.gate.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("tail listening on %s (%s)", self.config.listen.rsplit(":", 1)[0] + f":{self.port}",
@@ -159,8 +167,10 @@ class TailServer:
         self._stopped = True
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.gate.stop_accepting()
         self.service.drain()
         await self.server.stop(self.config.drain_seconds)
+        await self.gate.close()
         await self.batcher.close()
         self.executor.shutdown(wait=True)
 
@@ -184,23 +194,3 @@ async def serve(tails: dict[str, ServedTail], config: TailServerConfig,
     if bound is not None:
         bound()
     await server.serve_until_signal()
-
-
-def _why_not_bound(listen: str) -> str | None:
-    """The operating system's reason the address cannot be bound, or None: a socket bound the way gRPC binds
-    its own (SO_REUSEADDR: a port whose last connections are in TIME_WAIT is free), then closed."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if host in ("localhost", "", "0.0.0.0", "::"):
-        return None  # names and wildcards gRPC resolves to several addresses: left to gRPC
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, int(port)))
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-            reason += "; is another tail running there?"
-        return reason
-    return None

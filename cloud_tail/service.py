@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -37,8 +37,11 @@ class _Abort:
 
 
 class CloudTailService(tail_pb2_grpc.CloudTailServicer):
-    def __init__(self, tails: dict[str, ServedTail], batcher: Batcher, limits: StreamLimits) -> None:
+    def __init__(self, tails: dict[str, ServedTail], batcher: Batcher, limits: StreamLimits,
+                 peer_of: Callable[[str], str] = str) -> None:
+        """``peer_of``: the client behind the peer gRPC names (the tail's gate relays every connection)."""
         self.tails = tails
+        self.peer_of = peer_of
         self.batcher = batcher
         self.limits = limits
         self.draining = asyncio.Event()
@@ -112,7 +115,7 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
 
         if self.draining.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "tail is shutting down; reconnect")
-        connection = context.peer()
+        connection = self.peer_of(context.peer())
         if (refusal := self.admission.admit(connection)) is not None:
             await skip_first_message(requests)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)

@@ -372,6 +372,9 @@ def check_kubernetes() -> str:
             fail_unless(doc["spec"].get("loadBalancerSourceRanges"),
                         f"{rel(path)}: the LoadBalancer {doc['metadata']['name']} takes connections from anywhere; "
                         "give loadBalancerSourceRanges (the sites' egress addresses)")
+            fail_unless(doc["spec"].get("externalTrafficPolicy") == "Local",
+                        f"{rel(path)}: the LoadBalancer {doc['metadata']['name']} needs externalTrafficPolicy: Local, "
+                        "else the tail sees nodes' addresses and its per-client caps count nodes")
 
     checked = 0
     for path, doc in documents:

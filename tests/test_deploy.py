@@ -329,9 +329,14 @@ def test_the_jetson_image_fails_its_build_in_one_line_without_the_runtime_it_was
                                              "pip install 'frosted[tensorrt]'")
 
 
-def test_a_load_balancer_open_to_every_address_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """gRPC cannot cap connections per address before TLS: the checker holds the tail's public Service to the
-    sites' addresses (and passes the shipped one, which has them)."""
+@pytest.mark.parametrize("field, says", [
+    ("loadBalancerSourceRanges", "from anywhere; give loadBalancerSourceRanges"),
+    ("externalTrafficPolicy", "needs externalTrafficPolicy: Local"),
+])
+def test_a_load_balancer_open_to_all_or_hiding_the_agents_addresses_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, says: str) -> None:
+    """The tail caps connections and streams per client address: its public Service admits only the sites, and
+    lets the pods see the agents' own addresses (the shipped one does both)."""
     import yaml
 
     checker = checker_module()
@@ -339,10 +344,10 @@ def test_a_load_balancer_open_to_every_address_is_refused(tmp_path: Path, monkey
     shutil.copytree(K8S, copy)
     service = copy / "tail-service.yaml"
     documents = [d for d in yaml.safe_load_all(service.read_text()) if d]
-    assert next(d for d in documents if d["spec"].get("type") == "LoadBalancer")["spec"]["loadBalancerSourceRanges"]
+    assert next(d for d in documents if d["spec"].get("type") == "LoadBalancer")["spec"][field]
     for document in documents:
-        document["spec"].pop("loadBalancerSourceRanges", None)
+        document["spec"].pop(field, None)
     service.write_text(yaml.safe_dump_all(documents))
     monkeypatch.setattr(checker, "K8S", copy)
-    with pytest.raises(checker.CheckFailedError, match="from anywhere; give loadBalancerSourceRanges"):
+    with pytest.raises(checker.CheckFailedError, match=says):
         checker.check_kubernetes()

@@ -201,6 +201,13 @@ TAIL = Row("Cloud tail (all cameras)", (
           "max_streams_per_client, watches (health Watch streams; RESOURCE_EXHAUSTED), idle (closed after "
           "--idle-timeout-seconds without a frame).", "short",
           (Query(f"sum by (reason) (increase(frosted_tail_streams_refused_total[{RATE}]))", "{{reason}}"),)),
+    Chart("Connections: open and refused",
+          "Client TCP connections open now per replica (frosted_tail_connections), and those the tail's gate reset "
+          "at once per rate window, by reason (frosted_tail_connections_refused_total): max_connections_per_client "
+          "is one address past its share (a flood, or many agents behind one NAT), max_connections the tail full.",
+          "short",
+          (Query("sum by (instance) (frosted_tail_connections)", "open {{instance}}"),
+           Query(f"sum by (reason) (increase(frosted_tail_connections_refused_total[{RATE}]))", "refused {{reason}}"))),
     Chart("Queued frames",
           "Frames waiting for a tail batch now, per replica (frosted_tail_queued_frames): near the batch size in a "
           "healthy tail; a steady climb means the tail cannot keep up with its cameras.", "short",

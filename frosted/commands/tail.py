@@ -53,7 +53,12 @@ SERVE_CLEAN_WARNING = ("WARNING: --serve-clean: this tail accepts CLEAN activati
               help="Detect streams of one client address, whatever its connections (raise it for several agents "
                    "behind one NAT); more get RESOURCE_EXHAUSTED, so one client cannot take every stream.")
 @click.option("--max-connections", type=click.IntRange(1, 100_000), default=StreamLimits.max_connections,
-              show_default=True, help="Client connections at once; gRPC closes the ones over it.")
+              show_default=True, help="Client TCP connections at once, counted from the accept (before TLS); "
+                                      "the ones over it are closed at once.")
+@click.option("--max-connections-per-client", type=click.IntRange(1, 100_000),
+              default=StreamLimits.max_connections_per_client, show_default=True,
+              help="TCP connections of one client address, counted from the accept (before TLS), so that idle "
+                   "sockets from one host cannot take every connection (raise it for many agents behind one NAT).")
 @click.option("--idle-timeout-seconds", type=FiniteFloatRange(0, min_open=True),
               default=StreamLimits.idle_timeout_seconds, show_default=True,
               help="Close a stream with DEADLINE_EXCEEDED when it sends no frame (and has none in the tail) "
@@ -72,7 +77,7 @@ SERVE_CLEAN_WARNING = ("WARNING: --serve-clean: this tail accepts CLEAN activati
 def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tuple[str, ...], serve_clean: bool,
          max_batch: int, max_delay_ms: float, max_in_flight: int, max_message_bytes: int, max_streams: int,
          max_streams_per_connection: int, max_streams_per_client: int, max_connections: int,
-         idle_timeout_seconds: float,
+         max_connections_per_client: int, idle_timeout_seconds: float,
          threshold: float, tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
          insecure: bool, weights: Path | None, split: str | None, input_size: InputSize, threads: int | None,
          runtime: str, device: str, serve_precisions: tuple[str, ...]) -> None:
@@ -129,6 +134,7 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     limits = StreamLimits(max_in_flight=max_in_flight, max_message_bytes=max_message_bytes, max_streams=max_streams,
                           max_streams_per_connection=max_streams_per_connection,
                           max_streams_per_client=max_streams_per_client, max_connections=max_connections,
+                          max_connections_per_client=max_connections_per_client,
                           idle_timeout_seconds=idle_timeout_seconds)
     config = TailServerConfig(listen=listen, max_batch=max_batch, max_delay=max_delay_ms / 1000, limits=limits,
                               tls=tls)
