@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from facesplit.errors import FrostedError
+from frosted_wire.pem import read_pem
 
 
 class TlsConfigError(FrostedError):
@@ -57,11 +58,13 @@ def load_server_tls(tls: ServerTls) -> TlsMaterial:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        return read_pem(path)
     except FileNotFoundError:
         raise TlsConfigError(f"{what} {path}: no such file") from None
     except OSError as exc:
         raise TlsConfigError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise TlsConfigError(f"{what} {path}: {exc}") from None
 
 
 def _certificates(pem: bytes, path: Path, what: str) -> list[x509.Certificate]:

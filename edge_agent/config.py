@@ -242,8 +242,13 @@ def load_agent_config(path: Path | None, overrides: dict[str, Any]) -> AgentConf
             raise ConfigError(f"{path}: not UTF-8 text, as YAML is (byte {exc.start})") from None
         except _DuplicateKeyError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        except yaml.MarkedYAMLError as exc:  # the problem, where it is, not the context it was found in
+            where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
+            raise ConfigError(f"{path}: not valid YAML ({where}{exc.problem or exc.context})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not a config (nested too deeply)") from None
         if not isinstance(document, dict):
             raise ConfigError(f"{path}: expected a mapping with 'tail' and 'cameras' at the top")
 
@@ -308,7 +313,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float | bool) and key in seen:
+            if not isinstance(key, str | int | float | bool):
+                continue  # a list or a mapping as a key: SafeLoader refuses it as unhashable, below
+            if key in seen:
                 raise _DuplicateKeyError(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice in "
                                          "one mapping; keep one")
             seen.add(key)

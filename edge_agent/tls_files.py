@@ -16,6 +16,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
+from frosted_wire.pem import read_pem
+
 
 def check_client_tls(ca: Path | None, cert: Path | None, key: Path | None) -> None:
     """Raises ValueError naming the file at fault; ``cert`` and ``key`` are checked as a pair."""
@@ -36,9 +38,11 @@ def check_client_tls(ca: Path | None, cert: Path | None, key: Path | None) -> No
 
 def _read(path: Path, name: str) -> bytes:
     try:
-        return path.read_bytes()
+        return read_pem(path)
     except OSError as exc:
         raise ValueError(f"{name} {path}: cannot be read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ValueError(f"{name} {path}: {exc}") from None
 
 
 def _certificates(path: Path, name: str) -> list[x509.Certificate]:

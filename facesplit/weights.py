@@ -63,6 +63,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _finite_real(name: str, tensor: torch.Tensor) -> bool:
+    """Finite real numbers: NaN weights would detect nothing, silently. Batch-norm's step counters are unused at
+    inference, and overflow a checkpoint saved in half floats."""
+    if name.endswith("num_batches_tracked"):
+        return not tensor.is_complex()
+    return (tensor.is_floating_point() and bool(tensor.isfinite().all())) or tensor.dtype == torch.int64
+
+
 def load_faceboxes(path: str | os.PathLike[str] | None = None, split: str = DEFAULT_SPLIT) -> FaceBoxes:
     """A FaceBoxes model split at ``split``, in eval mode, with the checkpoint at ``resolve_weights(path)``
     loaded."""
@@ -73,6 +81,9 @@ def load_faceboxes(path: str | os.PathLike[str] | None = None, split: str = DEFA
         raise WeightsError(f"{file}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict):
         raise WeightsError(f"{file}: expected a state dict of FaceBoxes tensors, got {type(state).__name__}")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsError(f"{file}: expected a state dict of FaceBoxes tensors, named by strings; it holds "
+                           "other keys or values")
     model = FaceBoxes(split)
     expected = {k.split(".", 1)[1]: v.shape for k, v in model.state_dict().items()}
     found = {k.removeprefix("module."): v for k, v in state.items()}
@@ -85,6 +96,9 @@ def load_faceboxes(path: str | os.PathLike[str] | None = None, split: str = DEFA
                                          ("wrong shape for", wrong_shape)) if names]
         raise WeightsError(f"{file}: not a FaceBoxes checkpoint: expected {len(expected)} tensors such as "
                            f"conv1.conv.weight; {'; '.join(problems)}")
+    if bad := sorted(k for k in expected if not _finite_real(k, found[k])):
+        raise WeightsError(f"{file}: not FaceBoxes weights: {bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1
+                           else "") + " holds values that are not finite real numbers")
     model.load_checkpoint(found)
     return model.eval()
 

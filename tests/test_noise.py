@@ -395,6 +395,9 @@ def test_a_file_that_is_not_a_profile_is_refused_from_its_header_alone(tmp_path:
 @pytest.mark.parametrize(("change", "says"), [
     ({"input_size": "abc"}, "malformed header"), ({"alpha": "x"}, "malformed header"),
     ({"fitted_on": "{bad"}, "malformed header"), ({"split": "nowhere"}, "split 'nowhere'"),
+    ({"alpha": "nan"}, "alpha 'nan' is not a weight from 0 to 1"), ({"alpha": "-5"}, "not a weight from 0 to 1"),
+    ({"input_size": "0x0"}, "no model input"), ({"input_size": "99999x99999"}, "no model input"),
+    ({"fitted_on": "[" * 100_000 + "]" * 100_000}, "nested too deeply"), ({"fitted_on": "[1]"}, "not a JSON object"),
     ({"head_fingerprint": None}, "lacks 'head_fingerprint'")])
 def test_a_profile_with_a_malformed_header_is_one_profile_error(tmp_path: Path, change: dict, says: str) -> None:
     from safetensors.torch import load_file, save_file

@@ -37,6 +37,8 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{labels}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DatasetError(f"{labels}: not COCO labels (nested too deeply)") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("annotations"), list):
         raise DatasetError(f"{labels}: expected a COCO object with 'images' and 'annotations' lists")

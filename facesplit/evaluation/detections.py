@@ -59,7 +59,7 @@ def load_detections(path: Path) -> dict[str, np.ndarray]:
             record = json.loads(line)
             boxes = np.array(record["boxes"], dtype=np.float32).reshape(-1, 5)
             detections[str(record["image"])] = boxes
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError):
             raise DatasetError(f"{path}:{number}: expected {{\"image\": ..., \"boxes\": [[x1, y1, x2, y2, "
                                "score], ...]}") from None
     return detections

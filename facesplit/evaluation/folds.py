@@ -78,6 +78,8 @@ def read_fold_file(path: Path) -> FoldFile | None:
         raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: not a fold's result (nested too deeply)") from None
     if not isinstance(data, dict) or "fold_of" not in data:
         return None
     try:

@@ -92,8 +92,13 @@ class NoiseProfile:
         if self.mu.shape != self.sigma.shape or self.mu.dim() != 3:
             raise ProfileError(f"mu and sigma must be the same 3-d shape, got {tuple(self.mu.shape)} "
                                f"and {tuple(self.sigma.shape)}")
-        if not bool((self.sigma > 0).all()) or not bool(torch.isfinite(self.mu).all()):
-            raise ProfileError("sigma must be positive and mu finite everywhere")
+        if not bool((self.sigma > 0).all()) or not bool(torch.isfinite(self.sigma).all()) \
+                or not bool(torch.isfinite(self.mu).all()):
+            raise ProfileError("sigma must be positive and finite, and mu finite, everywhere")
+        # batch-norm's step counters are unused at inference, and overflow the half floats they are saved in
+        if any(not bool(torch.isfinite(t).all()) for name, t in (self.tail_state or {}).items()
+               if not name.endswith("num_batches_tracked")):
+            raise ProfileError("its noise-aware tail has weights that are not finite")
         if self.basis is not None:
             if self.basis.dim() != 2 or self.basis.shape[1] != self.mu.shape[0] \
                     or self.basis.shape[1] > self.basis.shape[0]:
@@ -170,18 +175,22 @@ class NoiseProfile:
              split: str | None = None) -> NoiseProfile:
         """Read a profile; refuse it if it was fitted at another split, for other head weights or for another
         input size."""
+        header, _ = read_header(path)
+        if (size := _tensor_bytes(header)) > MAX_TENSOR_BYTES:  # before any is read: a sparse file costs nothing
+            raise ProfileError(f"{path}: not a noise profile (its tensors are {size} bytes, more than the "
+                               f"{MAX_TENSOR_BYTES} of one at the largest input size)")
         try:
             tensors = load_file(str(path))
         except (OSError, SafetensorError, ValueError) as exc:
             raise ProfileError(f"{path}: not a readable noise profile ({exc})") from None
-        metadata = read_metadata(path)
+        metadata = header.get("__metadata__") or {}
         if metadata.get("format") not in FORMATS or "mu" not in tensors or "sigma" not in tensors:
             raise ProfileError(f"{path}: not a noise profile (expected format {FORMAT!r} with mu and sigma)")
         try:
-            width, height = (int(v) for v in metadata["input_size"].split("x"))
-            profile = cls(mu=tensors["mu"].float(), sigma=tensors["sigma"].float(), alpha=float(metadata["alpha"]),
+            width, height = _input_size(metadata["input_size"])
+            profile = cls(mu=tensors["mu"].float(), sigma=tensors["sigma"].float(), alpha=_alpha(metadata["alpha"]),
                           input_size=(width, height), head_fingerprint=metadata["head_fingerprint"],
-                          fitted_on=json.loads(metadata.get("fitted_on") or "{}"),
+                          fitted_on=_fitted_on(metadata.get("fitted_on") or "{}"),
                           tail_state={k[5:]: v.float() for k, v in tensors.items() if k.startswith("tail.")} or None,
                           basis=tensors["basis"].float() if "basis" in tensors else None,
                           dct=metadata["format"] == FORMAT_IN_FREQUENCIES,
@@ -190,7 +199,7 @@ class NoiseProfile:
             raise ProfileError(f"{path}: {exc}") from None
         except KeyError as exc:  # a header written by something else than `save`
             raise ProfileError(f"{path}: not a noise profile (its header lacks {exc})") from None
-        except ValueError as exc:  # json.JSONDecodeError too
+        except (ValueError, TypeError) as exc:  # json.JSONDecodeError too
             raise ProfileError(f"{path}: not a noise profile (malformed header: {exc})") from None
         if split is not None and profile.split != split:
             raise ProfileMismatchError(f"{path}: fitted for the model split at {profile.split}, not {split}; "
@@ -205,6 +214,48 @@ class NoiseProfile:
 
 
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
+# mu and sigma (float32) of an 8192x8192 input at the RDCL split (128 x 256 x 256 each), a basis and a tail, with
+# room: a file declaring more is not a profile, and is refused from its header before gigabytes are allocated
+MAX_TENSOR_BYTES = 256 << 20
+_MAX_INPUT_SIDE = 8192  # facesplit.preprocess.MAX_INPUT_SIDE, which imports OpenCV
+
+
+def _tensor_bytes(header: dict) -> int:
+    """The bytes a safetensors header says its tensors take (the largest end offset)."""
+    ends = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise ProfileError(f"not a readable noise profile (tensor {str(name)[:40]!r} has no data offsets)")
+        ends.append(offsets[1])
+    return max(ends, default=0)
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    width, height = (int(v) for v in text.split("x"))
+    if not all(0 < side <= _MAX_INPUT_SIDE and side % 32 == 0 for side in (width, height)):
+        raise ValueError(f"input size {text[:40]!r} is no model input (sides: multiples of 32, at most "
+                         f"{_MAX_INPUT_SIDE})")
+    return width, height
+
+
+def _alpha(text: str) -> float:
+    alpha = float(text)
+    if not 0 <= alpha <= 1:  # NaN too
+        raise ValueError(f"alpha {text[:40]!r} is not a weight from 0 to 1")
+    return alpha
+
+
+def _fitted_on(text: str) -> dict:
+    try:
+        fitted_on = json.loads(text)
+    except RecursionError:
+        raise ValueError("fitted_on is nested too deeply") from None
+    if not isinstance(fitted_on, dict) or not isinstance(fitted_on.get("seen", []), list):
+        raise ValueError("fitted_on is not a JSON object with a list of the images seen")
+    return fitted_on
 
 
 def read_header(path: Path) -> tuple[dict, int]:
@@ -215,7 +266,10 @@ def read_header(path: Path) -> tuple[dict, int]:
             # the length comes from the file: any 8 bytes read as one, so bound it before reading that much
             if not 0 < header_len <= min(MAX_HEADER_BYTES, os.fstat(f.fileno()).st_size - 8):
                 raise ValueError("no safetensors header")
-            header = json.loads(f.read(header_len))
+            try:
+                header = json.loads(f.read(header_len))
+            except RecursionError:
+                raise ValueError("the header is nested too deeply") from None
             if not isinstance(header, dict):
                 raise ValueError("the header is not a JSON object")
             if header.get("__metadata__") is not None and not isinstance(header["__metadata__"], dict):

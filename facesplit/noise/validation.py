@@ -26,7 +26,7 @@ def validated_heads(path: Path) -> dict[str, dict[str, Any]]:
         return {}
     try:
         records = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ProfileError(f"{path}: not a noise profile (malformed {VALIDATED_HEADS}: {exc})") from None
     if not isinstance(records, dict) or not all(isinstance(v, dict) for v in records.values()):
         raise ProfileError(f"{path}: not a noise profile (malformed {VALIDATED_HEADS})")
