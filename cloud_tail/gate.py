@@ -6,6 +6,11 @@ address: idle sockets from one host (no TLS, no bytes) held every slot and kept 
 host holds at most ``max_per_client`` connections, whatever it sends. The relay is a pair of protocols that
 hand each chunk to the other side's transport and pause reading while that side's buffer is full, so a slow
 reader holds its sender back as TCP would, with no task per connection.
+
+When gRPC ends a connection, the client's side is ended as a server would end it: what gRPC said last (a TLS
+alert refusing a certificate) is sent, then our side is shut for writing and what the client still sends is
+read and dropped until it hangs up (for at most ``LINGER_SECONDS``). Closing at once, with the client's bytes
+unread, resets the connection, and a reset can overtake the alert: the agent then read an outage, not a refusal.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from cloud_tail import metrics
 
 HIGH_WATER_BYTES = 256 << 10  # buffered toward one side before the other stops reading: about a frame
 READ_BYTES = 256 << 10  # one read's most
+LINGER_SECONDS = 2.0  # the longest a client's side stays open, read and dropped, after gRPC ended its connection
 
 
 class GateBindError(OSError):
@@ -78,6 +84,7 @@ class _Relay:
     peer: str  # the client's peer string, as gRPC would have named it
     downstream: asyncio.Transport
     upstream: asyncio.Transport | None = None
+    upstream_ended: bool = False  # gRPC ended it: the client's side lingers, its bytes dropped
 
 
 class _Side(asyncio.BufferedProtocol):
@@ -117,8 +124,8 @@ class _Side(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        if (other := self._other()) is None or self._buffer is None:
-            return
+        if (other := self._other()) is None or self._buffer is None or other.is_closing():
+            return  # (a client's bytes after gRPC ended its connection: dropped)
         other.write(self._buffer[:nbytes])
         if other.get_write_buffer_size():  # some of it waits in the transport, perhaps as a view of this buffer
             self._buffer = None  # (Python 3.12 keeps the view): the next read gets a fresh one
@@ -134,8 +141,11 @@ class _Side(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.relay is None:  # refused
             return
-        if (other := self._other()) is not None:
-            other.close()
+        if self.transport is self.relay.downstream:
+            if self.relay.upstream is not None:
+                self.relay.upstream.close()
+        else:
+            self.gate._upstream_ended(self.relay)
         self.gate._ended(self.relay, self.transport)
 
 
@@ -219,6 +229,20 @@ class ConnectionGate:
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
+    def _upstream_ended(self, relay: _Relay) -> None:
+        """gRPC ended ``relay``'s connection: end the client's side as gRPC would have (see the module's
+        docstring), and close it for good after LINGER_SECONDS if the client never hangs up."""
+        downstream = relay.downstream
+        if relay.upstream_ended or downstream.is_closing():
+            return
+        relay.upstream_ended = True
+        if not downstream.can_write_eof():
+            downstream.close()
+            return
+        downstream.write_eof()  # after what gRPC wrote last
+        downstream.resume_reading()  # what the client sends is read and dropped; its hang-up ends the relay
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, downstream.close)
+
     def _register(self, relay: _Relay) -> None:
         assert relay.upstream is not None
         self._peers[peer_name(relay.upstream.get_extra_info("sockname"))] = relay.peer
@@ -226,6 +250,7 @@ class ConnectionGate:
     def _ended(self, relay: _Relay, transport: asyncio.Transport | None) -> None:
         if relay.upstream is not None and transport is relay.upstream:
             self._peers.pop(peer_name(relay.upstream.get_extra_info("sockname")), None)
+            return  # the client's side still counts against its cap until it is closed
         if relay in self._relays:
             self._relays.discard(relay)
             self._per_client[relay.client] -= 1

@@ -57,6 +57,8 @@ class CameraPipeline:
         self.answered = 0
         self.lost = 0  # frames sent (or being sent) that the uplink lost before an answer
         self._feeder: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._feed_ended_at: float | None = None  # loop time
         self.samples: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=SUMMARY_SAMPLES))
         self._dropped_seen = 0
         stream.on_answer = self._on_answer
@@ -74,6 +76,7 @@ class CameraPipeline:
     def stop(self) -> None:
         """Take no new frames (a pending one is still sent if the uplink has room); `run` returns once the
         frames in flight are answered or given up on."""
+        self._stopped = True
         self.slot.close()
         if self._feeder is not None:
             self._feeder.cancel()
@@ -96,7 +99,7 @@ class CameraPipeline:
                                           on_reconnect=self._source_reconnecting),
                                      name=f"feed-{self.camera_id}")
         # the feed closes the slot when it ends: a sender waiting for uplink room must hear of it
-        feeder.add_done_callback(lambda _: self.stream.wake())
+        feeder.add_done_callback(self._feed_ended)
         self._feeder = feeder
         if self.slot.closed:  # stopped before it ran
             feeder.cancel()
@@ -119,6 +122,12 @@ class CameraPipeline:
         if error is not None:
             raise error  # e.g. SourceError: a file that cannot be decoded
 
+    def _feed_ended(self, _: asyncio.Task[None]) -> None:
+        loop = asyncio.get_running_loop()
+        self._feed_ended_at = loop.time()
+        self.stream.wake()
+        loop.call_later(self.stream.deadline, self.stream.wake)  # a last frame's wait for room is over then
+
     def _source_reconnecting(self) -> None:
         metrics.RECONNECTS.labels(self.camera_id, "source").inc()
         if self.watcher is not None:
@@ -128,12 +137,24 @@ class CameraPipeline:
         await self._send_frames()
         await self.stream.wait_until_idle()
 
+    def _nothing_more_to_send(self) -> bool:
+        """A file's last frame waits for room (the tail being checked, a stream reopening: a one-image source
+        ends before the uplink opens) for at most the stream's deadline, as a sent frame waits for its answer:
+        a tail that is down does not hold an ended file. Stopped, the agent sends only what it has room for."""
+        if not self.slot.closed:
+            return False
+        if self._stopped or not self.slot.pending:
+            return True
+        if self._feed_ended_at is None:  # the slot is closed, the feed's done-callback not yet run
+            return False
+        return asyncio.get_running_loop().time() >= self._feed_ended_at + self.stream.deadline
+
     async def _send_frames(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             # Room on the uplink, a frame, then our turn on the compute lane, and only then take the newest
             # frame: whatever arrived while we waited replaced older ones, so waiting never adds latency.
-            if not await self.stream.wait_for_room(give_up=lambda: self.slot.closed):
+            if not await self.stream.wait_for_room(give_up=self._nothing_more_to_send):
                 self._count_keep_latest_drops()  # the source ended or we were stopped, with no room to send
                 return
             if not await self.slot.wait():  # the source ended (a file) or failed for good; run() says which

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 
+from cloud_tail import gate as gate_module
 from cloud_tail import metrics
 from cloud_tail.gate import ConnectionGate, bind_listening, peer_name
 from cloud_tail.server import TailServer, TailServerConfig
@@ -79,6 +80,42 @@ async def gate_over_echo(max_connections: int = 8, max_per_client: int = 4) -> A
     await gate.start()
     try:
         yield gate
+    finally:
+        await gate.close()
+        server.close()
+
+
+async def test_a_connection_the_server_ends_ends_with_its_last_words_not_a_reset(monkeypatch):
+    """A tail refusing a client certificate sends a TLS alert and closes while the agent is still sending; had
+    the gate closed the client's side with those bytes unread, the reset overtook the alert and the agent took
+    a refusal for an outage. The client reads the server's last words, then an end, and still counts against
+    its cap until it hangs up."""
+    async def refusing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(1 << 16)  # the client is mid-send
+        writer.write(b"refused\n")
+        writer.write_eof()  # then an orderly end, reading on until the gate's side ends (as gRPC does)
+        while await reader.read(1 << 16):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(refusing, "127.0.0.1", 0)
+    gate = ConnectionGate(bind_listening("127.0.0.1", 0), server.sockets[0].getsockname()[1], 8, 4)
+    await gate.start()
+    try:
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gate.port)
+            writer.write(os.urandom(4 << 20))
+            assert await reader.read() == b"refused\n"  # a reset raises ConnectionResetError here
+            assert gate.open == 1  # lingering: still this client's
+            writer.close()
+            await wait_until(lambda: gate.open == 0, "the relay to end when the client hangs up")
+        # a client that never hangs up is closed once it has lingered its time
+        monkeypatch.setattr(gate_module, "LINGER_SECONDS", 0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gate.port)
+        writer.write(os.urandom(1 << 17))
+        assert await reader.read() == b"refused\n"
+        await wait_until(lambda: gate.open == 0, "the gate to close a lingering client")
+        writer.close()
     finally:
         await gate.close()
         server.close()
