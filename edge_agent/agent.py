@@ -68,6 +68,7 @@ class EdgeAgent:
         self.pipelines: list[CameraPipeline] = []
         self.stopping = False
         self._tail_ok = asyncio.Event()  # streams open only once the tail said it serves this agent
+        self._tail_failure: str | None = None  # the tail check's last failed attempt, in words
         self.preview: PreviewServer | None = None  # the live preview page, when preview.port is set
 
     def stop(self, reason: str = "stop requested") -> None:
@@ -160,9 +161,13 @@ class EdgeAgent:
         timeouts = self.config.sources
         info = await wait_for_tail(channel, tail.address, timeout=tail.deadline_seconds,
                                    backoff=Backoff(timeouts.reconnect_initial_seconds, timeouts.reconnect_max_seconds),
-                                   refusal=refusal_hint(tail.insecure, tail.tls.cert is not None))
+                                   refusal=refusal_hint(tail.insecure, tail.tls.cert is not None),
+                                   on_failure=self._tail_failed)
         self.check_served(info)
         self._tail_ok.set()
+
+    def _tail_failed(self, reason: str) -> None:
+        self._tail_failure = " ".join(reason.split())  # one line, for the CLI's one-line error
 
     async def _serve_preview(self) -> None:
         preview = self.config.preview
@@ -186,4 +191,9 @@ class EdgeAgent:
         return server
 
     def summary(self) -> RunSummary:
-        return summarise(self.pipelines)
+        problem = None
+        if not self._tail_ok.is_set():
+            address = self.config.tail.address
+            problem = (f"the tail {address} was not reachable (last: {self._tail_failure})" if self._tail_failure
+                       else f"the tail {address} had not answered the agent's check yet")
+        return summarise(self.pipelines, problem)

@@ -46,10 +46,10 @@ def refusal_hint(insecure: bool, client_cert: bool) -> str:
 
 
 async def wait_for_tail(transport: UplinkTransport, address: str, *, timeout: float, backoff: Backoff,
-                        refusal: str) -> tail_pb2.TailInfo:
+                        refusal: str, on_failure: Callable[[str], None] | None = None) -> tail_pb2.TailInfo:
     """What the tail serves (its GetInfo, or Triton's model config in GetInfo's terms) once it answers;
     raises TailUnusableError when it never can (``refusal`` says why a tail closing the connection in the
-    handshake refuses us)."""
+    handshake refuses us). ``on_failure`` hears each failed attempt's reason, in words."""
     failures = closed_in_handshake = 0
     while True:
         try:
@@ -63,6 +63,8 @@ async def wait_for_tail(transport: UplinkTransport, address: str, *, timeout: fl
                 raise TailUnusableError(f"tail {address} closed the connection during the TLS handshake "
                                         f"{closed_in_handshake} times in a row: {refusal}") from None
             failures += 1
+            if on_failure is not None:
+                on_failure(f"{exc.code().name}: {details}")
             if worth_saying(failures):
                 log.warning("tail %s not reachable yet (attempt %d: %s: %s); streams will connect when it is",
                             address, failures, exc.code().name, details)

@@ -14,6 +14,7 @@ from edge_agent.backend import EncodedFrame
 from edge_agent.camera import CameraPipeline
 from edge_agent.sink import JsonLinesSink
 from edge_agent.sources import Frame
+from edge_agent.summary import summarise
 from edge_agent.uplink import CameraStream
 from facesplit.preprocess import Letterbox
 from frosted_wire.v1 import tail_pb2
@@ -114,3 +115,23 @@ async def test_a_files_last_frame_waits_for_room_at_most_the_streams_deadline(tm
         await asyncio.wait_for(pipeline.run(), DEADLINE)
     sink.close()
     assert pipeline.answered == 0 and source.done
+    assert summarise([pipeline], "the tail had not answered").unanswered == {"door": "the tail had not answered"}
+    assert summarise([pipeline]).unanswered == {"door": "1 read, none sent: the uplink never had room"}
+
+
+class NoImage(OneImage):
+    async def frames(self):
+        self.done = True
+        return
+        yield
+
+
+async def test_a_camera_that_had_no_answer_says_why(tmp_path: Path):
+    stream = CameraStream(EchoTransport(), "door", ready=asyncio.Event())
+    source, sink = NoImage(), JsonLinesSink(str(tmp_path / "boxes.jsonl"))
+    with ThreadPoolExecutor(1) as compute:
+        pipeline = CameraPipeline("door", source, BlankHead(), stream, compute, sink)
+        await asyncio.wait_for(pipeline.run(), DEADLINE)
+    sink.close()
+    assert summarise([pipeline], "the tail had not answered").unanswered == {
+        "door": "its source gave no frame; the tail had not answered"}

@@ -196,8 +196,11 @@ async def test_an_agent_whose_boxes_cannot_be_written_stops_saying_so(faceboxes,
 @pytest.mark.slow  # an agent in its own process
 def test_a_run_that_answered_nothing_exits_1(weights_path, tmp_path):
     clip = make_clip(tmp_path / "short.mp4", seconds=1, fps=5, size=(320, 240))
-    result = run_frosted("edge", "--source", str(clip), "--tail", f"127.0.0.1:{free_port()}", "--insecure",
+    address = f"127.0.0.1:{free_port()}"
+    result = run_frosted("edge", "--source", str(clip), "--tail", address, "--insecure",
                          "--noise", PROFILE, "--weights", str(weights_path), "--threads", "1")
     assert result.returncode == 1, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1] == ("Error: no frame of camera camera-1 was answered: see the "
-                                                      "warnings above")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: no frame of camera camera-1 was answered: the tail {address} was not "
+                           "reachable (last: UNAVAILABLE: "), last
+    assert "Connection refused" in last, last

@@ -162,10 +162,11 @@ def edge(config_path: Path | None, source: str | None, camera_id: str | None, ta
     click.echo(summary.table(), err=True)
     # a run that answered nothing for a camera did not do its job (a tail never reachable, a source never read):
     # say so in the status, so a script can tell it from a run that processed its files
-    silent = [camera for camera, answered in summary.answered.items() if not answered]
+    silent = list(summary.unanswered)
     if silent:
         more = f" (nor of {len(silent) - 1} more cameras)" if len(silent) > 1 else ""
-        raise click.ClickException(f"no frame of camera {silent[0]} was answered{more}: see the warnings above")
+        raise click.ClickException(f"no frame of camera {silent[0]} was answered{more}: "
+                                   f"{summary.unanswered[silent[0]]}")
 
 
 def _check_output_apart(config: AgentConfig, config_path: Path | None) -> None:
