@@ -12,6 +12,7 @@ import torch
 
 from cloud_tail.tls import ServerTls, TlsConfigError, load_server_tls
 from edge_agent.tls_files import check_client_tls
+from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.profile import MAX_TENSOR_BYTES, NoiseProfile, ProfileError
 from facesplit.weights import WeightsError, load_faceboxes
 from frosted_wire.certs import CertFiles
@@ -116,3 +117,19 @@ def test_a_pem_file_the_size_of_a_disk_or_a_fifo_is_refused_unread(tmp_path: Pat
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and "more than a PEM file's" in lines[0], result.stderr
     assert load_server_tls(ServerTls(cert=certs.server_cert, key=certs.server_key, client_ca=certs.ca)).client_ca
+
+
+def test_a_profile_whose_noise_does_not_fit_the_head_is_refused_at_start(weights_path: Path, tmp_path: Path) -> None:
+    """Its header says the right input size but its noise is a column short: refused when loaded for the head,
+    not at the first frame (which, on the edge, waits for a tail)."""
+    from facesplit.detector import SplitDetector
+    from facesplit.noise.shipped import load_profile_for, resolve_profile
+
+    profile = NoiseProfile.load(resolve_profile(DEFAULT_PROFILE))
+    detector = SplitDetector(load_faceboxes(weights_path, profile.split))
+    profile.mu, profile.sigma = profile.mu[..., :-1].contiguous(), profile.sigma[..., :-1].contiguous()
+    profile.save(tmp_path / "short.safetensors")
+    channels, height, width = profile.shape
+    with pytest.raises(ProfileError, match=r"short\.safetensors: not a noise profile for this head: its noise is for "
+                                           rf"activations \({channels}, {height}, {width}\), the head's at "):
+        load_profile_for(detector, str(tmp_path / "short.safetensors"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from facesplit.detector import SplitDetector
-from facesplit.faceboxes import DEFAULT_SPLIT
+from facesplit.faceboxes import DEFAULT_SPLIT, activation_shape
 from facesplit.noise.profile import NoiseProfile, ProfileError, ProfileMismatchError, split_of
 from facesplit.weights import head_fingerprint
 
@@ -59,5 +59,9 @@ def load_profile_for(detector: SplitDetector, name_or_path: str) -> NoiseProfile
     if size.native:
         raise ProfileError("a noise profile needs a fixed --input-size (it was fitted for one), not 'native'")
     assert size.width is not None and size.height is not None
-    return NoiseProfile.load(resolve_profile(name_or_path), head_fingerprint(detector.source),
-                             (size.width, size.height), detector.split)
+    path = resolve_profile(name_or_path)
+    profile = NoiseProfile.load(path, head_fingerprint(detector.source), (size.width, size.height), detector.split)
+    if profile.shape != (head := activation_shape(size.height, size.width)):  # else found at the first frame
+        raise ProfileError(f"{path}: not a noise profile for this head: its noise is for activations "
+                           f"{profile.shape}, the head's at {size.width}x{size.height} are {head}")
+    return profile
