@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -58,6 +59,9 @@ class JsonLinesSink:
 
     def __init__(self, target: str = "-") -> None:
         self._owned = target != "-"
+        # made here: removed again if the run wrote nothing to it (it failed to start, or nothing was answered)
+        self._made = self._owned and not os.path.lexists(target)
+        self._lines = 0
         if self._owned and Path(target).is_dir():
             raise SinkError(f"output {target}: is a folder, not a file")
         try:
@@ -75,6 +79,7 @@ class JsonLinesSink:
         try:
             self._out.write(json.dumps(result.record()) + "\n")
             self._out.flush()
+            self._lines += 1
         except OSError as exc:
             self.failed = True
             if not self._owned:
@@ -82,9 +87,15 @@ class JsonLinesSink:
             raise SinkError(f"output {self._target}: cannot write ({exc.strerror or exc})") from None
 
     def close(self) -> None:
+        """Close the file; one this sink made and never wrote to is removed, so a run that failed leaves no
+        empty output behind to be taken for a run that saw no faces."""
         if self._owned:
             try:
                 self._out.close()
             except OSError as exc:  # the last flush; after a failed write the error was already said
                 if not self.failed:
                     raise SinkError(f"output {self._target}: cannot write ({exc.strerror or exc})") from None
+            if self._made and not self._lines:
+                with contextlib.suppress(OSError):
+                    if os.stat(self._target).st_size == 0:  # nothing else wrote to it meanwhile
+                        os.unlink(self._target)

@@ -78,6 +78,22 @@ def test_a_full_output_is_a_sink_error_and_closing_it_adds_none(tmp_path: Path) 
     sink.close()
 
 
+def test_an_output_the_run_made_and_never_wrote_is_removed_but_one_it_found_is_kept(tmp_path: Path) -> None:
+    """A run that failed to start (a bad profile, a tail that refuses) leaves no empty boxes file behind, to be
+    taken for a run that saw no faces; a file that was there, or got a line, stays."""
+    made = tmp_path / "boxes.jsonl"
+    JsonLinesSink(str(made)).close()
+    assert not made.exists()
+    found = tmp_path / "found.jsonl"
+    found.touch()
+    JsonLinesSink(str(found)).close()
+    assert found.exists()
+    sink = JsonLinesSink(str(made))
+    sink.write(FrameResult("door", 0, 0, 0.0, 8, 8, np.zeros((0, 5), np.float32), {}))
+    sink.close()
+    assert len(made.read_text().splitlines()) == 1
+
+
 def test_a_fifo_output_without_a_reader_is_one_line_and_with_one_gets_the_lines(tmp_path: Path) -> None:
     fifo = tmp_path / "boxes"
     os.mkfifo(fifo)
