@@ -25,6 +25,7 @@ from edge_agent.sources import Backoff
 from edge_agent.sources.backoff import worth_saying
 from facesplit.errors import FrostedError
 from frosted_wire.address import parse_tail_address
+from frosted_wire.pem import read_pem
 from frosted_wire.v1 import tail_pb2, tail_pb2_grpc
 
 log = logging.getLogger("edge_agent.uplink")
@@ -54,11 +55,22 @@ def open_channel(address: str, tls: ClientTls | None, max_message_bytes: int = 1
         return grpc.aio.insecure_channel(address, options=options)
     if tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=tls.ca.read_bytes() if tls.ca else None,
-        private_key=tls.key.read_bytes() if tls.key else None,
-        certificate_chain=tls.cert.read_bytes() if tls.cert else None)
+    credentials = grpc.ssl_channel_credentials(root_certificates=_pem(tls.ca, "ca"), private_key=_pem(tls.key, "key"),
+                                               certificate_chain=_pem(tls.cert, "cert"))
     return grpc.aio.secure_channel(address, credentials, options=options)
+
+
+class TlsFileError(FrostedError):
+    """A TLS file checked when the config was read cannot be read now (removed, replaced by a FIFO since)."""
+
+
+def _pem(path: Path | None, name: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return read_pem(path)
+    except (OSError, ValueError) as exc:
+        raise TlsFileError(f"tail.tls.{name} {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 async def tail_info(channel: grpc.aio.Channel, timeout: float) -> tail_pb2.TailInfo:

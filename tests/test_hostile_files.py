@@ -12,6 +12,7 @@ import torch
 
 from cloud_tail.tls import ServerTls, TlsConfigError, load_server_tls
 from edge_agent.tls_files import check_client_tls
+from edge_agent.uplink import ClientTls, TlsFileError, open_channel
 from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.profile import MAX_TENSOR_BYTES, NoiseProfile, ProfileError
 from facesplit.weights import WeightsError, load_faceboxes
@@ -117,6 +118,9 @@ def test_a_pem_file_the_size_of_a_disk_or_a_fifo_is_refused_unread(tmp_path: Pat
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and "more than a PEM file's" in lines[0], result.stderr
     assert load_server_tls(ServerTls(cert=certs.server_cert, key=certs.server_key, client_ca=certs.ca)).client_ca
+    # swapped after the config was checked: the channel reads them the same bounded way, and says which
+    with pytest.raises(TlsFileError, match=rf"tail.tls.cert {fifo}: not a regular file"):
+        open_channel("h:1", ClientTls(certs.ca, fifo, certs.client_key))
 
 
 def test_a_profile_whose_noise_does_not_fit_the_head_is_refused_at_start(weights_path: Path, tmp_path: Path) -> None:
