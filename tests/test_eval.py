@@ -166,6 +166,11 @@ def test_eval_writes_no_file_unless_asked(tmp_path: Path) -> None:
     ('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "bbox": [1, 2]}]}',
      r"labels\.json: annotations\[0\] needs a 'bbox'"),
     ('{"images": [{"id": 1, "file_name": "missing.jpg"}], "annotations": []}', r"missing\.jpg: image listed"),
+    ('{"images": [{"id": 1, "file_name": "sub/missing.jpg"}], "annotations": []}', r"sub/missing\.jpg: image listed"),
+    ('{"images": [{"id": 1, "file_name": "../labels.json"}], "annotations": []}',
+     r"images\[0\] has file_name '\.\./labels\.json': it must name a file inside the image folder"),
+    ('{"images": [{"id": 1, "file_name": "/etc/passwd"}], "annotations": []}',
+     r"images\[0\] has file_name '/etc/passwd': it must name a file inside"),
 ])
 def test_bad_coco_files_are_one_line_errors(tmp_path: Path, corruption: str, expected: str) -> None:
     (tmp_path / "images").mkdir()

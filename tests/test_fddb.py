@@ -341,7 +341,7 @@ def corrupt_line(path: Path, number: int, new: str) -> None:
 
 
 @pytest.mark.parametrize("case", ["non-numeric", "field count", "count", "too few ellipses", "too many ellipses",
-                                  "negative radius", "list mismatch"])
+                                  "negative radius", "list mismatch", "path out of the folder"])
 def test_malformed_line_is_named_by_file_and_line(folds_copy: Path, case: str) -> None:
     ellipse_file = folds_copy / "FDDB-fold-03-ellipseList.txt"
     list_file = folds_copy / "FDDB-fold-03.txt"
@@ -367,6 +367,9 @@ def test_malformed_line_is_named_by_file_and_line(folds_copy: Path, case: str) -
     elif case == "negative radius":
         corrupt_line(ellipse_file, 18, " ".join(["-" + ellipse[0], *ellipse[1:]]))
         where, says = f"{ellipse_file}:18:", "negative ellipse radius"
+    elif case == "path out of the folder":
+        corrupt_line(list_file, 2, "../../../etc/passwd")
+        where, says = f"{list_file}:2:", "'../../../etc/passwd' must stay inside the image folder"
     else:
         corrupt_line(list_file, 2, "2002/07/21/big/img_794")
         where, says = f"{ellipse_file}:16:", f"{list_file}:2 lists '2002/07/21/big/img_794'"

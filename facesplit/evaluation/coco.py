@@ -12,6 +12,7 @@ import numpy as np
 
 from facesplit.boxes import clip_boxes
 from facesplit.evaluation.errors import DatasetError
+from facesplit.evaluation.paths import stays_inside
 from facesplit.images import image_size
 
 
@@ -50,6 +51,9 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
     for i, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
             raise DatasetError(f"{labels}: images[{i}] needs an 'id' and a 'file_name'")
+        if not stays_inside(image["file_name"]):
+            raise DatasetError(f"{labels}: images[{i}] has file_name {image['file_name']!r}: it must name a file "
+                               "inside the image folder (a relative path without '..')")
         if image["id"] in files:
             raise DatasetError(f"{labels}: images[{i}] has id {image['id']!r}, which an earlier image has too")
         files[image["id"]] = image["file_name"]

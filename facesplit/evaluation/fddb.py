@@ -31,6 +31,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from facesplit.evaluation.errors import DatasetError
+from facesplit.evaluation.paths import stays_inside
 
 FOLD_NAMES = tuple(f"FDDB-fold-{i:02d}" for i in range(1, 11))
 _ELLIPSE_FIELDS = "'major minor angle cx cy 1'"
@@ -127,6 +128,9 @@ def _read_image_list(path: Path) -> list[tuple[int, str]]:
         if len(line.split()) != 1:
             raise DatasetError(f"{path}:{number}: expected one image path like '2002/08/11/big/img_591', "
                                f"got {_shown(line)}")
+        if not stays_inside(line.strip()):
+            raise DatasetError(f"{path}:{number}: image path {_shown(line.strip())} must stay inside the "
+                               "image folder (relative, without '..')")
         listed.append((number, line.strip()))
     return listed
 
