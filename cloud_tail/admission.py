@@ -41,14 +41,15 @@ class StreamAdmission:
         client = client_of(connection)
         if self.open >= self.max_streams:
             metrics.STREAMS_REFUSED.labels("max_streams").inc()
-            return f"the tail serves at most {self.max_streams} streams at once; retry later"
+            return f"the tail serves at most {self.max_streams} streams at once (its --max-streams); retry later"
         if self._per_connection[connection] >= self.max_per_connection:
             metrics.STREAMS_REFUSED.labels("max_streams_per_connection").inc()
-            return f"at most {self.max_per_connection} streams per connection; open fewer, or another connection"
+            return (f"at most {self.max_per_connection} streams per connection (the tail's "
+                    "--max-streams-per-connection; an agent opens one per camera)")
         if self._per_client[client] >= self.max_per_client:
             metrics.STREAMS_REFUSED.labels("max_streams_per_client").inc()
             return (f"at most {self.max_per_client} streams per client address ({client}), whatever its "
-                    "connections: the tail keeps the rest for other clients")
+                    "connections (the tail's --max-streams-per-client): it keeps the rest for other clients")
         self._per_connection[connection] += 1
         self._per_client[client] += 1
         return None

@@ -90,6 +90,7 @@ async def test_one_client_cannot_take_every_stream_however_many_connections_it_o
             await detect_all(stubs[1], [message])
         assert over.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "3 streams per client address (ipv4:127.0.0.1)" in over.value.details()
+        assert "--max-streams-per-client" in over.value.details()  # what the operator raises
         assert refused("max_streams_per_client") == before + 1
         await held[0].done_writing()  # one ends: the client may open another
         await wait_until(lambda: server.service.admission.open == 2, "the ended stream's slot to be free")
