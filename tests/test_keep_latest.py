@@ -91,7 +91,7 @@ async def test_the_decode_threads_replacements_reach_the_drop_metric(tmp_path: P
     # a paced file drops like a camera: frames the consumer is too slow for are replaced in the thread's slot
     source = AvSource(str(paced_clip(tmp_path / "paced.mp4")), live=False, realtime=True)
     camera = "keep-latest-handoff"
-    stream = SimpleNamespace()  # the pipeline only hooks its callbacks onto it here
+    stream = SimpleNamespace(last_error=None)  # the pipeline hooks its callbacks onto it; the summary reads it
     pipeline = CameraPipeline(camera, source, backend=None, stream=stream, compute=None, sink=None)  # type: ignore[arg-type]
     frames = source.frames()
     try:
@@ -106,7 +106,9 @@ async def test_the_decode_threads_replacements_reach_the_drop_metric(tmp_path: P
     sample = metrics.REGISTRY.get_sample_value("frosted_edge_frames_dropped_total",
                                                {"camera": camera, "reason": "keep_latest"})
     assert sample == dropped == pipeline.dropped >= 3
-    assert summarise([pipeline]).dropped[camera] == dropped
+    summary = summarise([pipeline])
+    assert summary.dropped[camera] == dropped
+    assert summary.unanswered[camera] == f"{dropped} read, none sent: the uplink never had room"
 
 
 class HangingUpSource:
