@@ -65,7 +65,9 @@ class CloudTailService(tail_pb2_grpc.CloudTailServicer):
         return tail_pb2.TailInfo(profiles=profiles, accepted_dtypes=list(WIRE_DTYPES.values()),
                                  max_message_bytes=self.limits.max_message_bytes,
                                  max_batch_size=self.batcher.max_batch,
-                                 max_in_flight_per_stream=self.limits.max_in_flight)
+                                 max_in_flight_per_stream=self.limits.max_in_flight,
+                                 max_streams_per_connection=self.admission.max_per_connection,
+                                 max_streams_per_client=self.admission.max_per_client)
 
     async def Detect(  # noqa: N802 - the RPC's name, from proto/
             self, requests: AsyncIterator[tail_pb2.ActivationFrame],

@@ -45,6 +45,24 @@ def refusal_hint(insecure: bool, client_cert: bool) -> str:
     return "it requires mutual TLS: give the agent a client certificate (tail.tls.cert and tail.tls.key)"
 
 
+def short_of_streams(info: tail_pb2.TailInfo, cameras: int, address: str) -> str | None:
+    """Why some of ``cameras`` (one Detect stream each, all on the agent's one connection) will wait for a
+    stream the tail's limits leave no room for, or None. Not fatal: a camera whose stream is refused retries,
+    and gets one when another ends or the tail is restarted with a higher limit."""
+    caps = [(limit, flag, what) for limit, flag, what in (
+        (info.max_streams_per_connection, "--max-streams-per-connection", "per connection"),
+        (info.max_streams_per_client, "--max-streams-per-client", "per client address"))
+        if limit]  # 0: the tail did not say (an older tail, or Triton)
+    if not caps:
+        return None
+    limit, flag, what = min(caps)
+    if cameras <= limit:
+        return None
+    return (f"tail {address} takes at most {limit} streams {what} (its {flag}) and this agent has {cameras} "
+            f"cameras, a stream each: {cameras - limit} will wait for a free stream; raise the tail's "
+            f"{flag}, or split the cameras over agents")
+
+
 async def wait_for_tail(transport: UplinkTransport, address: str, *, timeout: float, backoff: Backoff,
                         refusal: str, on_failure: Callable[[str], None] | None = None) -> tail_pb2.TailInfo:
     """What the tail serves (its GetInfo, or Triton's model config in GetInfo's terms) once it answers;

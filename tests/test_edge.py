@@ -4,6 +4,7 @@ frame's pixels; the CLI verbs the way a user runs them."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -89,6 +90,52 @@ async def test_agent_boxes_match_the_clean_detector_on_each_frame(service_detect
         assert record["latency_ms"]["end_to_end"] > record["latency_ms"]["head"] > 0
     assert [r["sequence"] for r in records] == sorted(r["sequence"] for r in records)
     assert set(summary.stages) >= {"decode", "head", "noise", "uplink_round_trip", "end_to_end"}
+
+
+async def test_an_agent_with_more_cameras_than_the_tail_takes_says_so_and_serves_the_rest(
+        service_detector, clip, tmp_path, caplog):
+    """The tail says its stream caps in GetInfo; an agent with more cameras than they allow it warns once, in
+    words naming the tail's flag, and keeps going: the cameras that got a stream are answered."""
+    from cloud_tail import metrics as tail_metrics
+    from cloud_tail.limits import StreamLimits
+
+    def refused() -> float:
+        return tail_metrics.REGISTRY.get_sample_value("frosted_tail_streams_refused_total",
+                                                      {"reason": "max_streams_per_connection"}) or 0.0
+
+    caplog.set_level(logging.WARNING, logger="edge_agent")
+    out = tmp_path / "boxes.jsonl"
+    before = refused()
+    limits = StreamLimits(max_streams_per_connection=2, max_streams_per_client=3)
+    async with running_tail(tails_for(service_detector), limits=limits) as server:
+        config = AgentConfig(tail={"address": f"127.0.0.1:{server.port}", "insecure": True},
+                             cameras=[{"id": f"gate-{i}", "url": str(clip)} for i in range(3)], output=str(out))
+        head = head_runtime("torch", service_detector)
+        backend = RuntimeHeadBackend(head, service_detector.input_size, load_profile_for(service_detector, PROFILE),
+                                     clean_fingerprint(service_detector.source))
+        sink = JsonLinesSink(str(out))
+        summary = await EdgeAgent(config, backend, sink).run()
+        sink.close()
+    warnings = [r.getMessage() for r in caplog.records if "will wait for a free stream" in r.getMessage()]
+    assert warnings == [f"tail 127.0.0.1:{server.port} takes at most 2 streams per connection (its "
+                        "--max-streams-per-connection) and this agent has 3 cameras, a stream each: 1 will wait "
+                        "for a free stream; raise the tail's --max-streams-per-connection, or split the cameras "
+                        "over agents"]
+    assert refused() >= before + 1  # three clips playing at once: one stream over the cap
+    assert sum(1 for answered in summary.answered.values() if answered) >= 2
+
+
+def test_the_stream_caps_a_tail_says_are_compared_with_the_cameras() -> None:
+    from edge_agent.tail_check import short_of_streams
+    from frosted_wire.v1 import tail_pb2
+
+    triton = tail_pb2.TailInfo()  # says no caps
+    assert short_of_streams(triton, 500, "t:1") is None
+    info = tail_pb2.TailInfo(max_streams_per_connection=32, max_streams_per_client=8)
+    assert short_of_streams(info, 8, "t:1") is None
+    assert short_of_streams(info, 9, "t:1").startswith(
+        "tail t:1 takes at most 8 streams per client address (its --max-streams-per-client) and this agent has "
+        "9 cameras, a stream each: 1 will wait")
 
 
 @pytest.mark.slow  # agent and tail in a subprocess

@@ -101,15 +101,19 @@ class ServedProfile(_message.Message):
     def __init__(self, fingerprint: _Optional[str] = ..., name: _Optional[str] = ..., alpha: _Optional[float] = ..., noisy: _Optional[bool] = ..., input_width: _Optional[int] = ..., input_height: _Optional[int] = ..., activation_shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TailInfo(_message.Message):
-    __slots__ = ("profiles", "accepted_dtypes", "max_message_bytes", "max_batch_size", "max_in_flight_per_stream")
+    __slots__ = ("profiles", "accepted_dtypes", "max_message_bytes", "max_batch_size", "max_in_flight_per_stream", "max_streams_per_connection", "max_streams_per_client")
     PROFILES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_DTYPES_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_PER_STREAM_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_PER_CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_PER_CLIENT_FIELD_NUMBER: _ClassVar[int]
     profiles: _containers.RepeatedCompositeFieldContainer[ServedProfile]
     accepted_dtypes: _containers.RepeatedScalarFieldContainer[DType]
     max_message_bytes: int
     max_batch_size: int
     max_in_flight_per_stream: int
-    def __init__(self, profiles: _Optional[_Iterable[_Union[ServedProfile, _Mapping]]] = ..., accepted_dtypes: _Optional[_Iterable[_Union[DType, str]]] = ..., max_message_bytes: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_in_flight_per_stream: _Optional[int] = ...) -> None: ...
+    max_streams_per_connection: int
+    max_streams_per_client: int
+    def __init__(self, profiles: _Optional[_Iterable[_Union[ServedProfile, _Mapping]]] = ..., accepted_dtypes: _Optional[_Iterable[_Union[DType, str]]] = ..., max_message_bytes: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_in_flight_per_stream: _Optional[int] = ..., max_streams_per_connection: _Optional[int] = ..., max_streams_per_client: _Optional[int] = ...) -> None: ...
