@@ -47,20 +47,18 @@ def refusal_hint(insecure: bool, client_cert: bool) -> str:
 
 def short_of_streams(info: tail_pb2.TailInfo, cameras: int, address: str) -> str | None:
     """Why some of ``cameras`` (one Detect stream each, all on the agent's one connection) will wait for a
-    stream the tail's limits leave no room for, or None. Not fatal: a camera whose stream is refused retries,
-    and gets one when another ends or the tail is restarted with a higher limit."""
-    caps = [(limit, flag, what) for limit, flag, what in (
-        (info.max_streams_per_connection, "--max-streams-per-connection", "per connection"),
-        (info.max_streams_per_client, "--max-streams-per-client", "per client address"))
-        if limit]  # 0: the tail did not say (an older tail, or Triton)
-    if not caps:
+    stream the tail's caps leave no room for, or None. Not fatal: a camera whose stream is refused retries,
+    and gets one when another ends or the tail is restarted with a higher cap."""
+    binding = [(cap, flag) for cap, flag in ((info.max_streams_per_connection, "--max-streams-per-connection"),
+                                             (info.max_streams_per_client, "--max-streams-per-client"))
+               if 0 < cap < cameras]  # 0: the tail did not say (an older tail, or Triton)
+    if not binding:
         return None
-    limit, flag, what = min(caps)
-    if cameras <= limit:
-        return None
-    return (f"tail {address} takes at most {limit} streams {what} (its {flag}) and this agent has {cameras} "
-            f"cameras, a stream each: {cameras - limit} will wait for a free stream; raise the tail's "
-            f"{flag}, or split the cameras over agents")
+    room = min(cap for cap, _ in binding)
+    caps = ", ".join(f"{flag} {cap}" for cap, flag in binding)
+    return (f"tail {address} takes at most {room} streams from this agent ({caps}) and this agent has {cameras} "
+            f"cameras, a stream each: {cameras - room} will wait for a free stream; raise "
+            f"{'that cap' if len(binding) == 1 else 'those caps'} on the tail, or split the cameras over agents")
 
 
 async def wait_for_tail(transport: UplinkTransport, address: str, *, timeout: float, backoff: Backoff,

@@ -117,10 +117,9 @@ async def test_an_agent_with_more_cameras_than_the_tail_takes_says_so_and_serves
         summary = await EdgeAgent(config, backend, sink).run()
         sink.close()
     warnings = [r.getMessage() for r in caplog.records if "will wait for a free stream" in r.getMessage()]
-    assert warnings == [f"tail 127.0.0.1:{server.port} takes at most 2 streams per connection (its "
-                        "--max-streams-per-connection) and this agent has 3 cameras, a stream each: 1 will wait "
-                        "for a free stream; raise the tail's --max-streams-per-connection, or split the cameras "
-                        "over agents"]
+    assert warnings == [f"tail 127.0.0.1:{server.port} takes at most 2 streams from this agent "
+                        "(--max-streams-per-connection 2) and this agent has 3 cameras, a stream each: 1 will wait "
+                        "for a free stream; raise that cap on the tail, or split the cameras over agents"]
     assert refused() >= before + 1  # three clips playing at once: one stream over the cap
     assert sum(1 for answered in summary.answered.values() if answered) >= 2
 
@@ -134,8 +133,11 @@ def test_the_stream_caps_a_tail_says_are_compared_with_the_cameras() -> None:
     info = tail_pb2.TailInfo(max_streams_per_connection=32, max_streams_per_client=8)
     assert short_of_streams(info, 8, "t:1") is None
     assert short_of_streams(info, 9, "t:1").startswith(
-        "tail t:1 takes at most 8 streams per client address (its --max-streams-per-client) and this agent has "
+        "tail t:1 takes at most 8 streams from this agent (--max-streams-per-client 8) and this agent has "
         "9 cameras, a stream each: 1 will wait")
+    both = short_of_streams(tail_pb2.TailInfo(max_streams_per_connection=32, max_streams_per_client=32), 40, "t:1")
+    assert "(--max-streams-per-connection 32, --max-streams-per-client 32)" in both and "8 will wait" in both
+    assert both.endswith("raise those caps on the tail, or split the cameras over agents")
 
 
 @pytest.mark.slow  # agent and tail in a subprocess
