@@ -23,7 +23,7 @@
 #   junit.tar.gz the pytest steps' JUnit XML
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 GPU_DIR=.gpu
 MIB=$((1024 * 1024))
 LIMIT_MIB=64
@@ -147,10 +147,23 @@ install_into_site() {  # wheels (file arguments) into .gpu/site, for the device'
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$GPU_DIR/site" "$@"
 }
 
-step() {  # step NAME SECONDS COMMAND...: run it under a deadline and log its exit status; never stops the session
-    local name=$1 seconds=$2 started rc
+# The steps together get at most this much of the call (run's timeout_s is 560, at most 600): the tables, the
+# summary and the JUnit files are written after the last step, so the call must not be cut off before they are.
+SESSION_SECONDS=${SESSION_SECONDS:-470}
+SESSION_START=$(date +%s)
+
+step() {  # step NAME SECONDS COMMAND...: run it under a deadline (its own, or what is left of the session's) and
+          # log its exit status; never stops the session
+    local name=$1 seconds=$2 started rc left
     shift 2
     started=$(date +%s)
+    left=$((SESSION_START + SESSION_SECONDS - started))
+    if [ "$left" -lt 20 ]; then
+        echo "=== $name (skipped: the session's ${SESSION_SECONDS} s are spent): $*"
+        echo "=== $name: exit 125 after 0 s"
+        return 0
+    fi
+    [ "$left" -lt "$seconds" ] && seconds=$left
     echo "=== $name (at most ${seconds} s): $*"
     timeout --kill-after=10 "$seconds" "$@"
     rc=$?
@@ -161,6 +174,7 @@ run() {  # run SHA256: the payload's, as 'prepare' printed it
     local out=${OUT:-/tmp/out} work=/tmp/gpu-session
     [ -n "${1:-}" ] || { echo "run: give the payload's sha256, as 'prepare' printed it" >&2; return 2; }
     unpack "$1" || return $?
+    SESSION_START=$(date +%s)  # the steps' budget starts after the unpacking and installing
     rm -rf "$work" && mkdir -p "$work/junit" "$work/bench" "$out"
     export PYTHONPATH="$PWD/$GPU_DIR/site:$PWD" PYTHONUNBUFFERED=1 FROSTED_SHARED="$PWD/$GPU_DIR/assets"
     export FROSTED_WEIGHTS="$FROSTED_SHARED/$WEIGHTS_IN_SHARED" FROSTED_GRAPH_CACHE="$work/graphs"
@@ -173,27 +187,29 @@ run() {  # run SHA256: the payload's, as 'prepare' printed it
         python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "sees GPU:", torch.cuda.is_available())'
         python3 -m pip list 2>/dev/null | grep -iE '^(torch|triton|onnxruntime|onnxruntime-gpu|onnx|onnxscript|tensorrt|numpy|opencv-python-headless|grpcio|protobuf) '
         # which runtime, precision and device run here, and why not (the check making each one meets first)
-        step runtimes-here 60 python3 -m frosted runtimes
+        step runtimes-here 30 python3 -m frosted runtimes
         # the device sampler and its statistics on the GPU; the CPU cases run too (seconds on 16 cores)
-        step noise-device-tests 90 "${pytest[@]}" tests/test_noise_device.py --junitxml="$work/junit/noise_device.xml"
+        step noise-device-tests 60 "${pytest[@]}" tests/test_noise_device.py --junitxml="$work/junit/noise_device.xml"
         # CUDA head/tail parity (fp32 <= 1e-4, float16 to its tolerance), noise on the device, ORT's CUDA EP, TensorRT
         step runtime-tests 90 "${pytest[@]}" tests/test_runtimes.py -k "cuda or tensorrt or float16" \
             --junitxml="$work/junit/runtimes.xml"
         # TensorRT's float16 and int8 heads against the same heads on the CPU (int8: where NNCF is installed)
-        step tensorrt-precision-tests 90 "${pytest[@]}" tests/test_int8.py -k tensorrt \
+        step tensorrt-precision-tests 60 "${pytest[@]}" tests/test_int8.py -k tensorrt \
             --junitxml="$work/junit/int8.xml"
         # the live agent and tail over real gRPC, head + noise and tail on the GPU
         step edge-e2e-cuda 60 "${pytest[@]}" tests/test_edge.py -k "torch-cuda" --junitxml="$work/junit/edge.xml"
-        step noise-bench 60 python3 bench/noise_device.py --iterations 30 --out "$work/bench"
+        step noise-bench 40 python3 bench/noise_device.py --iterations 30 --out "$work/bench"
         # the GPU rows: torch CPU as the reference, torch on CUDA at fp32 and fp16, ONNX Runtime's CUDA provider
-        # and TensorRT where installed (else a skipped column), batches up to 128 for frames/s. It writes its
-        # tables only at the end: the first CUDA worker compiles the ChaCha20 sampler once per batch shape
-        # (inductor's cache serves the next); if it runs out of time, rerun it alone with --batches 1,32
-        # the float16 head's AP against float32 on the held-out sets, on the GPU's kernels (bench/results has the CPU's)
+        # and TensorRT where installed (else a skipped column), batches up to 128 for frames/s (TensorRT's engines
+        # take 64: 128 runs as two). It writes its tables only at the end: the first CUDA worker compiles the
+        # ChaCha20 sampler once per batch shape (inductor's cache serves the next); if it runs out of time, rerun
+        # it alone with --batches 1,32
+        step runtimes-bench 150 python3 bench/runtimes.py --runtimes torch,torch-cuda,torch-cuda-fp16,onnxruntime-cuda,tensorrt,tensorrt-fp16,tensorrt-int8 \
+            --batches "$batches" --rounds 1 --seconds "$seconds" --threads "$(nproc)" --out "$work/bench"
+        # the float16 head's AP against float32 on the held-out sets, on the GPU's kernels (bench/results has the
+        # CPU's); last: what is left of the session's budget
         step precision-bench 120 python3 bench/precision_accuracy.py --precision float16 --draws "$draws" \
             --sizes "$sizes" --threads "$(nproc)" --out "$work/bench"
-        step runtimes-bench 180 python3 bench/runtimes.py --runtimes torch,torch-cuda,torch-cuda-fp16,onnxruntime-cuda,tensorrt,tensorrt-fp16,tensorrt-int8 \
-            --batches "$batches" --rounds 1 --seconds "$seconds" --threads "$(nproc)" --out "$work/bench"
     } 2>&1 | tee "$out/session.log"
     {
         echo "# GPU session $(date -u +%FT%TZ)"

@@ -147,6 +147,27 @@ def test_each_element_is_standard_normal_and_applied_noise_matches_mu_and_sigma(
     assert torch.allclose(applied.std(0) / profile.sigma, torch.ones(4, 3, 5), atol=0.08)
 
 
+def test_a_compiler_that_cannot_run_falls_back_to_the_same_keystream_uncompiled(caplog) -> None:
+    """A host with CUDA but no Triton (or no C compiler) cannot compile the kernel: the draw goes on uncompiled,
+    with the blocks it had claimed, once, and says so once."""
+    broken = ChaChaGaussianStream(seed_for_reproducible_evaluation=5, compiled=True)
+    calls = []
+
+    def no_triton(*args: object) -> torch.Tensor:
+        calls.append(args)
+        raise RuntimeError("Cannot find a working triton installation.\nMore information ...")
+
+    broken._compiled = no_triton  # what torch.compile's first call raises without Triton
+    eager = ChaChaGaussianStream(seed_for_reproducible_evaluation=5)
+    with caplog.at_level("WARNING", logger="facesplit.noise.chacha"):
+        first, second = broken.normal(FRAME), broken.normal(FRAME)
+    assert torch.equal(first, eager.normal(FRAME)) and torch.equal(second, eager.normal(FRAME))
+    assert not torch.equal(first, second) and len(calls) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "noise on cpu runs uncompiled (RuntimeError: Cannot find a working triton installation.): slower, the "
+        "same keystream"]
+
+
 def test_the_cpu_keeps_the_aes_sampler_and_its_numbers() -> None:
     chosen = gaussian_stream("cpu", seed_for_reproducible_evaluation=3)
     assert isinstance(chosen, GaussianStream)

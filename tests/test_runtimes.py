@@ -35,6 +35,7 @@ from facesplit.runtimes import (
     require,
 )
 from facesplit.runtimes.factory import detector_on, head_runtime, tail_runtime
+from facesplit.runtimes.graphs import MAX_BATCH, GraphSpec
 from facesplit.runtimes.onnxruntime_runtime import providers_for
 from frosted.demo import make_clip
 from frosted_wire.codec import decode_tensor
@@ -296,17 +297,42 @@ def test_a_device_or_precision_the_runtime_cannot_run_is_refused():
     assert fingerprint_at("abc", "float16") not in ("abc", fingerprint_at("abc", "int8"))
 
 
+def test_a_batch_past_an_engines_range_runs_in_pieces_in_order():
+    from facesplit.runtimes.graphs import in_pieces
+
+    seen: list[int] = []
+
+    def run(values: np.ndarray) -> list[np.ndarray]:  # an engine that takes at most 64 rows
+        assert len(values) <= MAX_BATCH
+        seen.append(len(values))
+        return [values * 2, values.sum(axis=1)]
+
+    values = np.arange(150 * 3, dtype=np.float32).reshape(150, 3)
+    doubled, sums = in_pieces(run, values)
+    assert seen == [64, 64, 22]
+    np.testing.assert_array_equal(doubled, values * 2)
+    np.testing.assert_array_equal(sums, values.sum(axis=1))
+    seen.clear()
+    assert in_pieces(run, values[:8])[0].shape == (8, 3) and seen == [8]
+
+
 def test_onnxruntime_picks_its_gpu_providers_for_cuda(tmp_path):
-    assert providers_for("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], tmp_path) == ["CPUExecutionProvider"]
-    assert providers_for("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], tmp_path) == [
-        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    spec = GraphSpec("head", "inception3", 1024, 576, "0" * 64)
+    assert providers_for("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], tmp_path, spec) == [
+        "CPUExecutionProvider"]
+    float32_cuda = ("CUDAExecutionProvider", {"use_tf32": "0"})  # the float32 fingerprint's activations
+    assert providers_for("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], tmp_path, spec) == [
+        float32_cuda, "CPUExecutionProvider"]
     tensorrt_first = providers_for("cuda", ["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                                            "CPUExecutionProvider"], tmp_path)
-    assert tensorrt_first[0] == ("TensorrtExecutionProvider", {"trt_engine_cache_enable": True,
-                                                               "trt_engine_cache_path": str(tmp_path)})
-    assert tensorrt_first[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+                                            "CPUExecutionProvider"], tmp_path, spec)
+    assert tensorrt_first[0] == ("TensorrtExecutionProvider", {
+        "trt_engine_cache_enable": True, "trt_engine_cache_path": str(tmp_path),
+        # one engine for every batch the graph takes, not one built per new batch size
+        "trt_profile_min_shapes": "input:1x3x576x1024", "trt_profile_opt_shapes": "input:1x3x576x1024",
+        "trt_profile_max_shapes": f"input:{MAX_BATCH}x3x576x1024"})
+    assert tensorrt_first[1:] == [float32_cuda, "CPUExecutionProvider"]
     with pytest.raises(RuntimeUnavailableError, match=r"^--device cuda --runtime onnxruntime needs .*onnxruntime-gpu"):
-        providers_for("cuda", ["CPUExecutionProvider"], tmp_path)
+        providers_for("cuda", ["CPUExecutionProvider"], tmp_path, spec)
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")

@@ -15,12 +15,15 @@ Words are 32-bit but torch has no uint32 add or shift (CPU, torch 2.13): they ar
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 
 import torch
 
 from facesplit.noise.sampler import box_muller_
+
+log = logging.getLogger(__name__)
 
 _SIGMA = b"expand 32-byte k"  # RFC 8439's four constant words
 _MASK = 0xFFFFFFFF
@@ -119,7 +122,18 @@ class ChaChaGaussianStream:
         self._state = self._new_state()
         # one fused kernel instead of ~700 small ones: worth it on a GPU, where each op is a launch (static
         # shapes: one compile per batch shape; dynamic ones trip inductor's CPU code generation in torch 2.13)
-        self._normals = torch.compile(normals_from_keystream, dynamic=False) if compiled else normals_from_keystream
+        self._compiled = torch.compile(normals_from_keystream, dynamic=False) if compiled else None
+
+    def _normals(self, states: torch.Tensor, count: int) -> torch.Tensor:
+        if self._compiled is not None:
+            try:
+                return self._compiled(states, count)
+            except Exception as exc:  # no Triton or C compiler here (a slim image, a Jetson)
+                # the failed call used none of the claimed blocks: the eager one below draws them, once
+                log.warning("noise on %s runs uncompiled (%s: %s): slower, the same keystream", self.device,
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                self._compiled = None
+        return normals_from_keystream(states, count)
 
     def _new_state(self) -> torch.Tensor:
         if self._seed is None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from facesplit.detector import SplitDetector
@@ -89,6 +90,16 @@ class GraphSpec:
 
     def cache_name(self) -> str:
         return f"{self.part}-{self.split}-{self.size}-{self.key}.onnx"
+
+
+def in_pieces(run: Callable[[np.ndarray], list[np.ndarray]], values: np.ndarray, most: int = MAX_BATCH
+              ) -> list[np.ndarray]:
+    """``run``'s outputs for the batch ``values``, run at most ``most`` rows at a time and joined: a runtime whose
+    engine is built for batches up to `MAX_BATCH` (TensorRT's optimisation profile) takes a larger one in pieces."""
+    if len(values) <= most:
+        return run(values)
+    pieces = [run(values[start:start + most]) for start in range(0, len(values), most)]
+    return [np.concatenate(parts) for parts in zip(*pieces, strict=True)]
 
 
 def spec_for(detector: SplitDetector, part: Part) -> GraphSpec:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from facesplit.runtimes import DEFAULT_DEVICE, GraphHead, GraphTail, RuntimeUnavailableError, require_for_runtime
-from facesplit.runtimes.graphs import GraphSpec
+from facesplit.runtimes.graphs import MAX_BATCH, GraphSpec
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # best first; the CPU's takes what they cannot
 
@@ -22,13 +22,26 @@ def gpu_providers(available: list[str]) -> list[str]:
     return gpu
 
 
-def providers_for(device: str, available: list[str], cache: Path) -> list[str | tuple[str, dict[str, object]]]:
-    """The execution providers for ``device``, best first, among ``available``; TensorRT's engines are cached
-    in ``cache`` (beside the graph) so that only the first session builds them."""
+def providers_for(device: str, available: list[str], cache: Path, spec: GraphSpec
+                  ) -> list[str | tuple[str, dict[str, object]]]:
+    """The execution providers for ``device``, best first, among ``available``. TensorRT's engines are cached
+    in ``cache`` (beside the graph) so that only the first session builds them, for the graph's whole batch
+    range at once (without a profile it rebuilds for each new batch size). CUDA's convolutions stay float32:
+    its default TF32 would change the activations that the float32 fingerprint stands for (torch's path turns
+    TF32 off too)."""
     if device != "cuda":
         return ["CPUExecutionProvider"]
     gpu = gpu_providers(available)
-    options = {"TensorrtExecutionProvider": {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}}
+
+    def shape(batch: int) -> str:
+        return f"{spec.input_name}:" + "x".join(str(d) for d in spec.input_shape(batch))
+
+    options: dict[str, dict[str, object]] = {
+        "TensorrtExecutionProvider": {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                                      "trt_profile_min_shapes": shape(1), "trt_profile_opt_shapes": shape(1),
+                                      "trt_profile_max_shapes": shape(MAX_BATCH)},
+        "CUDAExecutionProvider": {"use_tf32": "0"},
+    }
     return [(p, options[p]) if p in options else p for p in gpu] + ["CPUExecutionProvider"]
 
 
@@ -39,7 +52,7 @@ class OnnxRuntimeGraph:
 
     def __init__(self, path: Path, spec: GraphSpec, threads: int | None = None, device: str = DEFAULT_DEVICE) -> None:
         ort = require_for_runtime("onnxruntime", self.name, "ONNX Runtime")
-        providers = providers_for(device, ort.get_available_providers(), path.parent)
+        providers = providers_for(device, ort.get_available_providers(), path.parent, spec)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or 0

@@ -24,7 +24,7 @@ import numpy as np
 from facesplit.outputs import write_bytes
 from facesplit.runtimes import DEFAULT_PRECISION, GraphHead, GraphTail, require_for_runtime
 from facesplit.runtimes import cuda_torch as cuda_torch_for
-from facesplit.runtimes.graphs import MAX_BATCH, ExportError, GraphSpec, float16_graph
+from facesplit.runtimes.graphs import MAX_BATCH, ExportError, GraphSpec, float16_graph, in_pieces
 
 NAME = "tensorrt"
 
@@ -68,6 +68,9 @@ class TensorRtGraph:
         if not parser.parse(path.read_bytes()):
             raise ExportError(f"{path}: TensorRT cannot parse the graph ({parser.get_error(0)})")
         config = builder.create_builder_config()
+        if self.precision == DEFAULT_PRECISION and hasattr(trt.BuilderFlag, "TF32"):
+            # TF32 is on by default: it would change the activations the float32 fingerprint stands for
+            config.clear_flag(trt.BuilderFlag.TF32)
         profile = builder.create_optimization_profile()
         spec = self.spec
         profile.set_shape(spec.input_name, spec.input_shape(1), spec.input_shape(min(typical_batch, MAX_BATCH)),
@@ -79,10 +82,16 @@ class TensorRtGraph:
         write_bytes(engine_path, bytes(serialized))
 
     def outputs(self, values: np.ndarray) -> list[np.ndarray]:
+        return in_pieces(self._run, values)  # the engine's profile ends at MAX_BATCH
+
+    def _run(self, values: np.ndarray) -> list[np.ndarray]:
         torch, spec = self.torch, self.spec
         with torch.cuda.stream(self.stream):
             feed = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to("cuda", non_blocking=True)
-            self.context.set_input_shape(spec.input_name, tuple(feed.shape))
+            # a shape it refuses leaves the last one set (and outputs sized for it): not an exception of its own
+            if not self.context.set_input_shape(spec.input_name, tuple(feed.shape)):
+                raise ExportError(f"TensorRT refused input shape {tuple(feed.shape)} for {spec.input_name} "
+                                  f"(its engine takes batches 1 to {MAX_BATCH} of {spec.input_shape(1)[1:]})")
             self.context.set_tensor_address(spec.input_name, feed.data_ptr())
             results = []
             for name in spec.output_names:
