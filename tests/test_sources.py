@@ -160,6 +160,38 @@ async def test_undecodable_file_is_a_source_error_that_feed_raises(tmp_path: Pat
     assert slot.closed
 
 
+@pytest.mark.asyncio
+async def test_a_file_with_frames_past_the_pixel_limit_ends_with_the_reason(tmp_path: Path, monkeypatch) -> None:
+    """Refused from the stream's header, before a frame is decoded; and a frame that grows mid-way (a raw MJPEG
+    stream is JPEGs one after another, each its own size) is refused before it becomes a BGR array."""
+    monkeypatch.setenv("FROSTED_MAX_IMAGE_PIXELS", "50000")
+    path = tmp_path / "clip.mp4"
+    write_clip(path, count=3)  # 320x240: 76,800 pixels
+    slot = LatestFrameSlot()
+    with pytest.raises(SourceError, match=r"clip\.mp4: 320x240 frames, more than the 50000 pixels allowed "
+                                          r"\(FROSTED_MAX_IMAGE_PIXELS\)$"):
+        await asyncio.wait_for(feed(open_source(str(path)), slot), DEADLINE)
+    assert slot.closed and await slot.get() is None  # not one frame of it
+
+    growing = tmp_path / "growing.mjpeg"
+    growing.write_bytes(b"".join(cv2.imencode(".jpg", np.full((h, w, 3), 90, np.uint8))[1].tobytes()
+                                 for w, h in [(64, 48), (64, 48), (320, 240), (64, 48)]))
+    got: list[Frame] = []
+    with pytest.raises(SourceError, match=r"growing\.mjpeg: 320x240 frames, more than the 50000"):
+        async with contextlib.aclosing(open_source(str(growing)).frames()) as frames:
+            async for frame in frames:
+                got.append(frame)
+    assert [f.image.shape for f in got] == [(48, 64, 3)] * 2
+
+
+def test_a_pixel_limit_that_is_not_a_number_is_one_line(monkeypatch) -> None:
+    from facesplit.images import ImageError
+
+    monkeypatch.setenv("FROSTED_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ImageError, match=r"^FROSTED_MAX_IMAGE_PIXELS='lots': expected a positive number"):
+        open_source("rtsp://camera.example/stream")
+
+
 # -- RTSP
 
 
@@ -176,6 +208,28 @@ async def test_rtsp_frames_resemble_the_camera_image(rtsp_server: RtspServer, as
     assert [f.index for f in later] == list(range(1, 6))
     # Closing the generator stopped its decode thread.
     await wait_until(lambda: not av_threads(), "the decode thread to end")
+
+
+@pytest.mark.asyncio
+async def test_a_camera_past_the_pixel_limit_is_a_disconnect_retried(rtsp_server: RtspServer, monkeypatch) -> None:
+    """A camera's oversized frames do not end the agent (its other cameras go on): each connection is refused
+    with the reason and retried with backoff, so the camera heals once it is set to a smaller size."""
+    monkeypatch.setenv("FROSTED_MAX_IMAGE_PIXELS", str(WIDTH * HEIGHT - 1))
+    slot = LatestFrameSlot()
+    errors: list[BaseException] = []
+    reconnects: list[None] = []
+    task = asyncio.create_task(feed(open_source(rtsp_server.url), slot, backoff=Backoff(0.05, 0.1),
+                                    on_error=errors.append, on_reconnect=lambda: reconnects.append(None)))
+    try:
+        await wait_until(lambda: len(reconnects) >= 2, "two refused connections retried")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert all(isinstance(e, ConnectionError) and str(e) == f"{rtsp_server.url}: {WIDTH}x{HEIGHT} frames, more "
+               f"than the {WIDTH * HEIGHT - 1} pixels allowed (FROSTED_MAX_IMAGE_PIXELS)" for e in errors), errors
+    assert not slot.pending and slot.dropped == 0  # no frame got through
+    await wait_until(lambda: not av_threads(), "the decode threads to end")
 
 
 @pytest.mark.asyncio
@@ -269,6 +323,21 @@ async def test_whep_frames_resemble_the_camera_image_and_session_is_deleted(astr
         assert [f.index for f in later] == list(range(1, 5))
         # Closing the generator hung up: the camera saw the DELETE of the session it created.
         assert len(camera.deleted) == 1 and not camera.sessions
+    finally:
+        await camera.stop()
+
+
+async def test_a_whep_camera_past_the_pixel_limit_is_a_disconnect_that_hangs_up(astronaut_bgr: np.ndarray,
+                                                                               monkeypatch) -> None:
+    monkeypatch.setenv("FROSTED_MAX_IMAGE_PIXELS", "1000")
+    camera, url = await start_whep_camera(astronaut_bgr, fps=15)
+    try:
+        port = url.split(":")[2].split("/")[0]
+        source = open_source(f"whep://127.0.0.1:{port}/whep")
+        with pytest.raises(ConnectionError, match=rf"{WIDTH}x{HEIGHT} frames, more than the 1000 pixels allowed"):
+            async with contextlib.aclosing(source.frames()) as frames:
+                await anext(frames)
+        assert len(camera.deleted) == 1 and not camera.sessions  # the session it opened was hung up
     finally:
         await camera.stop()
 

@@ -29,8 +29,9 @@ import av
 import av.error
 import numpy as np
 
-from edge_agent.sources.base import Frame, SourceError, redact_url
+from edge_agent.sources.base import Frame, SourceError, oversized, redact_url
 from edge_agent.sources.latest import LatestFrameSlot
+from facesplit.images import max_image_pixels
 
 log = logging.getLogger("edge_agent.sources")
 
@@ -68,6 +69,7 @@ class AvSource:
         self.open_timeout = open_timeout
         self.read_timeout = read_timeout
         self.realtime = realtime
+        self.max_pixels = max_image_pixels()  # a bad $FROSTED_MAX_IMAGE_PIXELS is one line before the model loads
         self._indices = itertools.count()  # shared by all connections: indices grow across reconnects
         self._handoffs: set[LatestFrameSlot] = set()  # the open connections' slots
         self._dropped_closed = 0  # frames replaced in the slots of connections already closed
@@ -136,6 +138,7 @@ class AvSource:
             if not container.streams.video:
                 raise SourceError(f"no video stream in {self.url}")
             stream = container.streams.video[0]
+            self._check_size(stream.codec_context.width, stream.codec_context.height)  # from the headers
             if not self.live:
                 # Frame threads add a few frames of latency: fine for files, not for cameras.
                 stream.thread_type = "AUTO"
@@ -174,6 +177,7 @@ class AvSource:
                 # Live demux time is mostly waiting for the camera, not work: count from the packet on.
                 started = time.perf_counter()
             for av_frame in packet.decode():
+                self._check_size(av_frame.width, av_frame.height)  # a stream may change size mid-way
                 image = np.ascontiguousarray(av_frame.to_ndarray(format="bgr24"))
                 now = time.perf_counter()
                 if pacer is not None and not pacer.wait(av_frame, handoff):
@@ -182,6 +186,12 @@ class AvSource:
                 if not hand_over(frame):
                     return
                 started = time.perf_counter()
+
+    def _check_size(self, width: int, height: int) -> None:
+        """A file's frames too large end it (they will not shrink); a camera's are a disconnect, retried with
+        backoff, so one misconfigured camera does not stop the others, and heals when it is put right."""
+        if (reason := oversized(self.url, width, height, self.max_pixels)) is not None:
+            raise ConnectionError(reason) if self.live else SourceError(reason)
 
     def _translate(self, exc: av.error.FFmpegError) -> Exception:
         """An FFmpeg error as an exception whose message names the source without credentials.

@@ -29,7 +29,8 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from edge_agent.sources.base import Frame, redact_url
+from edge_agent.sources.base import Frame, oversized, redact_url
+from facesplit.images import max_image_pixels
 
 log = logging.getLogger("edge_agent.sources")
 
@@ -86,6 +87,7 @@ class WhepSource:
         self.url = redact_url(endpoint)
         self.open_timeout = open_timeout
         self.read_timeout = read_timeout
+        self.max_pixels = max_image_pixels()
         self._indices = itertools.count()
 
     def __repr__(self) -> str:
@@ -121,6 +123,8 @@ class WhepSource:
                     raise TimeoutError(f"no frame from {self.url} for {timeout:.1f} s") from None
                 # aiortc decodes in its own thread; what is left to time here is the conversion.
                 started = time.perf_counter()
+                if (reason := oversized(self.url, video_frame.width, video_frame.height, self.max_pixels)):
+                    raise ConnectionError(reason)  # a disconnect: retried, as any camera fault
                 image = np.ascontiguousarray(video_frame.to_ndarray(format="bgr24"))
                 yield Frame(image, time.time(), time.perf_counter() - started, next(self._indices))
                 timeout = self.read_timeout
