@@ -168,6 +168,31 @@ def test_a_compiler_that_cannot_run_falls_back_to_the_same_keystream_uncompiled(
         "same keystream"]
 
 
+@pytest.mark.parametrize("stream_type", [GaussianStream, ChaChaGaussianStream])
+def test_a_forked_process_never_draws_its_parents_noise(stream_type) -> None:
+    """A worker forked from a process holding a stream (multiprocessing, a notebook's pool) takes a fresh key: with
+    its parent's keystream, the same noise would go on two frames, and their difference would cancel it."""
+    import multiprocessing
+
+    from tests.waiting import DEADLINE
+
+    stream = stream_type()
+    stream.normal((1000,))  # keyed and drawn from in the parent
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+    child = context.Process(target=lambda: writer.send(stream.normal((1000,)).numpy().tobytes()))
+    child.start()
+    try:
+        assert reader.poll(DEADLINE), "the forked child's draw"
+        in_child = torch.from_numpy(np.frombuffer(reader.recv(), np.float32).copy())
+    finally:
+        child.join(DEADLINE)
+    in_parent = stream.normal((1000,))  # the blocks the child would have drawn with its parent's key
+    assert child.exitcode == 0 and not torch.equal(in_child, in_parent)
+    assert (in_child == in_parent).float().mean() < 1e-2
+    assert stats.kstest(in_child.numpy(), "norm").pvalue > 1e-4  # still standard normal
+
+
 def test_the_cpu_keeps_the_aes_sampler_and_its_numbers() -> None:
     chosen = gaussian_stream("cpu", seed_for_reproducible_evaluation=3)
     assert isinstance(chosen, GaussianStream)

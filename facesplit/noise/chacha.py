@@ -136,6 +136,7 @@ class ChaChaGaussianStream:
         return normals_from_keystream(states, count)
 
     def _new_state(self) -> torch.Tensor:
+        self._keyed_in = os.getpid()
         if self._seed is None:
             key = os.urandom(32)
         else:  # a chain of keys from the seed, the next one at each re-key
@@ -149,7 +150,8 @@ class ChaChaGaussianStream:
         wrap (the old key's last blocks are skipped: never a block twice)."""
         if blocks > COUNTER_LIMIT:
             raise ValueError(f"{blocks} blocks is more than one key's keystream")
-        if self._counter + blocks > COUNTER_LIMIT:
+        forked = os.getpid() != self._keyed_in and self._seed is None  # never the parent's keystream
+        if forked or self._counter + blocks > COUNTER_LIMIT:
             self._state = self._new_state()
         first = self._counter
         self._counter += blocks

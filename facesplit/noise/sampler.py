@@ -2,8 +2,11 @@
 
 The keystream is AES-256 in counter mode keyed from ``os.urandom``: an observer of any number of noisy
 activations learns nothing about the noise of other frames (unlike Mersenne Twister, whose state its outputs
-reveal), and a counter that only moves forward never repeats a block, so no two frames share noise.
-A fixed seed exists only for reproducible evaluation, and must be asked for by name.
+reveal), and a counter that only moves forward never repeats a block, so no two frames share noise. A process
+forked from one holding a stream (multiprocessing's workers, a notebook's pool) would carry on the same keystream
+as its parent, and the difference of two such frames would cancel their noise: each stream takes a fresh key in
+a process other than the one it was keyed in. A fixed seed exists only for reproducible evaluation, and must be
+asked for by name.
 """
 
 from __future__ import annotations
@@ -28,13 +31,18 @@ class GaussianStream:
     device = torch.device("cpu")  # where its tensors are drawn (`facesplit.noise.chacha` draws on any device)
 
     def __init__(self, *, seed_for_reproducible_evaluation: int | None = None) -> None:
+        self._seeded = seed_for_reproducible_evaluation is not None
         if seed_for_reproducible_evaluation is None:
             key = os.urandom(32)
         else:
             key = hashlib.sha256(f"frosted-eval-seed:{seed_for_reproducible_evaluation}".encode()).digest()
+        self._keyed_in = os.getpid()
         self._keystream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
 
     def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
+        if os.getpid() != self._keyed_in and not self._seeded:  # a forked copy: never its parent's keystream
+            self._keyed_in = os.getpid()
+            self._keystream = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(bytes(16))).encryptor()
         count = math.prod(shape)
         pairs = (count + 1) // 2
         # The keystream is written straight into the output's memory (CTR's update_into may need up to one
