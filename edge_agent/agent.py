@@ -17,7 +17,7 @@ from edge_agent.preview import PreviewBoard, PreviewServer
 from edge_agent.sink import JsonLinesSink
 from edge_agent.sources import Backoff, open_source
 from edge_agent.summary import RunSummary, StageSummary, summarise
-from edge_agent.tail_check import TailUnusableError, refusal_hint, short_of_streams, wait_for_tail
+from edge_agent.tail_check import TailUnusableError, past_the_tails_limits, refusal_hint, wait_for_tail
 from edge_agent.uplink import CameraStream, ClientTls, UplinkTransport, open_transport
 from facesplit.errors import FrostedError
 from frosted_wire.codec import WIRE_DTYPES
@@ -164,8 +164,8 @@ class EdgeAgent:
                                    refusal=refusal_hint(tail.insecure, tail.tls.cert is not None),
                                    on_failure=self._tail_failed)
         self.check_served(info)
-        if (shortage := short_of_streams(info, len(self.pipelines), tail.address)) is not None:
-            log.warning("%s", shortage)
+        for held_back in past_the_tails_limits(info, len(self.pipelines), tail.window, tail.address):
+            log.warning("%s", held_back)
         self._tail_ok.set()
 
     def _tail_failed(self, reason: str) -> None:

@@ -45,20 +45,26 @@ def refusal_hint(insecure: bool, client_cert: bool) -> str:
     return "it requires mutual TLS: give the agent a client certificate (tail.tls.cert and tail.tls.key)"
 
 
-def short_of_streams(info: tail_pb2.TailInfo, cameras: int, address: str) -> str | None:
-    """Why some of ``cameras`` (one Detect stream each, all on the agent's one connection) will wait for a
-    stream the tail's caps leave no room for, or None. Not fatal: a camera whose stream is refused retries,
-    and gets one when another ends or the tail is restarted with a higher cap."""
+def past_the_tails_limits(info: tail_pb2.TailInfo, cameras: int, window: int, address: str) -> list[str]:
+    """What of this agent's set-up the tail's limits (its GetInfo; 0: not said, as by an older tail or Triton)
+    will hold back, in words naming the tail's flag. Not fatal: a camera whose stream is refused retries, and
+    gets one when another ends or the tail is restarted with a higher cap; frames past the tail's window wait."""
+    said = []
     binding = [(cap, flag) for cap, flag in ((info.max_streams_per_connection, "--max-streams-per-connection"),
                                              (info.max_streams_per_client, "--max-streams-per-client"))
-               if 0 < cap < cameras]  # 0: the tail did not say (an older tail, or Triton)
-    if not binding:
-        return None
-    room = min(cap for cap, _ in binding)
-    caps = ", ".join(f"{flag} {cap}" for cap, flag in binding)
-    return (f"tail {address} takes at most {room} streams from this agent ({caps}) and this agent has {cameras} "
-            f"cameras, a stream each: {cameras - room} will wait for a free stream; raise "
-            f"{'that cap' if len(binding) == 1 else 'those caps'} on the tail, or split the cameras over agents")
+               if 0 < cap < cameras]  # an agent opens a stream per camera, all on its one connection
+    if binding:
+        room = min(cap for cap, _ in binding)
+        caps = ", ".join(f"{flag} {cap}" for cap, flag in binding)
+        said.append(f"tail {address} takes at most {room} streams from this agent ({caps}) and this agent has "
+                    f"{cameras} cameras, a stream each: {cameras - room} will wait for a free stream; raise "
+                    f"{'that cap' if len(binding) == 1 else 'those caps'} on the tail, or split the cameras over "
+                    "agents")
+    if 0 < (in_flight := info.max_in_flight_per_stream) < window:
+        said.append(f"tail.window {window} is more than the {in_flight} frames the tail {address} computes per "
+                    f"stream at once (its --max-in-flight): the other {window - in_flight} would wait in transit, "
+                    f"adding their latency to every frame; set tail.window to at most {in_flight}")
+    return said
 
 
 async def wait_for_tail(transport: UplinkTransport, address: str, *, timeout: float, backoff: Backoff,

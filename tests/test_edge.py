@@ -124,20 +124,24 @@ async def test_an_agent_with_more_cameras_than_the_tail_takes_says_so_and_serves
     assert sum(1 for answered in summary.answered.values() if answered) >= 2
 
 
-def test_the_stream_caps_a_tail_says_are_compared_with_the_cameras() -> None:
-    from edge_agent.tail_check import short_of_streams
+def test_the_limits_a_tail_says_are_compared_with_the_agents_cameras_and_window() -> None:
+    from edge_agent.tail_check import past_the_tails_limits
     from frosted_wire.v1 import tail_pb2
 
-    triton = tail_pb2.TailInfo()  # says no caps
-    assert short_of_streams(triton, 500, "t:1") is None
-    info = tail_pb2.TailInfo(max_streams_per_connection=32, max_streams_per_client=8)
-    assert short_of_streams(info, 8, "t:1") is None
-    assert short_of_streams(info, 9, "t:1").startswith(
-        "tail t:1 takes at most 8 streams from this agent (--max-streams-per-client 8) and this agent has "
-        "9 cameras, a stream each: 1 will wait")
-    both = short_of_streams(tail_pb2.TailInfo(max_streams_per_connection=32, max_streams_per_client=32), 40, "t:1")
+    assert past_the_tails_limits(tail_pb2.TailInfo(), 500, 64, "t:1") == []  # Triton's: says no limits
+    info = tail_pb2.TailInfo(max_streams_per_connection=32, max_streams_per_client=8, max_in_flight_per_stream=8)
+    assert past_the_tails_limits(info, 8, 8, "t:1") == []
+    [streams] = past_the_tails_limits(info, 9, 2, "t:1")
+    assert streams.startswith("tail t:1 takes at most 8 streams from this agent (--max-streams-per-client 8) and "
+                              "this agent has 9 cameras, a stream each: 1 will wait")
+    [both] = past_the_tails_limits(tail_pb2.TailInfo(max_streams_per_connection=32, max_streams_per_client=32),
+                                   40, 2, "t:1")
     assert "(--max-streams-per-connection 32, --max-streams-per-client 32)" in both and "8 will wait" in both
     assert both.endswith("raise those caps on the tail, or split the cameras over agents")
+    [window] = past_the_tails_limits(info, 1, 20, "t:1")
+    assert window == ("tail.window 20 is more than the 8 frames the tail t:1 computes per stream at once (its "
+                      "--max-in-flight): the other 12 would wait in transit, adding their latency to every frame; "
+                      "set tail.window to at most 8")
 
 
 @pytest.mark.slow  # agent and tail in a subprocess
