@@ -7,18 +7,20 @@ Nothing is ever fetched implicitly.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import aiohttp
 import torch
 from tqdm import tqdm
 
 from facesplit.errors import FrostedError
 from facesplit.faceboxes import DEFAULT_SPLIT, FaceBoxes
 from facesplit.outputs import check_writable, replacing
+from facesplit.urls import redact_url
 
 WEIGHTS_FILENAME = "FaceBoxesProd.pth"
 OFFICIAL_SHA256 = "c0cb2b1e40710c0aa5fc32a8759b1496a0fe0a126c907ca0ffe35b4bd0709d09"
@@ -103,39 +105,69 @@ def load_faceboxes(path: str | os.PathLike[str] | None = None, split: str = DEFA
     return model.eval()
 
 
+MAX_DOWNLOAD_BYTES = 64 << 20  # the checkpoint is 4 MB: a server sending more is not sending it
+MAX_REDIRECTS = 5  # the official URL takes one (GitHub to its raw-file host)
+DOWNLOAD_SECONDS = 300.0  # for the whole download, however the server paces it (a drip, endless headers)
+
+
 def download_weights(url: str = OFFICIAL_URL, destination: Path | None = None,
-                     expected_sha256: str = OFFICIAL_SHA256, timeout_s: float = 60.0) -> Path:
-    """Fetch ``url`` into ``destination`` (default: the cache), verifying its sha256 before it lands."""
+                     expected_sha256: str = OFFICIAL_SHA256, timeout_s: float = DOWNLOAD_SECONDS) -> Path:
+    """Fetch ``url`` into ``destination`` (default: the cache), verifying its sha256 before it lands. At most
+    `MAX_DOWNLOAD_BYTES`, within ``timeout_s`` in all; http(s) only; the URL's credentials are never shown."""
+    shown = redact_url(url)
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise WeightsError(f"{shown}: only http:// and https:// URLs are fetched")
     destination = destination or cache_path()
     check_writable(destination)  # before the download, not after it
-    digest = hashlib.sha256()
     with replacing(destination) as partial:
-        with partial.open("wb") as file:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                    total = int(response.headers.get("Content-Length") or 0) or None
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=WEIGHTS_FILENAME) as bar:
-                        for block in iter(lambda: response.read(1 << 16), b""):
-                            digest.update(block)
-                            file.write(block)
-                            bar.update(len(block))
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                if isinstance(exc, urllib.error.HTTPError):
-                    reason = f"HTTP {exc.code} {exc.reason}"
-                else:
-                    reason = getattr(exc, "reason", None) or exc
-                raise WeightsError(f"download of {url} failed: {reason}") from None
+        try:
+            digest = asyncio.run(_fetch(url, partial, timeout_s))
+        except aiohttp.TooManyRedirects:
+            raise WeightsError(f"download of {shown} failed: more than {MAX_REDIRECTS} redirects") from None
+        except aiohttp.ClientResponseError as exc:  # an HTTP status, or an answer that is not HTTP
+            first = (exc.message or "").splitlines()[0] if exc.message else ""
+            raise WeightsError(f"download of {shown} failed: HTTP {exc.status} {first}".rstrip()) from None
+        except TimeoutError:
+            raise WeightsError(f"download of {shown} failed: not complete within {timeout_s:g} s") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # refused, TLS, malformed answer, bad URL
+            reason = (str(exc) or type(exc).__name__).replace(url, shown).splitlines()[0]
+            raise WeightsError(f"download of {shown} failed: {reason}") from None
         # raised inside: the partial file is removed, nothing lands
-        if digest.hexdigest() != expected_sha256:
-            raise WeightsError(f"download of {url} has sha256 {digest.hexdigest()}, expected {expected_sha256}; "
+        if digest != expected_sha256:
+            raise WeightsError(f"download of {shown} has sha256 {digest}, expected {expected_sha256}; "
                                "nothing was saved")
         # the official hash always loads; a custom --sha256 may pin a file that is no checkpoint
         try:
             load_faceboxes(partial)
         except WeightsError as exc:
             why = str(exc).split(": ", 1)[-1]  # without the partial file's name
-            raise WeightsError(f"download of {url}: {why}; nothing was saved") from None
+            raise WeightsError(f"download of {shown}: {why}; nothing was saved") from None
     return destination
+
+
+async def _fetch(url: str, into: Path, seconds: float) -> str:
+    """``url``'s body into ``into``; its sha256. The body is taken as sent (no gzip decoding: a compressed
+    answer is not the checkpoint, and its sha256 says so, without inflating a bomb)."""
+    digest = hashlib.sha256()
+    received = 0
+    timeout = aiohttp.ClientTimeout(total=seconds)
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session, \
+            session.get(url, max_redirects=MAX_REDIRECTS) as response:
+        response.raise_for_status()
+        if (response.content_length or 0) > MAX_DOWNLOAD_BYTES:
+            raise WeightsError(f"download of {redact_url(url)}: the server announces {response.content_length} "
+                               f"bytes, more than a checkpoint's {MAX_DOWNLOAD_BYTES}; nothing was saved")
+        with into.open("wb") as file, tqdm(total=response.content_length, unit="B", unit_scale=True,
+                                           desc=WEIGHTS_FILENAME) as bar:
+            async for block in response.content.iter_chunked(1 << 16):
+                received += len(block)
+                if received > MAX_DOWNLOAD_BYTES:
+                    raise WeightsError(f"download of {redact_url(url)}: more than a checkpoint's "
+                                       f"{MAX_DOWNLOAD_BYTES} bytes; nothing was saved")
+                digest.update(block)
+                file.write(block)
+                bar.update(len(block))
+    return digest.hexdigest()
 
 
 def head_fingerprint(model: FaceBoxes) -> str:

@@ -537,3 +537,14 @@ def test_url_schemes_pick_the_right_source(tmp_path: Path) -> None:
         open_source("/dev/video97")
     with pytest.raises(SourceError, match="video device not found"):
         open_source("v4l2:///dev/video97")
+
+
+def test_urls_in_messages_keep_no_credentials_but_stay_apart() -> None:
+    from facesplit.urls import redact_url
+
+    assert redact_url("rtsp://admin:pw@cam.local/stream?channel=1&token=abc") == \
+        "rtsp://cam.local/stream?channel=1&token=***"
+    assert redact_url("https://h/w.pth?X-Amz-Signature=zz&X-Amz-Credential=k&v=2") == \
+        "https://h/w.pth?X-Amz-Signature=***&X-Amz-Credential=***&v=2"
+    assert redact_url("rtsp://cam.local/stream?channel=2") == "rtsp://cam.local/stream?channel=2"
+    assert redact_url("rtsp://[::1") == "<unparseable URL>"

@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,6 +106,83 @@ def test_a_file_pinned_by_a_custom_sha256_that_is_no_checkpoint_is_not_saved(htt
     assert not target.exists() and list(target.parent.iterdir()) == []  # it was saved, then refused, before
     result = invoke_frosted("weights", "download", "--url", f"{url}/photo.pth", "--sha256", "xyz")
     assert result.returncode == 2 and "'xyz' is not a sha256 (64 hex digits)" in result.stderr
+
+
+class HostileServer(http.server.BaseHTTPRequestHandler):
+    """Answers as a hostile or broken server would, by path."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        try:
+            if self.path.startswith("/loop"):
+                self.send_response(302)
+                self.send_header("Location", "/loop")
+                self.end_headers()
+            elif self.path.startswith("/endless"):  # no length, never ends
+                self.send_response(200)
+                self.end_headers()
+                while True:
+                    self.wfile.write(bytes(1 << 16))
+            elif self.path.startswith("/announces"):
+                self.send_response(200)
+                self.send_header("Content-Length", str(2 << 30))
+                self.end_headers()
+                self.wfile.write(bytes(1 << 16))
+            elif self.path.startswith("/drip"):  # a byte at a time: each read well within any read timeout
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                for _ in range(1000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            else:
+                self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as it should
+
+
+@pytest.fixture()
+def hostile_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileServer)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("path, timeout_s, said", [
+    ("/loop", 30.0, r"failed: more than 5 redirects$"),
+    ("/endless", 60.0, r"more than a checkpoint's 67108864 bytes; nothing was saved"),
+    ("/announces", 30.0, r"the server announces 2147483648 bytes, more than a checkpoint's"),
+    ("/drip", 1.0, r"failed: not complete within 1 s"),
+    ("/garbage", 30.0, r"failed: HTTP 400 Bad status line"),
+])
+def test_a_hostile_server_is_one_line_and_leaves_nothing(hostile_url: str, tmp_path: Path, path: str,
+                                                         timeout_s: float, said: str) -> None:
+    """Bounded in bytes and in time however the server paces its answer, and never the URL's secrets."""
+    target = tmp_path / "cache" / "w.pth"
+    url = hostile_url.replace("http://", "http://someone:hunter2@") + path + "?token=abc123&x=1"
+    with pytest.raises(WeightsError, match=said) as caught:
+        download_weights(url, target, timeout_s=timeout_s)
+    message = str(caught.value)
+    assert "\n" not in message and "hunter2" not in message and "abc123" not in message
+    assert "token=***&x=1" in message
+    assert list(target.parent.iterdir()) == []  # no partial file
+
+
+def test_only_http_urls_are_fetched(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=r"only http:// and https:// URLs are fetched"):
+        download_weights("file:///dev/zero", tmp_path / "w.pth")
+    result = invoke_frosted("weights", "download", "--url", "file:///dev/zero", "--out", str(tmp_path / "w.pth"))
+    assert result.returncode == 2 and "only http:// and https:// URLs are fetched" in result.stderr
+    assert not (tmp_path / "w.pth").exists()
 
 
 def test_a_folder_given_as_the_weights_says_so(tmp_path: Path) -> None:

@@ -29,9 +29,10 @@ import av
 import av.error
 import numpy as np
 
-from edge_agent.sources.base import Frame, SourceError, oversized, redact_url
+from edge_agent.sources.base import Frame, SourceError, oversized
 from edge_agent.sources.latest import LatestFrameSlot
 from facesplit.images import max_image_pixels
+from facesplit.urls import redact_url
 
 log = logging.getLogger("edge_agent.sources")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -58,14 +57,3 @@ def oversized(url: str, width: int, height: int, limit: int) -> str | None:
         return None
     return f"{url}: {width}x{height} frames, more than the {limit} pixels allowed ({MAX_PIXELS_VARIABLE})"
 
-
-def redact_url(url: str) -> str:
-    """``url`` without its ``user:password@`` part, safe for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. a malformed IPv6 netloc: show nothing that could be a secret
-        return "<unparseable URL>"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=host))

@@ -8,8 +8,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from edge_agent.sources.av_source import LOW_LATENCY_OPTIONS, AvSource
-from edge_agent.sources.base import FrameSource, SourceError, redact_url
+from edge_agent.sources.base import FrameSource, SourceError
 from edge_agent.sources.whep import WhepSource
+from facesplit.urls import redact_url
 
 SUPPORTED = (
     "rtsp://, rtsps://, whep://, wheps:// (or whep+http://, whep+https://), http(s)://, "

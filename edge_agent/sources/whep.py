@@ -29,8 +29,9 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from edge_agent.sources.base import Frame, oversized, redact_url
+from edge_agent.sources.base import Frame, oversized
 from facesplit.images import max_image_pixels
+from facesplit.urls import redact_url
 
 log = logging.getLogger("edge_agent.sources")
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
+from facesplit.urls import redact_url
 from frosted.options import deprecated_alias
 
 
@@ -27,6 +29,9 @@ def download(url: str | None, destination: Path | None, expected: str | None) ->
     if expected is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expected):
         raise click.BadParameter(f"{expected[:80]!r} is not a sha256 (64 hex digits)", param_hint="--sha256")
     expected = expected.lower() if expected else None
+    if url is not None and urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise click.BadParameter(f"{redact_url(url)[:120]!r}: only http:// and https:// URLs are fetched",
+                                 param_hint="--url")
     # imported here, not at the top: `frosted --help` and `frosted weights download --help` must not wait for torch
     from facesplit.weights import OFFICIAL_SHA256, OFFICIAL_URL, cache_path, download_weights
 
