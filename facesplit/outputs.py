@@ -3,14 +3,18 @@ output that cannot be written is refused before the work that would fill it.
 
 Every writer goes through `replacing` (a partial file beside the output, renamed over it when it is complete),
 so a fit killed, a full disk or a read-only folder leaves the old file as it was and no half-written one under
-its name. `check_writable` and `check_distinct` are what a verb calls first, before minutes of work.
+its name. A stream (a FIFO, a device such as /dev/null, anything under /dev or /proc) is written into instead:
+renaming over it would put a regular file in place of the device, for every other process too.
+`check_writable` and `check_distinct` are what a verb calls first, before minutes of work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -37,6 +41,31 @@ def silence_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def is_stream(path: Path) -> bool:
+    """A FIFO, socket or device (links followed), or a name under /dev or /proc: written into, never replaced."""
+    absolute = path.absolute()
+    if absolute.parts[1:2] in (("dev",), ("proc",)):
+        return True
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _open_stream(path: Path) -> int:
+    """A write descriptor on the stream ``path``: a FIFO without a reader is refused at once (a plain open would
+    wait for one, silently, for ever)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputError(f"{path}: a FIFO that no process is reading; start its reader first") from None
+        raise OutputError(f"{path}: cannot write it ({_reason(exc)})") from None
+    os.set_blocking(fd, True)
+    return fd
+
+
 def _nearest_existing(path: Path) -> Path:
     path = path.absolute()
     while not path.exists() and path != path.parent:
@@ -50,6 +79,9 @@ def check_writable(path: Path, folder: bool = False) -> None:
     permission. It tries for real (a probe file created and removed), since root passes every permission check
     that `os.access` makes and a read-only mount fails none of them."""
     if is_stdout(path):
+        return
+    if not folder and is_stream(path):
+        os.close(_open_stream(path))
         return
     if folder and path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is not a folder")
@@ -106,6 +138,10 @@ def replacing(path: Path) -> Iterator[Path]:
     permission) is an `OutputError` naming ``path``."""
     if path.is_dir():  # else the rename's "Is a directory", after the work
         raise OutputError(f"{path}: is a folder, not a file")
+    if is_stream(path):
+        with _writing_into(path) as stream:
+            yield stream
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -122,6 +158,16 @@ def replacing(path: Path) -> Iterator[Path]:
                 shutil.rmtree(partial)
             else:
                 partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _writing_into(path: Path) -> Iterator[Path]:
+    """`replacing` for a stream: the caller writes to ``path`` itself (its reader is checked first)."""
+    os.close(_open_stream(path))
+    try:
+        yield path
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write it ({_reason(exc)})") from None
 
 
 def write_text(path: Path, text: str) -> None:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from facesplit.errors import FrostedError
 from facesplit.faceboxes import DEFAULT_SPLIT, FaceBoxes
-from facesplit.outputs import check_writable, replacing
+from facesplit.outputs import check_writable, is_stream, replacing
 from facesplit.urls import redact_url
 
 WEIGHTS_FILENAME = "FaceBoxesProd.pth"
@@ -118,6 +118,8 @@ def download_weights(url: str = OFFICIAL_URL, destination: Path | None = None,
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         raise WeightsError(f"{shown}: only http:// and https:// URLs are fetched")
     destination = destination or cache_path()
+    if is_stream(destination):  # it is loaded from the saved file before it lands: a device or FIFO holds nothing
+        raise WeightsError(f"{destination}: not a regular file; the checkpoint is saved as one")
     check_writable(destination)  # before the download, not after it
     with replacing(destination) as partial:
         try:

@@ -184,6 +184,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 
 
 def _not_an_image(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and str(value) in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        return Path("-")  # stdout by another name: the same as '-' (the JSON alone there, tables to stderr)
     # `--json photo.jpg other.jpg` (the file forgotten) would overwrite a photo
     if value is not None and value.suffix.lower() in IMAGE_SUFFIXES:
         raise click.BadParameter(f"{value}: looks like an image, not a JSON file", ctx, param)
@@ -191,9 +193,9 @@ def _not_an_image(ctx: click.Context, param: click.Parameter, value: Path | None
 
 
 def json_option(help: str, dest: str = "json_path", default: str | None = None) -> Decorator:
-    """--json [FILE] (bare, or '-': stdout). A FILE named like an image is refused: it is a photo the user forgot
-    to put first. A folder is refused by the verb's check of its outputs (`check_outputs`), with the rest of what
-    it finds on disk (exit status 1)."""
+    """--json [FILE] (bare, '-' or /dev/stdout: stdout). A FILE named like an image is refused: it is a photo the
+    user forgot to put first. A folder is refused by the verb's check of its outputs (`check_outputs`), with the
+    rest of what it finds on disk (exit status 1)."""
     return click.option("--json", dest, type=click.Path(allow_dash=True, path_type=Path),
                         is_flag=False, flag_value="-", default=default, show_default=default is not None,
                         metavar="[FILE]", help=help, callback=_not_an_image)

@@ -53,6 +53,38 @@ def test_a_replaced_file_is_whole_or_untouched(tmp_path: Path) -> None:
     assert target.read_text() == "new" and os.listdir(tmp_path) == ["report.json"]
 
 
+def test_a_stream_is_written_into_never_replaced(tmp_path: Path) -> None:
+    """A FIFO or a device (as /dev/null, /dev/full) takes the output itself: renaming a file over it, as for a
+    regular file, would leave a regular file in its place, for every other process too."""
+    import stat
+
+    fifo = tmp_path / "boxes.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match=r"boxes\.fifo: a FIFO that no process is reading; start its reader first"):
+        check_writable(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # its reader, there before the write
+    try:
+        write_text(fifo, "through the pipe\n")
+        assert os.read(reader, 1000) == b"through the pipe\n"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("no CAP_MKNOD here to make a device node")
+    write_text(null, "discarded")
+    assert stat.S_ISCHR(null.stat().st_mode)  # still the device
+    assert sorted(os.listdir(tmp_path)) == ["boxes.fifo", "null"]  # and no partial file beside it
+
+
+def test_stdout_by_its_dev_name_is_stdout() -> None:
+    result = invoke_frosted("profiles", "--json", "/dev/stdout")
+    assert result.returncode == 0, result.stderr
+    assert {p["name"] for p in json.loads(result.stdout)} >= {"inception3-rank16-alpha-0.4"}
+
+
 def test_an_unwritable_output_is_refused_before_any_work(tmp_path: Path) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("")

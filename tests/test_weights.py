@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
 import shutil
 import threading
 import time
@@ -188,3 +189,10 @@ def test_only_http_urls_are_fetched(tmp_path: Path) -> None:
 def test_a_folder_given_as_the_weights_says_so(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=f"^{tmp_path} \\(from --weights\\) is a folder: give the checkpoint file"):
         resolve_weights(tmp_path)
+
+
+def test_weights_are_saved_only_as_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "w.pth"
+    os.mkfifo(fifo)
+    with pytest.raises(WeightsError, match=r"w\.pth: not a regular file; the checkpoint is saved as one"):
+        download_weights("http://127.0.0.1:1/w.pth", fifo)
