@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,17 @@ class LazyCommands(MutableMapping[str, click.Command]):
 
 
 INTERRUPTED = 130  # the shell's status for a command ended by SIGINT (128 + 2), so scripts can tell it apart
+TERMINATED = 143  # and by SIGTERM (128 + 15): how `timeout`, `docker stop` and Kubernetes end a process
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, as Ctrl-C is: the same clean-ups run (no partial output is
+    left behind; `facesplit.outputs`). The live verbs' event loops put their own drain in its place while
+    they run."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _echo_to_stdout_failed(exc: OSError) -> bool:
@@ -113,6 +125,9 @@ class FrostedGroup(click.Group):
 
             silence_stdout()  # what is still buffered must not fail again, with a traceback, on the way out
             raise click.ClickException(f"stdout: cannot write ({exc.strerror or exc})") from None
+        except Terminated:
+            click.echo("Terminated.", err=True)
+            ctx.exit(TERMINATED)
         except KeyboardInterrupt:  # outputs are written whole or not at all (facesplit.outputs): none is half there
             click.echo("Interrupted.", err=True)
             ctx.exit(INTERRUPTED)
@@ -139,4 +154,5 @@ def cli() -> None:
 def main() -> None:
     # gRPC core's own INFO lines (TLS handshakes, say) are not for the user: our logs say what failed
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    signal.signal(signal.SIGTERM, _terminated)
     cli()

@@ -7,6 +7,9 @@ import hashlib
 import http.server
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +19,8 @@ import pytest
 import torch
 
 from facesplit.weights import OFFICIAL_SHA256, WeightsError, download_weights, load_faceboxes, resolve_weights
-from tests.conftest import invoke_frosted
+from tests.conftest import REPO, invoke_frosted
+from tests.waiting import wait_until_sync
 
 
 @pytest.fixture()
@@ -176,6 +180,24 @@ def test_a_hostile_server_is_one_line_and_leaves_nothing(hostile_url: str, tmp_p
     assert "\n" not in message and "hunter2" not in message and "abc123" not in message
     assert "token=***&x=1" in message
     assert list(target.parent.iterdir()) == []  # no partial file
+
+
+def test_sigterm_mid_download_exits_143_and_leaves_no_partial_file(hostile_url: str, tmp_path: Path) -> None:
+    """As `timeout`, `docker stop` or Kubernetes end a process: the partial file goes, as on Ctrl-C."""
+    target = tmp_path / "cache" / "w.pth"
+    process = subprocess.Popen([sys.executable, "-m", "frosted", "weights", "download", "--url",
+                                f"{hostile_url}/drip", "--out", str(target)], cwd=REPO, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        wait_until_sync(lambda: any(target.parent.glob(".w.pth.*.partial")), "the download to be under way")
+        process.send_signal(signal.SIGTERM)
+        wait_until_sync(lambda: process.poll() is not None, "the terminated download to exit")
+        assert process.stderr is not None
+        assert process.returncode == 143 and process.stderr.read().strip().splitlines()[-1] == "Terminated."
+    finally:
+        process.kill()
+        process.wait()
+    assert list(target.parent.iterdir()) == []
 
 
 def test_only_http_urls_are_fetched(tmp_path: Path) -> None:
