@@ -180,6 +180,40 @@ def write_bytes(path: Path, data: bytes) -> None:
         partial.write_bytes(data)
 
 
+def _move_in(staging: Path, folder: Path, names: list[str], aside: Path) -> None:
+    """Each of ``names`` from ``staging`` into ``folder``; what it replaces (a file, a folder, a link) is kept in
+    ``aside`` first. If a rename fails, or Ctrl-C comes, what was moved in is taken out and what was kept goes
+    back, so ``folder`` is as it was; then the error goes on."""
+    kept: set[str] = set()
+    placed: list[str] = []
+    try:
+        for name in names:
+            old, new = folder / name, staging / name
+            if old.is_file() and not old.is_symlink() and new.is_file():
+                os.link(old, aside / name)  # a file over a file: kept by a second name, replaced in one rename
+                kept.add(name)
+            elif os.path.lexists(old):  # a folder cannot be renamed over a full one, nor a folder over a link
+                os.replace(old, aside / name)
+                kept.add(name)
+            os.replace(new, old)
+            placed.append(name)
+    except BaseException:
+        for name in reversed(sorted(kept | set(placed), key=names.index)):
+            with contextlib.suppress(OSError):
+                if name in placed:
+                    _remove(folder / name)
+                if name in kept:
+                    os.replace(aside / name, folder / name)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 @contextlib.contextmanager
 def building_into(folder: Path, last: Iterable[str] = ()) -> Iterator[Path]:
     """Yield a hidden folder inside ``folder`` to build a set of outputs in (files or folders); when the block
@@ -196,12 +230,9 @@ def building_into(folder: Path, last: Iterable[str] = ()) -> Iterator[Path]:
         yield staging
         late = set(last)
         names = sorted(os.listdir(staging), key=lambda name: (name in late, name))
-        replaced = staging / ".replaced"  # a folder cannot be renamed over a full one: the old moves aside
+        replaced = staging / ".replaced"  # what was there moves aside first: it comes back if a rename fails
         replaced.mkdir()
-        for name in names:
-            if (folder / name).is_dir() and not (folder / name).is_symlink():
-                os.replace(folder / name, replaced / name)
-            os.replace(staging / name, folder / name)
+        _move_in(staging, folder, names, replaced)
     except OSError as exc:
         raise OutputError(f"{folder}: cannot write there ({_reason(exc)})") from None
     finally:

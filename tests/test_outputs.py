@@ -373,3 +373,42 @@ def test_a_report_to_a_full_stdout_is_one_line_for_every_verb(weights_path: Path
                                     text=True, cwd=REPO, timeout=240)
         assert result.returncode == 1, (argv, result.stderr)
         assert result.stderr.strip() == "Error: stdout: cannot write (No space left on device)", (argv, result.stderr)
+
+
+def test_a_set_that_cannot_all_move_in_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    """One of the outputs cannot take its place (a link is in the way of a folder, say): those already moved in
+    are taken out and what they replaced comes back, files, folders and links alike."""
+    from facesplit.outputs import building_into
+
+    repository = tmp_path / "models"
+    (repository / "alpha").mkdir(parents=True)
+    (repository / "alpha" / "config.pbtxt").write_text("old alpha")
+    (repository / "manifest.json").write_text("old manifest")
+    (repository / "zulu").mkdir()
+    before = digest(repository)
+
+    def rename_failing_at(name: str):
+        real = os.replace
+
+        def replace(src: object, dst: object) -> None:
+            if Path(str(src)).name == name and ".frosted-build-" in str(src) and ".replaced" not in str(src):
+                raise OSError(28, "No space left on device")
+            real(src, dst)
+        return replace
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", rename_failing_at("zulu"))
+        with pytest.raises(OutputError, match="No space left on device"), \
+                building_into(repository, last=["manifest.json"]) as staging:
+            for name in ("alpha", "zulu"):
+                (staging / name).mkdir()
+                (staging / name / "config.pbtxt").write_text(f"new {name}")
+            (staging / "manifest.json").write_text("new manifest")
+    assert digest(repository) == before and sorted(os.listdir(repository)) == ["alpha", "manifest.json", "zulu"]
+    with building_into(repository, last=["manifest.json"]) as staging:  # and when all can: all are new
+        (staging / "alpha").mkdir()
+        (staging / "alpha" / "config.pbtxt").write_text("new alpha")
+        (staging / "manifest.json").write_text("new manifest")
+    assert (repository / "alpha" / "config.pbtxt").read_text() == "new alpha"
+    assert (repository / "manifest.json").read_text() == "new manifest" and (repository / "zulu").is_dir()
+    assert sorted(os.listdir(repository)) == ["alpha", "manifest.json", "zulu"]
