@@ -59,12 +59,34 @@ def read_image_bgr(path: Path, max_pixels: int | None = None) -> np.ndarray:
     if size and _is_truncated_jpeg(path):  # OpenCV would decode it, grey below the cut, and only warn on stderr
         raise ImageError(f"{path}: a truncated JPEG (it ends before its end-of-image marker)")
     try:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey and palette images come back as 3-channel BGR
+        # decoded from its bytes, not by name: OpenCV crashes the process on a file name that is not UTF-8 (the
+        # same pixels as cv2.imread, EXIF rotation included); grey and palette images come back as 3-channel BGR
+        image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except cv2.error as exc:  # a format PIL cannot size, over OpenCV's own limit (or an assertion of a codec)
         raise ImageError(f"{path}: not a readable image (OpenCV: {_last_line(str(exc))})") from None
     if image is None:
         raise ImageError(f"{path}: not a readable image (OpenCV could not decode it)")
     return image
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """``image`` (BGR) encoded as ``path``'s suffix says and written there, whole or not at all; ImageError when
+    OpenCV has no encoder for that suffix or the file cannot be written. Encoded here and written by Python: OpenCV
+    crashes the process on a file name that is not UTF-8."""
+    from facesplit.outputs import OutputError, write_bytes
+
+    try:
+        ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise ImageError(f"{path}: OpenCV cannot write a {path.suffix or 'suffix-less'} image")
+    try:
+        write_bytes(path, encoded.tobytes())
+    except OutputError as exc:
+        raise ImageError(str(exc)) from None
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -164,6 +164,20 @@ def test_detect_never_draws_over_an_input_and_numbers_drawings_that_share_a_name
         assert not (tmp_path / "again").exists()  # refused before anything is made
 
 
+def test_a_file_name_that_is_not_utf8_is_read_and_drawn(tmp_path: Path) -> None:
+    """OpenCV, given such a name, crashed the process (SIGSEGV, no message): the bytes are read and written by
+    Python instead. A real process, since a crash is what it shows."""
+    from tests.conftest import run_frosted
+
+    photo = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.png"))
+    cv2.imencode(".png", sample_image("astronaut"))[1].tofile(photo)
+    result = run_frosted("detect", str(photo), "--out", str(tmp_path / "drawn"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    [record] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["boxes"] and Path(record["drawn"]).parent == tmp_path / "drawn"
+    assert read_image_bgr(Path(record["drawn"])).shape == sample_image("astronaut").shape
+
+
 def test_detect_keeps_the_old_json_until_the_new_one_is_whole(tmp_path: Path) -> None:
     old = tmp_path / "boxes.jsonl"
     old.write_text('{"image": "yesterday", "boxes": []}\n')

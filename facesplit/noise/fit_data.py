@@ -24,6 +24,10 @@ def frames_from(source: Path, max_frames: int = 300) -> list[FitImage]:
         return [FitImage(f"{source.name}/{p.name}", p, None) for p in files[:max_frames]]
     if not source.is_file():
         raise DatasetError(f"{source}: no such folder or video")
+    try:  # OpenCV takes the name as UTF-8, and crashes the process on one that is not
+        str(source).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatasetError(f"{str(source)!a}: a video file name that is not UTF-8; rename it") from None
     capture = cv2.VideoCapture(str(source))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     if not capture.isOpened() or total <= 0:

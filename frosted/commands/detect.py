@@ -102,14 +102,13 @@ def _detect_all(images: tuple[Path, ...], samples: tuple[str, ...], threshold: f
     """Detect on every input, one JSON line each to ``lines``; the number that failed."""
     import json
 
-    import cv2
     import numpy as np
 
     from facesplit.detector import load_detector
     from facesplit.draw import draw_boxes
     from facesplit.errors import FrostedError
     from facesplit.evaluation.detections import detection_record
-    from facesplit.images import read_image_bgr, sample_image
+    from facesplit.images import read_image_bgr, sample_image, write_image
     from facesplit.postprocess import PostprocessConfig
     from facesplit.runtimes.factory import detector_on
 
@@ -130,9 +129,10 @@ def _detect_all(images: tuple[Path, ...], samples: tuple[str, ...], threshold: f
         record = detection_record(key, boxes)
         if key in drawn:
             record["drawn"] = str(drawn[key])
-            # False, not an exception; written in place: a drawing is remade from its image, not lost
-            if not cv2.imwrite(str(drawn[key]), draw_boxes(frame, np.asarray(boxes))):
-                click.echo(f"Error: {drawn[key]}: could not write the drawn image", err=True)
+            try:  # a drawing is remade from its image: one that fails is said, the others go on
+                write_image(drawn[key], draw_boxes(frame, np.asarray(boxes)))
+            except FrostedError as exc:
+                click.echo(f"Error: {exc}", err=True)
                 failures += 1
         write_lines(lines, json.dumps(record), flush=lines is sys.stdout)  # a pipe sees each image as it is done
     return failures
