@@ -159,6 +159,17 @@ def test_bad_fold_folders_are_one_line_errors(fold_folder: Path, tmp_path: Path)
     (fold_folder / "fold-3.json").write_text('{"fold_of": ')
     assert "fold-3.json: not valid JSON" in one_line_error(fold_folder)
 
+    (fold_folder / "fold-3.json").unlink()
+    original = (fold_folder / "fold-1.json").read_text()
+    edited("fold-1.json", {"folds": 1_000_000_000})  # a merge would list a billion folds it waits for
+    assert "fold-1.json: fold 1 of 1000000000; a set has 1 to 1000 folds" in one_line_error(fold_folder)
+    (fold_folder / "fold-1.json").write_text(original)
+    os.mkfifo(fold_folder / "pipe.json")  # reading it would wait for a writer
+    assert "pipe.json: not a regular file" in one_line_error(fold_folder)
+    (fold_folder / "pipe.json").unlink()
+    (fold_folder / "gone.json").symlink_to(tmp_path / "nothing.json")
+    assert "gone.json: not a regular file (a link to nothing" in one_line_error(fold_folder)
+
 
 def test_merge_takes_no_evaluation_options(fold_folder: Path) -> None:
     result = invoke_frosted("eval", "--merge", str(fold_folder), "--noise", "alpha-0.2", "--threshold", "0.5")

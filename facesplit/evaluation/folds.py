@@ -70,6 +70,9 @@ class FoldFile:
                 "IoUs (--iou)": list(self.ious), "provenance keys": sorted(self.provenance), **same}
 
 
+MAX_FOLDS = 1000  # as `fit-noise --use-folds` takes: past any set's fold count
+
+
 def read_fold_file(path: Path) -> FoldFile | None:
     """The fold JSON at ``path``; None for a JSON file that is not one (the merged result, say)."""
     try:
@@ -88,7 +91,11 @@ def read_fold_file(path: Path) -> FoldFile | None:
             raise DatasetError(f"{path}: fold JSON format {header['format']!r}, this frosted reads {FOLD_FORMAT!r} "
                                "(rerun the fold with this version)")
         ious = tuple(str(iou) for iou in header["ious"])
-        return FoldFile(path, int(header["fold"]), int(header["folds"]), str(data["set"]),
+        number, count = int(header["fold"]), int(header["folds"])
+        if not 1 <= number <= count <= MAX_FOLDS:  # a merge lists the folds it waits for: never a billion
+            raise DatasetError(f"{path}: fold {number} of {count}; a set has 1 to {MAX_FOLDS} folds, each "
+                               "numbered from 1")
+        return FoldFile(path, number, count, str(data["set"]),
                         str(header["set_fingerprint"]), float(data["operating_threshold"]), ious,
                         dict(header["provenance"]), _fold_score(data["pool"], int(header["fold"]), ious),
                         float(data.get("wall_time_s", 0.0)))
@@ -131,6 +138,9 @@ def read_fold_folder(folder: Path, cache: dict[Path, tuple[tuple[int, int], Fold
     cache = {} if cache is None else cache
     found = []
     for path in sorted(folder.glob("*.json")):
+        if not path.is_file():  # reading a FIFO would wait for a writer; a link to nothing has nothing to read
+            raise DatasetError(f"{path}: not a regular file (a link to nothing, a FIFO or a folder); a fold "
+                               "folder holds fold JSONs")
         stat = path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
         if path not in cache or cache[path][0] != stamp:
