@@ -341,7 +341,7 @@ def corrupt_line(path: Path, number: int, new: str) -> None:
 
 
 @pytest.mark.parametrize("case", ["non-numeric", "field count", "count", "too few ellipses", "too many ellipses",
-                                  "negative radius", "list mismatch", "path out of the folder"])
+                                  "negative radius", "huge radius", "list mismatch", "path out of the folder"])
 def test_malformed_line_is_named_by_file_and_line(folds_copy: Path, case: str) -> None:
     ellipse_file = folds_copy / "FDDB-fold-03-ellipseList.txt"
     list_file = folds_copy / "FDDB-fold-03.txt"
@@ -367,6 +367,9 @@ def test_malformed_line_is_named_by_file_and_line(folds_copy: Path, case: str) -
     elif case == "negative radius":
         corrupt_line(ellipse_file, 18, " ".join(["-" + ellipse[0], *ellipse[1:]]))
         where, says = f"{ellipse_file}:18:", "negative ellipse radius"
+    elif case == "huge radius":
+        corrupt_line(ellipse_file, 18, " ".join(["50000", *ellipse[1:]]))
+        where, says = f"{ellipse_file}:18:", "an ellipse radius past 4096 pixels"
     elif case == "path out of the folder":
         corrupt_line(list_file, 2, "../../../etc/passwd")
         where, says = f"{list_file}:2:", "'../../../etc/passwd' must stay inside the image folder"

@@ -184,6 +184,9 @@ def _read_ellipse_list(path: Path) -> tuple[list[FddbImage], list[int]]:
     return images, path_lines
 
 
+MAX_RADIUS = 4096  # pixels: an 8K frame's whole height; a radius of 5000 had cost 2.3 GB to score
+
+
 def _parse_ellipse(line: str, path: Path, number: int) -> Ellipse:
     tokens = line.split()
     try:
@@ -195,6 +198,9 @@ def _parse_ellipse(line: str, path: Path, number: int) -> Ellipse:
     major, minor, angle, cx, cy, _ = values
     if major < 0 or minor < 0:
         raise DatasetError(f"{path}:{number}: negative ellipse radius in {_shown(line)}")
+    if max(major, minor) > MAX_RADIUS:  # its overlaps are counted in pixels: the mask grows with the radius squared
+        raise DatasetError(f"{path}:{number}: an ellipse radius past {MAX_RADIUS} pixels in {_shown(line)}; "
+                           "no face of an FDDB photo (at most a few hundred pixels wide) is that large")
     return Ellipse(major_radius=major, minor_radius=minor, angle=angle, centre_x=cx, centre_y=cy)
 
 
