@@ -58,8 +58,10 @@ def read_people(folder: Path, min_photos: int = 2) -> list[FacePhoto]:
     and another to query with."""
     _existing_folder(folder, "victims")
     people = [p for p in sorted(folder.iterdir()) if p.is_dir()]
-    photos = [FacePhoto(path, person.name) for person in people
-              for path in _images(person) if len(_images(person)) >= min_photos]
+    photos = []
+    for person in people:  # each folder listed once: a person with thousands of photos is no slower to read
+        if len(found := _images(person)) >= min_photos:
+            photos += [FacePhoto(path, person.name) for path in found]
     if not photos:
         loose = len(_images(folder))
         hint = f" (it holds {loose} loose photos: put each person's photos in a folder named after them)" \
@@ -69,8 +71,9 @@ def read_people(folder: Path, min_photos: int = 2) -> list[FacePhoto]:
     return photos
 
 
-def read_faces(folders: Sequence[Path]) -> list[FacePhoto]:
-    """Every photo under each of ``folders`` (recursively, sorted), each its own identity."""
+def read_faces(folders: Sequence[Path], min_photos: int = 1) -> list[FacePhoto]:
+    """Every photo under each of ``folders`` (recursively, sorted), each its own identity; at least
+    ``min_photos`` of them (an attacker's probe learns from many: with one its solver has nothing to solve)."""
     if not folders:
         raise PeopleError("no attacker folder given")
     photos = []
@@ -80,7 +83,13 @@ def read_faces(folders: Sequence[Path]) -> list[FacePhoto]:
         if not found:
             raise PeopleError(f"{folder}: no photos (.jpg, .jpeg, .png, .bmp) in the attacker folder")
         photos += [FacePhoto(p, f"{folder.name}/{p.relative_to(folder)}") for p in found]
+    if len(photos) < min_photos:
+        raise PeopleError(f"{', '.join(map(str, folders))}: {len(photos)} photo(s); an attacker learns from at "
+                          f"least {min_photos}")
     return photos
+
+
+ATTACKER_MIN_PHOTOS = 2  # a probe's floor: below it, its ridge system is singular
 
 
 def lfw_person(path: Path) -> str | None:

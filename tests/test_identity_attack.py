@@ -24,7 +24,7 @@ from privacy_attack.identity import (
     rank1_rates,
     split_gallery,
 )
-from privacy_attack.people import PeopleError, check_disjoint, read_faces, read_people
+from privacy_attack.people import ATTACKER_MIN_PHOTOS, PeopleError, check_disjoint, read_faces, read_people
 from privacy_attack.probe import LinearMap, fit_ridge, train_probe
 from privacy_attack.scene import place_face
 
@@ -80,6 +80,9 @@ def test_attacker_faces_are_read_recursively_and_an_empty_folder_is_an_error(tmp
         read_faces([tmp_path / "empty"])
     with pytest.raises(PeopleError, match="not found"):
         read_faces([tmp_path / "nowhere"])
+    _photo(tmp_path / "one" / "face.jpg")
+    with pytest.raises(PeopleError, match=r"one: 1 photo\(s\); an attacker learns from at least 2$"):
+        read_faces([tmp_path / "one"], ATTACKER_MIN_PHOTOS)  # its probe's system would be singular
 
 
 def test_a_victim_in_the_attackers_faces_is_refused(tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ def _attack_people(victims_dir: Path, attacker_dirs: tuple[Path, ...], scales: t
     from facesplit.noise.shipped import split_for
     from privacy_attack.at_scale import ScaleConfig
     from privacy_attack.measure import NO_NOISE_ALIASES, require_reid
-    from privacy_attack.people import read_faces, read_people
+    from privacy_attack.people import ATTACKER_MIN_PHOTOS, read_faces, read_people
     from privacy_attack.scale_report import TableInputs, TablePlan, markdown, run_table, write_outputs
     from privacy_attack.scene import Backgrounds
 
@@ -179,7 +179,7 @@ def _attack_people(victims_dir: Path, attacker_dirs: tuple[Path, ...], scales: t
     names = tuple(dict.fromkeys(name for name in noise if name not in NO_NOISE_ALIASES))
     split = split_for(split, list(names))
     people = read_people(victims_dir)
-    attacker = read_faces(list(attacker_dirs) or [shared / "data" / "faces" / "attacker"])
+    attacker = read_faces(list(attacker_dirs) or [shared / "data" / "faces" / "attacker"], ATTACKER_MIN_PHOTOS)
     require_reid()
     detector = load_detector(weights, input_size, threads=threads, split=split)
     plan = TablePlan({split: names}, full_scales=scales, focus=names)

@@ -198,9 +198,9 @@ def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, probe
     """The identity probe to fit against (`privacy_attack.defence`), on the faces of ``folders``."""
     from privacy_attack.defence import IdentityAdversary, adversary_crops
     from privacy_attack.measure import require_reid
-    from privacy_attack.people import read_faces
+    from privacy_attack.people import ATTACKER_MIN_PHOTOS, read_faces
 
-    photos = read_faces(list(folders))
+    photos = read_faces(list(folders), ATTACKER_MIN_PHOTOS)
     require_reid()
     crops = adversary_crops(model.head.eval(), model.split, photos, side=face_size, seed=seed)
     return IdentityAdversary(crops, weight, seed=seed, mlp_steps=MLP_STEPS_PER_EPOCH if probe == "mlp" else 0,
