@@ -34,21 +34,21 @@ def max_image_pixels() -> int:
     return int(text)
 
 
-def _not_a_file(path: Path) -> str:
-    """What ``path`` is instead of an image file."""
+def not_a_file(path: Path, wanted: str = "image") -> str:
+    """What ``path`` is instead of a regular file (a ``wanted``): for a one-line error."""
     if path.is_dir():
-        return "a folder, not an image"
+        return f"a folder, not {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}"
     if path.is_symlink():
         return "a link to nothing (or to itself)"
     if path.exists():  # a FIFO or a device: reading it could block, or never end
-        return "not a regular file, so not an image"
-    return "image not found"
+        return f"not a regular file, so not {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}"
+    return f"{wanted} not found"
 
 
 def read_image_bgr(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """``path`` decoded as BGR; ``max_pixels`` defaults to `max_image_pixels()`."""
     if not path.is_file():
-        raise ImageError(f"{path}: {_not_a_file(path)}")
+        raise ImageError(f"{path}: {not_a_file(path)}")
     limit = max_image_pixels() if max_pixels is None else max_pixels
     size, pixels = _header_size(path)
     if not pixels:

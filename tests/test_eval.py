@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -198,3 +199,17 @@ def test_bad_fddb_paths_are_one_line_errors(tmp_path: Path, shared_dir: Path) ->
     assert result.returncode == 1
     [error] = result.stderr.strip().splitlines()
     assert "FDDB-fold-02-ellipseList.txt:3" in error
+
+
+def test_a_fifo_given_as_labels_or_detections_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    from facesplit.evaluation.detections import load_detections
+
+    (tmp_path / "images").mkdir()
+    fifo = tmp_path / "labels.json"
+    os.mkfifo(fifo)  # reading it would wait for a writer for ever
+    with pytest.raises(DatasetError, match=r"labels\.json: not a regular file, so not a COCO labels file$"):
+        read_coco_faces(fifo, tmp_path / "images")
+    with pytest.raises(DatasetError, match=r"labels\.json: not a regular file, so not a detections file$"):
+        load_detections(fifo)
+    with pytest.raises(DatasetError, match=r": a folder, not a detections file$"):
+        load_detections(tmp_path / "images")

@@ -400,3 +400,17 @@ def test_an_agent_at_another_precision_and_a_tail_that_serves_it(tmp_path, weigh
     finally:
         tail.terminate()
         tail.wait(timeout=30)
+
+
+def test_calibration_frames_are_the_folders_regular_files(tmp_path) -> None:
+    """A FIFO or a folder named like a photo is no frame (reading a FIFO would wait for a writer for ever)."""
+    import os
+
+    (tmp_path / "a.jpg").write_bytes(b"jpeg bytes")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    assert calibration_frames(tmp_path) == [tmp_path / "a.jpg"]
+    (tmp_path / "a.jpg").unlink()
+    with pytest.raises(CalibrationError, match="no images"):
+        calibration_frames(tmp_path)

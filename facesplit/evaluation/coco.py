@@ -13,7 +13,7 @@ import numpy as np
 from facesplit.boxes import clip_boxes
 from facesplit.evaluation.errors import DatasetError
 from facesplit.evaluation.paths import stays_inside
-from facesplit.images import image_size
+from facesplit.images import image_size, not_a_file
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class LabelledImage:
 
 def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
     """Every image listed in ``labels`` (faces or not), sorted by file name; boxes of all categories."""
+    if not labels.is_file():  # a FIFO would block the read for ever
+        raise DatasetError(f"{labels}: {not_a_file(labels, 'COCO labels file')}")
     try:
         text = labels.read_text(encoding="utf-8")
     except OSError as exc:

@@ -13,7 +13,7 @@ from facesplit.detector import ActivationTransform, SplitDetector
 from facesplit.evaluation.coco import LabelledImage
 from facesplit.evaluation.errors import DatasetError
 from facesplit.evaluation.noise import ImageNoise
-from facesplit.images import read_image_bgr
+from facesplit.images import not_a_file, read_image_bgr
 from facesplit.outputs import write_text
 
 
@@ -45,6 +45,8 @@ def save_detections(path: Path, detections: dict[str, np.ndarray]) -> None:
 
 
 def load_detections(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():  # a FIFO would block the read for ever
+        raise DatasetError(f"{path}: {not_a_file(path, 'detections file')}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:

@@ -18,7 +18,7 @@ def frames_from(source: Path, max_frames: int = 300) -> list[FitImage]:
     """Unlabelled frames: every image in a folder (sorted), or up to ``max_frames`` evenly spaced frames of a
     video file (decoded here, once)."""
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
             raise DatasetError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
         return [FitImage(f"{source.name}/{p.name}", p, None) for p in files[:max_frames]]

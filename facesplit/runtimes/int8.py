@@ -71,7 +71,8 @@ def calibration_frames(folder: Path | None = None) -> list[Path]:
         if not folder.is_dir():
             raise CalibrationError(f"--calibration {folder}: " + ("a file, not a folder of frames" if folder.exists()
                                                                   else "no such folder"))
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        # regular files only: a FIFO named like a photo would block the read for ever
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
             raise CalibrationError(f"--calibration {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if len(files) > MAX_CALIBRATION_FRAMES:
