@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facesplit.evaluation.coco import read_coco_faces
-from facesplit.images import ImageError, read_image_bgr, sample_image
+from facesplit.evaluation.errors import DatasetError
+from facesplit.images import ImageError, not_a_file, read_image_bgr, sample_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -28,13 +30,39 @@ class Photo:
     labelled: bool = False
 
 
-def labelled_files(pairs_csv: Path) -> set[str]:
-    """The files that appear in any pair (Yes or No) of ``pairs_csv``: those whose identity is known."""
-    with pairs_csv.open(newline="") as handle:
-        return {row[column].strip() for row in csv.DictReader(handle) for column in ("file_x", "file_y")}
+PAIR_COLUMNS = ("file_x", "file_y", "Decision")
 
 
-def identities_from_pairs(pairs_csv: Path, files: list[str]) -> dict[str, str]:
+def read_pairs(pairs_csv: Path) -> list[tuple[str, str, bool]]:
+    """(file, file, same person) for each row of an identity-pairs CSV (``file_x,file_y,Decision``; Decision
+    Yes or No); a file that is not one is a one-line DatasetError naming the row."""
+    if not pairs_csv.is_file():
+        raise DatasetError(f"{pairs_csv}: {not_a_file(pairs_csv, 'identity pairs CSV')}")
+    try:
+        with pairs_csv.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not set(PAIR_COLUMNS) <= set(reader.fieldnames):
+                raise DatasetError(f"{pairs_csv}: expected the columns {', '.join(PAIR_COLUMNS)}, got "
+                                 f"{', '.join(reader.fieldnames or []) or 'none'}")
+            pairs = []
+            for row in reader:
+                if any(not isinstance(row.get(column), str) for column in PAIR_COLUMNS):
+                    raise DatasetError(f"{pairs_csv}:{reader.line_num}: a row without all of "
+                                     f"{', '.join(PAIR_COLUMNS)}")
+                pairs.append((row["file_x"].strip(), row["file_y"].strip(), row["Decision"].strip().lower() == "yes"))
+            return pairs
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{pairs_csv}: not UTF-8 text, as a CSV of pairs is (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{pairs_csv}: not a readable CSV ({exc})") from None
+
+
+def labelled_files(pairs: list[tuple[str, str, bool]]) -> set[str]:
+    """The files that appear in any pair (Yes or No): those whose identity is known."""
+    return {file for a, b, _ in pairs for file in (a, b)}
+
+
+def identities_from_pairs(pairs: list[tuple[str, str, bool]], files: list[str]) -> dict[str, str]:
     """file -> identity: connected components of the ``Decision == Yes`` pairs (``file_x,file_y,Decision``).
 
     Same-person is transitive, so a chain of Yes pairs is one person even where the pair between its ends
@@ -49,14 +77,12 @@ def identities_from_pairs(pairs_csv: Path, files: list[str]) -> dict[str, str]:
             f = parent[f]
         return f
 
-    with pairs_csv.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            a, b = row["file_x"].strip(), row["file_y"].strip()
-            if row["Decision"].strip().lower() != "yes" or a not in parent or b not in parent:
-                continue
-            ra, rb = root(a), root(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
+    for a, b, same in pairs:
+        if not same or a not in parent or b not in parent:
+            continue
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
     return {f: root(f) for f in files}
 
 
@@ -64,10 +90,11 @@ def read_unlabelled(folder: Path, pairs_csv: Path | None = None) -> list[Photo]:
     """Every image in ``folder`` (sorted by name) with identities from ``identity_pairs.csv`` if present."""
     files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     pairs_csv = pairs_csv or folder / "identity_pairs.csv"
-    if not pairs_csv.is_file():
+    if not os.path.lexists(pairs_csv):  # no pairs: every photo its own person; anything else must be a pairs CSV
         return [Photo(f, read_image_bgr(folder / f), f) for f in files]
-    identity = identities_from_pairs(pairs_csv, files)
-    known = labelled_files(pairs_csv)
+    pairs = read_pairs(pairs_csv)
+    identity = identities_from_pairs(pairs, files)
+    known = labelled_files(pairs)
     return [Photo(f, read_image_bgr(folder / f), identity[f], f in known) for f in files]
 
 

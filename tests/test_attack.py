@@ -17,13 +17,14 @@ import torch
 from scipy.stats import binomtest
 
 from facesplit.detector import SplitDetector
+from facesplit.evaluation.errors import DatasetError
 from facesplit.faceboxes import FaceBoxes
 from facesplit.noise.profile import NoiseProfile
 from facesplit.noise.sampler import GaussianStream
 from facesplit.preprocess import InputSize
 from facesplit.weights import head_fingerprint
 from privacy_attack.canvas import flat_canvas
-from privacy_attack.datasets import Photo, identities_from_pairs, read_coco_photos, read_unlabelled
+from privacy_attack.datasets import Photo, identities_from_pairs, read_coco_photos, read_pairs, read_unlabelled
 from privacy_attack.decoder import DecoderConfig, build_bank, train_decoder
 from privacy_attack.inversion import InversionConfig, invert
 from privacy_attack.metrics import FACE_COMPARE_SIDE, detector_finds_faces, face_similarities, similarity
@@ -60,8 +61,29 @@ def test_identities_are_connected_components_of_yes_pairs(tmp_path: Path) -> Non
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("file_x,file_y,Decision\na.jpg,b.jpg,Yes\nb.jpg,c.jpg,Yes\nc.jpg,d.jpg,No\n"
                      "e.jpg,f.jpg,No\n")
-    identity = identities_from_pairs(pairs, ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"])
+    identity = identities_from_pairs(read_pairs(pairs), ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"])
     assert identity == {"a.jpg": "a.jpg", "b.jpg": "a.jpg", "c.jpg": "a.jpg", "d.jpg": "d.jpg", "e.jpg": "e.jpg"}
+
+
+@pytest.mark.parametrize("content, said", [
+    ("", r"expected the columns file_x, file_y, Decision, got none"),
+    ("file_x,Decision\na.jpg,Yes\n", r"expected the columns file_x, file_y, Decision, got file_x, Decision"),
+    ("file_x,file_y,Decision\na.jpg,b.jpg\n", r"pairs\.csv:2: a row without all of file_x, file_y, Decision"),
+    (b"file_x,file_y,Decision\n\xff.jpg,b.jpg,Yes\n", r"not UTF-8 text"),
+    (None, r"pairs\.csv: a folder, not an identity pairs CSV"),
+])
+def test_a_bad_pairs_file_is_one_line(tmp_path: Path, content: str | bytes | None, said: str) -> None:
+    """An empty or folder pairs file had been silently ignored: every photo its own person, a re-id of 0 %
+    that reads like privacy."""
+    pairs = tmp_path / "pairs.csv"
+    if content is None:
+        pairs.mkdir()
+    elif isinstance(content, bytes):
+        pairs.write_bytes(content)
+    else:
+        pairs.write_text(content)
+    with pytest.raises(DatasetError, match=said):
+        read_unlabelled(tmp_path, pairs)
 
 
 def test_reidentification_rate_and_chance() -> None:

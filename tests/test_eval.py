@@ -170,6 +170,10 @@ def test_eval_writes_no_file_unless_asked(tmp_path: Path) -> None:
     ('{"images": [{"id": 1, "file_name": "sub/missing.jpg"}], "annotations": []}', r"sub/missing\.jpg: image listed"),
     ('{"images": [{"id": 1, "file_name": "../labels.json"}], "annotations": []}',
      r"images\[0\] has file_name '\.\./labels\.json': it must name a file inside the image folder"),
+    ('{"images": [{"id": [1], "file_name": "a.jpg"}], "annotations": []}',
+     r"images\[0\] needs an 'id' \(a number or a string\) and a 'file_name'"),
+    ('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": [1], "bbox": [1, 2, 3, 4]}]}',
+     r"annotations\[0\] refers to image_id \[1\], which 'images' does not list"),
     ('{"images": [{"id": 1, "file_name": "/etc/passwd"}], "annotations": []}',
      r"images\[0\] has file_name '/etc/passwd': it must name a file inside"),
 ])

@@ -51,8 +51,9 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
     files: dict[object, str] = {}
     sizes: dict[object, tuple[float, float]] = {}  # (width, height) where the labels give them
     for i, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
-            raise DatasetError(f"{labels}: images[{i}] needs an 'id' and a 'file_name'")
+        if not isinstance(image, dict) or not isinstance(image.get("id"), int | str) \
+                or isinstance(image.get("id"), bool) or not isinstance(image.get("file_name"), str):
+            raise DatasetError(f"{labels}: images[{i}] needs an 'id' (a number or a string) and a 'file_name'")
         if not stays_inside(image["file_name"]):
             raise DatasetError(f"{labels}: images[{i}] has file_name {image['file_name']!r}: it must name a file "
                                "inside the image folder (a relative path without '..')")
@@ -70,7 +71,7 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
                 or bbox[2] < 0 or bbox[3] < 0):
             raise DatasetError(f"{labels}: annotations[{i}] needs a 'bbox' [x, y, width, height] of 4 "
                                f"finite numbers with width, height >= 0, got {bbox!r}")
-        if ann.get("image_id") not in files:
+        if not isinstance(ann.get("image_id"), int | str) or ann.get("image_id") not in files:
             raise DatasetError(f"{labels}: annotations[{i}] refers to image_id {ann.get('image_id')!r}, "
                                "which 'images' does not list")
         x, y, w, h = (float(v) for v in bbox)
