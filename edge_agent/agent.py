@@ -188,6 +188,8 @@ class EdgeAgent:
             return None
         try:
             server, _ = start_http_server(port, host, registry=metrics.REGISTRY)
+        except UnicodeError:  # the resolver's, for a label past 63 characters
+            raise MetricsError(f"metrics: cannot serve on {host[:80]}:{port} (not a host name)") from None
         except OSError as exc:  # the port is taken, the host does not resolve or is not this machine's
             raise MetricsError(f"metrics: cannot serve on {host}:{port} ({exc.strerror or exc})") from None
         return server

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 # an IPv6 address in brackets ([::1]:50051): unbracketed, its colons are ambiguous with the port's
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):(\d{1,5})$")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):([0-9]{1,5})$")  # [0-9]: \d takes any script's digits
 
 
 def check_host_port(text: str, *, listening: bool = False) -> str:
@@ -19,6 +19,13 @@ def check_host_port(text: str, *, listening: bool = False) -> str:
     match = _HOST_PORT.fullmatch(text)
     if not match:
         raise ValueError(f"expected HOST:PORT (IPv6 in brackets: [::1]:50051), not {text[:80]!r}")
+    host = match.group(1)
+    if not host.startswith("["):
+        try:  # what the resolver will do with it: a label past 63 characters raised UnicodeError there
+            host.encode("idna")
+        except UnicodeError:
+            raise ValueError(f"host {host[:80]!r} is not a host name (labels of 1 to 63 characters, dot-separated)"
+                             ) from None
     port, lowest = int(match.group(2)), 0 if listening else 1
     if not lowest <= port <= 65535:
         raise ValueError(f"port {port} is out of range ({lowest}-65535)")

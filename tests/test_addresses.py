@@ -17,7 +17,10 @@ def test_addresses_a_user_would_write_are_accepted(text):
 @pytest.mark.parametrize(("text", "message"), [("h:0", "port 0 is out of range (1-65535)"),
                                                ("h:99999", "port 99999 is out of range (1-65535)"),
                                                ("::1:50051", "IPv6 in brackets"), ("h", "expected HOST:PORT"),
-                                               ("h:-1", "expected HOST:PORT"), ("h :1", "expected HOST:PORT")])
+                                               ("h:-1", "expected HOST:PORT"), ("h :1", "expected HOST:PORT"),
+                                               ("h:\u0661", "expected HOST:PORT"),  # an Arabic-Indic digit one
+                                               ("a" * 64 + ":1", "is not a host name (labels of 1 to 63"),
+                                               ("tail..example:1", "is not a host name")])
 def test_a_bad_address_says_what_is_wrong(text, message):
     with pytest.raises(ValueError) as refused:
         check_host_port(text)

@@ -117,6 +117,9 @@ def tail(listen: str, metrics_port: int | None, metrics_host: str, profiles: tup
     if metrics_port is not None:
         try:
             start_http_server(metrics_port, metrics_host, registry=metrics.REGISTRY)
+        except UnicodeError:  # the resolver's, for a label past 63 characters
+            raise click.BadParameter(f"{metrics_host[:80]!r} is not a host name", param_hint="--metrics-host"
+                                     ) from None
         except OSError as exc:
             taken = "; is another tail running there?" if exc.errno == errno.EADDRINUSE else ""
             raise click.ClickException(f"cannot serve metrics on {metrics_host}:{metrics_port} "
