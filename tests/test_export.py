@@ -10,6 +10,7 @@ import pytest
 
 from facesplit.detector import SplitDetector, at_split, with_tail
 from facesplit.errors import FrostedError
+from facesplit.faceboxes import activation_shape
 from facesplit.images import sample_image
 from facesplit.noise import DEFAULT_PROFILE
 from facesplit.noise.shipped import load_profile_for
@@ -138,3 +139,21 @@ def test_export_writes_the_int8_head_every_runtime_runs(tmp_path, faceboxes, wei
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     difference = np.abs(session.run(None, {"input": x})[0] - head_runtime("torch", detector).run(x))
     assert 0 < float(difference.mean()) <= 0.05  # quantized: close, not equal
+
+
+def test_a_damaged_graph_in_the_cache_is_exported_again(tmp_path, faceboxes, caplog):
+    """The cache is the product's own: a graph truncated or overwritten there (a full disk, a user) is remade,
+    with a warning, instead of each runtime's parser failing with its traceback."""
+    from facesplit.runtimes.graphs import cached_graph
+
+    pytest.importorskip("onnxruntime")
+    detector = SplitDetector(faceboxes.at_split("inception3"), InputSize(1024, 576))
+    path, _ = cached_graph(detector, "tail", "onnxruntime", tmp_path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:1000])
+    with caplog.at_level("WARNING", logger="facesplit.runtimes.graphs"):
+        again, _ = cached_graph(detector, "tail", "onnxruntime", tmp_path)
+    assert again == path and len(path.read_bytes()) == len(whole)
+    assert [r.getMessage() for r in caplog.records if "damaged graph" in r.getMessage()]
+    x = np.zeros((1, *activation_shape(576, 1024)), np.float32)
+    assert tail_runtime("onnxruntime", detector, graphs=tmp_path).run(x)[0].shape[0] == 1

@@ -36,6 +36,7 @@ from facesplit.weights import head_fingerprint
 
 GRAPH_FORMAT = "frosted-onnx/1"  # bump when what a graph computes or is named changes
 OPSET = 18
+log = logging.getLogger(__name__)
 MAX_BATCH = 64  # the largest batch a graph is declared for (the tail's --max-batch is at most 64 too)
 HEAD_INPUT, HEAD_OUTPUT = "input", "activation"
 TAIL_INPUT, TAIL_OUTPUTS = "activation", ("loc", "scores")
@@ -148,9 +149,25 @@ def cached_graph(detector: SplitDetector, part: Part, runtime: str, directory: P
     it is asked for."""
     spec = spec_for(detector, part)
     path = (directory or graph_cache_dir()) / spec.cache_name()
-    if not path.is_file():
-        export_graph(detector, part, path, runtime)
+    if path.is_file() and (damage := _damage(path)) is not None:  # the cache is ours: remade, not a traceback
+        log.warning("%s: a damaged graph in the cache (%s); exporting it again", path, damage)
+    elif path.is_file():
+        return path, spec
+    export_graph(detector, part, path, runtime)
     return path, spec
+
+
+def _damage(path: Path) -> str | None:
+    """Why the cached graph at ``path`` cannot be read (truncated, overwritten), or None when it can."""
+    try:
+        import onnx
+    except ImportError:  # nothing here reads graphs without it: the runtime will say what it needs
+        return None
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError, onnx's own, an OSError
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"[:200]
+    return None
 
 
 def _weights_sha256(module: torch.nn.Module) -> str:
