@@ -235,6 +235,18 @@ def test_fit_noise_refuses_before_fitting(tmp_path: Path, weights_path: Path, sh
     # before the activations are computed: the progress bars came first, then the error
     assert nowhere.returncode == 1 and nowhere.stderr.strip().splitlines() == [
         f"Error: --adversary-faces {tmp_path / 'nowhere'}: no such folder"], nowhere.stderr
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "face.jpg").write_bytes((dlib / "images" / "2007_007763.jpg").read_bytes())
+    lone = invoke_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "o.safetensors"),
+                          "--adversary-faces", str(tmp_path / "one"), "--coco", str(dlib / "labels.json"),
+                          "--use-folds", "1", "--weights", str(weights_path))
+    assert lone.returncode == 1 and lone.stderr.strip().splitlines() == [  # before the activations too
+        f"Error: {tmp_path / 'one'}: 1 photo(s); an attacker learns from at least 2"], lone.stderr
+    wide = invoke_frosted("fit-noise", "--alpha", "0.3", "--out", str(tmp_path / "w.safetensors"),
+                          "--adversary-faces", str(dlib / "images"), "--input-size", "1024x576", "--coco",
+                          str(dlib / "labels.json"), "--use-folds", "1", "--weights", str(weights_path))
+    assert wide.returncode == 2 and "1024x1024 frames: leave --input-size at 1024" in wide.stderr  # was after the fit
+    assert not (tmp_path / "o.safetensors").exists() and not (tmp_path / "w.safetensors").exists()
 
 
 def test_fit_noise_from_a_profile_refuses_what_would_change_its_noise(tmp_path: Path, weights_path: Path,

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from facesplit.faceboxes import FaceBoxes
     from facesplit.preprocess import InputSize
     from privacy_attack.defence import IdentityAdversary
+    from privacy_attack.people import FacePhoto
 
 
 MAX_FOLD = 1000  # a fold number past any set's fold count: --folds says how many there are
@@ -56,7 +57,7 @@ def _fold_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
               help="distill: match the clean model's outputs (no labels); multibox: match the COCO labels.")
 @click.option("--epochs", type=click.IntRange(1), default=12, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--augmentations", type=click.IntRange(0), default=4, show_default=True,
+@click.option("--augmentations", type=click.IntRange(0, 64), default=4, show_default=True,
               help="Augmented copies (scale, crop, flip, colour) of each image, cached with it.")
 @click.option("--tune-tail", is_flag=True, help="Also fine-tune a noise-aware tail, saved in the profile.")
 @click.option("--tail-epochs", type=click.IntRange(0), default=0, show_default=True,
@@ -161,8 +162,12 @@ def fit_noise(alpha: float | None, noise_from: str | None, out: Path, frame_sour
         raise click.UsageError("--adversary-faces fits noise per element (with or without --rank): drop --dct")
     if missing := [folder for folder in adversary_faces if not folder.is_dir()]:  # before the activations are made
         raise click.ClickException(f"--adversary-faces {missing[0]}: no such folder")
+    if adversary_faces and (input_size.native or (input_size.width, input_size.height) != (1024, 1024)):
+        raise click.UsageError("--adversary-faces places the attacker's faces in 1024x1024 frames: leave "
+                               "--input-size at 1024")
+    attacker = _attacker_faces(adversary_faces) if adversary_faces else []  # before the activations too
     data = build_training_set(model, images, config)
-    adversary = (_adversary(model, adversary_faces, adversary_weight, adversary_probe, adversary_decoder,
+    adversary = (_adversary(model, attacker, adversary_weight, adversary_probe, adversary_decoder,
                             adversary_face_size, seed) if adversary_faces else None)
     sources = [str(s) for s in frame_sources] + ([f"{coco_labels} folds {use_folds}"] if coco_labels else [])
     sources += [f"noise from {start_path}"] if start_path else []
@@ -193,14 +198,18 @@ ADVERSARY_PROBES = {"linear": "noise-aware ridge, retrained every epoch",
 DECODER_NOTE = "; and the ridge face decoder (crop to 32-px pixels), retrained every epoch"
 
 
-def _adversary(model: FaceBoxes, folders: tuple[Path, ...], weight: float, probe: str, decoder: bool,
-               face_size: int, seed: int) -> IdentityAdversary:
-    """The identity probe to fit against (`privacy_attack.defence`), on the faces of ``folders``."""
-    from privacy_attack.defence import IdentityAdversary, adversary_crops
-    from privacy_attack.measure import require_reid
+def _attacker_faces(folders: tuple[Path, ...]) -> list[FacePhoto]:
     from privacy_attack.people import ATTACKER_MIN_PHOTOS, read_faces
 
-    photos = read_faces(list(folders), ATTACKER_MIN_PHOTOS)
+    return read_faces(list(folders), ATTACKER_MIN_PHOTOS)
+
+
+def _adversary(model: FaceBoxes, photos: list[FacePhoto], weight: float, probe: str, decoder: bool,
+               face_size: int, seed: int) -> IdentityAdversary:
+    """The identity probe to fit against (`privacy_attack.defence`), on the attacker's ``photos``."""
+    from privacy_attack.defence import IdentityAdversary, adversary_crops
+    from privacy_attack.measure import require_reid
+
     require_reid()
     crops = adversary_crops(model.head.eval(), model.split, photos, side=face_size, seed=seed)
     return IdentityAdversary(crops, weight, seed=seed, mlp_steps=MLP_STEPS_PER_EPOCH if probe == "mlp" else 0,
