@@ -230,6 +230,9 @@ def building_into(folder: Path, last: Iterable[str] = ()) -> Iterator[Path]:
         yield staging
         late = set(last)
         names = sorted(os.listdir(staging), key=lambda name: (name in late, name))
+        for name in names:  # a user's folder is not replaced by a file (it would be deleted with the build)
+            if (staging / name).is_file() and (folder / name).is_dir() and not (folder / name).is_symlink():
+                raise OutputError(f"{folder / name}: a folder where this writes a file; move it away first")
         replaced = staging / ".replaced"  # what was there moves aside first: it comes back if a rename fails
         replaced.mkdir()
         _move_in(staging, folder, names, replaced)

@@ -426,3 +426,15 @@ def test_a_set_that_cannot_all_move_in_leaves_the_folder_as_it_was(tmp_path: Pat
     assert (repository / "alpha" / "config.pbtxt").read_text() == "new alpha"
     assert (repository / "manifest.json").read_text() == "new manifest" and (repository / "zulu").is_dir()
     assert sorted(os.listdir(repository)) == ["alpha", "manifest.json", "zulu"]
+
+
+def test_a_folder_where_a_built_file_goes_is_refused_not_deleted(tmp_path: Path) -> None:
+    from facesplit.outputs import building_into
+
+    (tmp_path / "manifest.json").mkdir()
+    (tmp_path / "manifest.json" / "mine.txt").write_text("the user's")
+    with pytest.raises(OutputError, match=r"manifest\.json: a folder where this writes a file; move it away"), \
+            building_into(tmp_path, last=["manifest.json"]) as staging:
+        (staging / "manifest.json").write_text("{}")
+    assert (tmp_path / "manifest.json" / "mine.txt").read_text() == "the user's"
+    assert sorted(os.listdir(tmp_path)) == ["manifest.json"]

@@ -178,7 +178,7 @@ def _weights_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
 
 
 @contextlib.contextmanager
