@@ -85,10 +85,13 @@ def served_tails(detector: SplitDetector, profiles: list[str], *, serve_clean: b
         fingerprint = clean_fingerprint(detector.source)
         tails[fingerprint] = ServedTail(fingerprint, "clean", 0.0, False, size.width, size.height, shape,
                                         detector.split, on_runtime(detector), detector)
-    for name in profiles:
+    for name in dict.fromkeys(profiles):  # one name given twice is served once
         split = split_of(resolve_profile(name))
         at = splits[split] if split in splits else splits.setdefault(split, at_split(detector, split))
         profile: NoiseProfile = load_profile_for(at, name)
+        if profile.fingerprint in tails:  # else the first would be dropped, unsaid: frames name one fingerprint
+            raise ConflictError(f"{validated[profile.fingerprint][0]} and {name} are the same profile "
+                                f"(fingerprint {profile.fingerprint}): serve it once")
         tuned = with_tail(at, profile.tail_state)
         tails[profile.fingerprint] = ServedTail(profile.fingerprint, resolve_profile(name).stem, profile.alpha, True,
                                                 size.width, size.height, shape, tuned.split, on_runtime(tuned),

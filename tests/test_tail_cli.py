@@ -66,6 +66,17 @@ def test_bad_tls_material_is_one_line_before_the_tail_listens(case, certs, other
     assert message in line, line
 
 
+def test_one_profile_under_two_names_is_refused_not_half_served(tmp_path, refuse_to_serve):
+    """Frames name a profile by its fingerprint: the tail could serve only one of the two, and said nothing."""
+    from facesplit.noise.shipped import resolve_profile
+
+    copy = tmp_path / "renamed.safetensors"
+    copy.write_bytes(resolve_profile("inception3-alpha-0.4").read_bytes())
+    line = one_error_line("--insecure", "--noise", "inception3-alpha-0.4", "--noise", str(copy), status=2)
+    assert line.startswith(f"Error: inception3-alpha-0.4 and {copy} are the same profile (fingerprint ")
+    assert line.endswith("): serve it once")
+
+
 def test_a_taken_metrics_port_is_one_line(refuse_to_serve):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
