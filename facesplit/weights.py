@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -73,10 +74,28 @@ def _finite_real(name: str, tensor: torch.Tensor) -> bool:
     return (tensor.is_floating_point() and bool(tensor.isfinite().all())) or tensor.dtype == torch.int64
 
 
+MAX_CHECKPOINT_BYTES = 64 << 20  # FaceBoxes' weights are 4 MB: a checkpoint past this is not them
+
+
+def _check_size(file: Path) -> None:
+    """Refuse a checkpoint bigger than `MAX_CHECKPOINT_BYTES`, on disk or unpacked: torch's format is a zip,
+    and a few hundred kilobytes of it can inflate to gigabytes."""
+    size = file.stat().st_size
+    try:
+        with zipfile.ZipFile(file) as archive:
+            size = max(size, sum(entry.file_size for entry in archive.infolist()))
+    except (zipfile.BadZipFile, OSError):
+        pass  # torch's legacy format, or not a checkpoint at all: torch.load says which
+    if size > MAX_CHECKPOINT_BYTES:
+        raise WeightsError(f"{file}: {size} bytes unpacked, more than a FaceBoxes checkpoint's "
+                           f"{MAX_CHECKPOINT_BYTES}: not these weights")
+
+
 def load_faceboxes(path: str | os.PathLike[str] | None = None, split: str = DEFAULT_SPLIT) -> FaceBoxes:
     """A FaceBoxes model split at ``split``, in eval mode, with the checkpoint at ``resolve_weights(path)``
     loaded."""
     file = resolve_weights(path)
+    _check_size(file)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt pickle

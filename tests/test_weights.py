@@ -218,3 +218,16 @@ def test_weights_are_saved_only_as_a_regular_file(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(WeightsError, match=r"w\.pth: not a regular file; the checkpoint is saved as one"):
         download_weights("http://127.0.0.1:1/w.pth", fifo)
+
+
+def test_a_checkpoint_that_inflates_past_any_faceboxes_is_refused_unread(tmp_path: Path) -> None:
+    """torch's checkpoints are zips: a few hundred kilobytes of one can unpack to gigabytes (628 MB measured)."""
+    import zipfile
+
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data/0", bytes(80 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(WeightsError, match=r"bomb\.pth: 83886080 bytes unpacked, more than a FaceBoxes "
+                                           r"checkpoint's 67108864: not these weights"):
+        load_faceboxes(bomb)
