@@ -170,6 +170,8 @@ def test_eval_writes_no_file_unless_asked(tmp_path: Path) -> None:
     ('{"images": [{"id": 1, "file_name": "sub/missing.jpg"}], "annotations": []}', r"sub/missing\.jpg: image listed"),
     ('{"images": [{"id": 1, "file_name": "../labels.json"}], "annotations": []}',
      r"images\[0\] has file_name '\.\./labels\.json': it must name a file inside the image folder"),
+    ('{"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "a.jpg"}], "annotations": []}',
+     r"images\[1\] has file_name 'a\.jpg', which images\[0\] has too"),
     ('{"images": [{"id": [1], "file_name": "a.jpg"}], "annotations": []}',
      r"images\[0\] needs an 'id' \(a number or a string\) and a 'file_name'"),
     ('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": [1], "bbox": [1, 2, 3, 4]}]}',
@@ -217,3 +219,14 @@ def test_a_fifo_given_as_labels_or_detections_is_one_line_not_a_hang(tmp_path: P
         load_detections(fifo)
     with pytest.raises(DatasetError, match=r": a folder, not a detections file$"):
         load_detections(tmp_path / "images")
+
+
+def test_a_set_without_faces_is_refused_not_an_ap_of_nan(tmp_path: Path) -> None:
+    write_one_face_set(tmp_path)
+    labels = json.loads((tmp_path / "labels.json").read_text())
+    labels["annotations"] = []
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    result = invoke_frosted("eval", "--coco", str(tmp_path / "labels.json"), "--detections",
+                            str(tmp_path / "det.jsonl"), "--folds", "1")
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'labels.json'}: no face in the 1 images to evaluate: AP needs faces to find"]

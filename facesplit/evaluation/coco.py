@@ -49,6 +49,7 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
         raise DatasetError(f"{images_dir}: image folder not found (for {labels})")
 
     files: dict[object, str] = {}
+    named: dict[str, int] = {}  # file name -> its first index in images
     sizes: dict[object, tuple[float, float]] = {}  # (width, height) where the labels give them
     for i, image in enumerate(data["images"]):
         if not isinstance(image, dict) or not isinstance(image.get("id"), int | str) \
@@ -59,6 +60,10 @@ def read_coco_faces(labels: Path, images_dir: Path) -> list[LabelledImage]:
                                "inside the image folder (a relative path without '..')")
         if image["id"] in files:
             raise DatasetError(f"{labels}: images[{i}] has id {image['id']!r}, which an earlier image has too")
+        if image["file_name"] in named:  # scored twice, its faces counted twice
+            raise DatasetError(f"{labels}: images[{i}] has file_name {image['file_name']!r}, which "
+                               f"images[{named[image['file_name']]}] has too")
+        named[image["file_name"]] = i
         files[image["id"]] = image["file_name"]
         width, height = image.get("width"), image.get("height")
         if all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in (width, height)):

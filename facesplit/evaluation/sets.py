@@ -72,6 +72,8 @@ def coco_set(labels: Path, images_dir: Path, folds: int = 10, limit: int | None 
     images = read_coco_faces(labels, images_dir)[:limit]
     if not images:
         raise DatasetError(f"{labels}: no images to evaluate")
+    if not any(len(image.boxes) for image in images):  # precision over no faces: an AP of nan, exit 0, otherwise
+        raise DatasetError(f"{labels}: no face in the {len(images)} images to evaluate: AP needs faces to find")
     split = split_into_folds(images, folds)
     return EvalSet(name or labels.absolute().parent.name, tuple(tuple(f) for f in split))
 
