@@ -57,9 +57,9 @@ if TYPE_CHECKING:
 @click.option("--merge", "merge_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Combine the fold JSONs in DIR (one per fold, from --fold runs) into the whole run's report and "
                    "--json: the figures of one process evaluating every fold, to the last digit.")
-@click.option("--wait", "wait_s", type=FiniteFloatRange(0), default=None, metavar="SECONDS",
-              help="With --merge: wait up to SECONDS for folds still missing from DIR (a merge started beside the "
-                   "fold runs).")
+@click.option("--wait", "wait_s", type=FiniteFloatRange(0, 7 * 24 * 3600), default=None, metavar="SECONDS",
+              help="With --merge: wait up to SECONDS (at most a week) for folds still missing from DIR (a merge "
+                   "started beside the fold runs).")
 @model_options()
 @runtime_option()
 @device_option()
