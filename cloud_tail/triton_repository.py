@@ -144,9 +144,15 @@ def _check_ours(path: Path) -> None:
     if not path.exists():
         return
     config = path / "config.pbtxt"
-    if not (config.is_file() and REPOSITORY_FORMAT.split("/")[0] in config.read_text(errors="replace")):
+    # the marker is in the config's first lines: a config of gigabytes is not read whole to look for it
+    if not (config.is_file() and REPOSITORY_FORMAT.split("/")[0] in _head_of(config)):
         raise TritonExportError(f"{path} exists and is not a model frosted export triton wrote: not replacing it "
                                 "(remove it, or choose another --out)")
+
+
+def _head_of(config: Path, size: int = 64 << 10) -> str:
+    with config.open("rb") as file:
+        return file.read(size).decode("utf-8", errors="replace")
 
 
 def _take_float16_input(path: Path) -> None:
