@@ -103,6 +103,18 @@ def _echo_to_stdout_failed(exc: OSError) -> bool:
     return False
 
 
+def _end_progress_bars() -> None:
+    """Close the progress bars an error left open, so that its line starts a line of its own (else it is glued
+    to the bar's last state, and a log shows the error mid-line)."""
+    import sys
+
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is None:  # no bar was ever made
+        return
+    for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+        bar.close()
+
+
 class FrostedGroup(click.Group):
     """Verbs imported lazily; turns the errors a user can fix into one line on stderr and exit status 1,
     without a traceback, and Ctrl-C into status 130."""
@@ -117,6 +129,7 @@ class FrostedGroup(click.Group):
         except ConflictError as exc:  # without the group's usage line: the verb's is the one that would help
             raise click.UsageError(str(exc)) from None
         except FrostedError as exc:
+            _end_progress_bars()
             raise click.ClickException(str(exc)) from None
         except OSError as exc:
             if not _echo_to_stdout_failed(exc):
@@ -126,9 +139,11 @@ class FrostedGroup(click.Group):
             silence_stdout()  # what is still buffered must not fail again, with a traceback, on the way out
             raise click.ClickException(f"stdout: cannot write ({exc.strerror or exc})") from None
         except Terminated:
+            _end_progress_bars()
             click.echo("Terminated.", err=True)
             ctx.exit(TERMINATED)
         except KeyboardInterrupt:  # outputs are written whole or not at all (facesplit.outputs): none is half there
+            _end_progress_bars()
             click.echo("Interrupted.", err=True)
             ctx.exit(INTERRUPTED)
 
