@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -230,3 +231,17 @@ def test_a_set_without_faces_is_refused_not_an_ap_of_nan(tmp_path: Path) -> None
                             str(tmp_path / "det.jsonl"), "--folds", "1")
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [
         f"Error: {tmp_path / 'labels.json'}: no face in the 1 images to evaluate: AP needs faces to find"]
+
+
+def test_an_error_mid_progress_starts_its_own_line(tmp_path: Path, weights_path: Path) -> None:
+    """The bar an error interrupts is closed first: in a log, the error is a line of its own, not glued to it."""
+    write_one_face_set(tmp_path)
+    labels = json.loads((tmp_path / "labels.json").read_text())
+    labels["images"].append({"id": 2, "file_name": "zz.jpg"})  # sorted last: met with the bar under way
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    (tmp_path / "images" / "zz.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))[1]
+                                                 .tobytes()[:-40])  # truncated
+    result = invoke_frosted("eval", "--coco", str(tmp_path / "labels.json"), "--folds", "1", "--weights",
+                            str(weights_path), "--input-size", "320")
+    assert result.returncode == 1
+    assert f"\nError: {tmp_path / 'images' / 'zz.jpg'}: a truncated JPEG" in result.stderr, result.stderr[-500:]

@@ -553,15 +553,3 @@ def test_a_validation_record_rewrites_the_header_only_and_is_read_back(tmp_path:
     with pytest.raises(ProfileError, match=r"broken.safetensors: not a noise profile \(malformed validated_heads"):
         validated_heads(broken)
 
-
-def test_an_error_mid_progress_starts_its_own_line(tmp_path: Path, weights_path: Path, shared_dir: Path) -> None:
-    """The bar an error interrupts is closed first: in a log, the error is a line of its own, not glued to it."""
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for name in ("a.jpg", "b.jpg"):
-        (frames / name).write_bytes((shared_dir / "data/faces/dlib/images/2007_007763.jpg").read_bytes())
-    (frames / "z.jpg").write_bytes(b"\xff\xd8\xff" + b"0" * 100)  # sorted last: met mid-way through the bar
-    result = invoke_frosted("fit-noise", "--frames", str(frames), "--alpha", "0.2", "--epochs", "1", "--out",
-                            str(tmp_path / "p.safetensors"), "--weights", str(weights_path))
-    assert result.returncode == 1
-    assert f"\nError: {frames / 'z.jpg'}: not a readable image" in result.stderr, result.stderr[-500:]
