@@ -553,3 +553,16 @@ def test_a_validation_record_rewrites_the_header_only_and_is_read_back(tmp_path:
     with pytest.raises(ProfileError, match=r"broken.safetensors: not a noise profile \(malformed validated_heads"):
         validated_heads(broken)
 
+
+
+def test_video_frames_past_the_pixel_limit_are_refused_before_decoding(tmp_path: Path, monkeypatch) -> None:
+    """Each kept frame of a --frames video is held decoded: the photos' pixel limit holds for it too."""
+    from facesplit.evaluation.errors import DatasetError
+    from facesplit.noise.fit_data import frames_from
+    from frosted.demo import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.2, fps=10)
+    assert len(frames_from(clip)) >= 1
+    monkeypatch.setenv("FROSTED_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(DatasetError, match=r"clip\.mp4: \d+x\d+ frames, more than the 1000 pixels allowed"):
+        frames_from(clip)

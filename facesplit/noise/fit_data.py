@@ -9,6 +9,7 @@ import numpy as np
 
 from facesplit.evaluation.coco import read_coco_faces, split_into_folds
 from facesplit.evaluation.errors import DatasetError
+from facesplit.images import MAX_PIXELS_VARIABLE, max_image_pixels
 from facesplit.noise.fit import FitImage
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -32,6 +33,11 @@ def frames_from(source: Path, max_frames: int = 300) -> list[FitImage]:
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     if not capture.isOpened() or total <= 0:
         raise DatasetError(f"{source}: not a readable video (OpenCV could not open it)")
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > (limit := max_image_pixels()):  # each kept frame is held decoded, as photos are not
+        capture.release()
+        raise DatasetError(f"{source}: {width}x{height} frames, more than the {limit} pixels allowed "
+                           f"({MAX_PIXELS_VARIABLE})")
     wanted = set(np.linspace(0, total - 1, min(max_frames, total)).round().astype(int).tolist())
     frames = []
     for index in range(total):
