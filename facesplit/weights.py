@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -97,7 +98,9 @@ def load_faceboxes(path: str | os.PathLike[str] | None = None, split: str = DEFA
     file = resolve_weights(path)
     _check_size(file)
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own words on a foreign pickle: the error below says it plainly
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt pickle
         raise WeightsError(f"{file}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict):

@@ -231,3 +231,20 @@ def test_a_checkpoint_that_inflates_past_any_faceboxes_is_refused_unread(tmp_pat
     with pytest.raises(WeightsError, match=r"bomb\.pth: 83886080 bytes unpacked, more than a FaceBoxes "
                                            r"checkpoint's 67108864: not these weights"):
         load_faceboxes(bomb)
+
+
+def test_a_pickle_that_would_run_code_is_one_line_and_runs_nothing(tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):  # what a hostile checkpoint does: call something on load
+            return (Path.touch, (marker,))
+
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"conv1.conv.weight": Payload()}, protocol=4))
+    result = invoke_frosted("weights", "check", "--weights", str(evil))
+    assert result.returncode == 1 and not marker.exists()
+    assert result.stderr.strip().splitlines() == [  # torch's pickle-protocol UserWarning is not the user's
+        f"Error: {evil}: not a readable PyTorch checkpoint (UnpicklingError)"], result.stderr
