@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from facesplit.errors import FrostedError
 from privacy_attack.crop_noise import CropObserver, crop_maps
 from privacy_attack.crops import CropSet
 from privacy_attack.identity import GALLERY_SIZE, Scored, cosine_scores, rank1_rates
@@ -135,7 +136,7 @@ def holdout(identities: Sequence[str], seed: int) -> tuple[torch.Tensor, torch.T
     names = sorted(set(identities))
     order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed)).tolist()
     held = {names[i] for i in order[:max(1, int(len(names) * VALIDATION_SHARE))]}
-    flags = torch.tensor([name in held for name in identities])
+    flags = torch.tensor([name in held for name in identities], dtype=torch.bool)  # bool even when empty
     return torch.nonzero(~flags).flatten(), torch.nonzero(flags).flatten()
 
 
@@ -158,10 +159,17 @@ class Design:
         return fit, val
 
 
+class TooFewFacesError(FrostedError):
+    """Too few usable attacker faces (a face found in the photo) to fit a probe and judge it on held-out ones."""
+
+
 def design_for(train: CropSet, observer: CropObserver, seed: int = 0) -> Design:
+    fit_index, val_index = holdout(train.identities, seed)
+    if not len(fit_index) or not len(val_index):  # the solver would have nothing to solve, or nothing to judge
+        raise TooFewFacesError(f"{len(train)} usable attacker faces (photos where a face was found), too few to "
+                               "fit a probe and hold some out: give the attacker more photos of faces")
     kept = observer.kept(train.crops).flatten(1)
     mean, std = kept.mean(0), kept.std(0).clamp_min(1e-3)
-    fit_index, val_index = holdout(train.identities, seed)
     nothing = torch.zeros(len(train), 0)
     xtx_fit, _ = _gram(kept[fit_index], mean, std, nothing[fit_index])
     xtx_val, _ = _gram(kept[val_index], mean, std, nothing[val_index])

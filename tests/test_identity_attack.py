@@ -239,6 +239,17 @@ def _synthetic_crops(n: int, seed: int) -> CropSet:
                    torch.zeros(n, 3, 32, 32, dtype=torch.uint8), torch.zeros(n, 3))
 
 
+def test_too_few_usable_attacker_faces_is_one_line_not_a_solver_error() -> None:
+    from privacy_attack.probe import TooFewFacesError
+
+    profile = NoiseProfile(torch.zeros(8, 32, 32), torch.full((8, 32, 32), 0.5), 0.4, (1024, 1024), "x")
+    observer = CropObserver(NoiseCondition("k=1", profile), cells=4)
+    for n in (0, 1):  # no face found in any photo; one face: nothing to hold out
+        lone = _synthetic_crops(n, 0)
+        with pytest.raises(TooFewFacesError, match=rf"^{n} usable attacker faces .*too few to fit a probe"):
+            fit_ridge(lone, observer, lone.descriptors)
+
+
 @pytest.mark.slow
 def test_the_identity_probes_learn_identity_through_noise() -> None:
     train, test = _synthetic_crops(3000, 0), _synthetic_crops(300, 1)
