@@ -3,7 +3,7 @@ output that cannot be written is refused before the work that would fill it.
 
 Every writer goes through `replacing` (a partial file beside the output, renamed over it when it is complete),
 so a fit killed, a full disk or a read-only folder leaves the old file as it was and no half-written one under
-its name. A stream (a FIFO, a device such as /dev/null, anything under /dev or /proc) is written into instead:
+its name. A stream (a FIFO, a device such as /dev/null, a link under /dev such as /dev/stdout) is written into:
 renaming over it would put a regular file in place of the device, for every other process too.
 `check_writable` and `check_distinct` are what a verb calls first, before minutes of work.
 """
@@ -42,15 +42,16 @@ def silence_stdout() -> None:
 
 
 def is_stream(path: Path) -> bool:
-    """A FIFO, socket or device (links followed), or a name under /dev or /proc: written into, never replaced."""
-    absolute = path.absolute()
-    if absolute.parts[1:2] in (("dev",), ("proc",)):
-        return True
+    """A FIFO, socket or device (links followed), or a link under /dev or /proc (/dev/stdout is one, to a
+    regular file when stdout is redirected): written into, never replaced. A new file, or a regular one, in
+    /dev/shm say, is a file like any other."""
     try:
         mode = path.stat().st_mode
     except OSError:
         return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return True
+    return path.is_symlink() and path.absolute().parts[1:2] in (("dev",), ("proc",))
 
 
 def _open_stream(path: Path) -> int:

@@ -438,3 +438,21 @@ def test_a_folder_where_a_built_file_goes_is_refused_not_deleted(tmp_path: Path)
         (staging / "manifest.json").write_text("{}")
     assert (tmp_path / "manifest.json" / "mine.txt").read_text() == "the user's"
     assert sorted(os.listdir(tmp_path)) == ["manifest.json"]
+
+
+def test_a_new_or_regular_file_under_dev_is_a_file_like_any_other() -> None:
+    """/dev/shm holds regular files: only devices, FIFOs and links (as /dev/stdout) there are streams."""
+    from facesplit.outputs import is_stream
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm here")
+    target = shm / f"frosted-test-{os.getpid()}.json"
+    try:
+        assert not is_stream(target)
+        check_writable(target)
+        write_text(target, "whole")
+        assert target.read_text() == "whole" and not is_stream(target)
+    finally:
+        target.unlink(missing_ok=True)
+    assert is_stream(Path("/dev/null")) and is_stream(Path("/dev/stdout"))
