@@ -56,12 +56,16 @@ def read_image_bgr(path: Path, max_pixels: int | None = None) -> np.ndarray:
         raise ImageError(f"{path}: not a readable image (no image format whose size its header gives)")
     if pixels > limit:
         raise ImageError(f"{path}: {size} pixels, more than the {limit} allowed ({MAX_PIXELS_VARIABLE})")
-    if size and _is_truncated_jpeg(path):  # OpenCV would decode it, grey below the cut, and only warn on stderr
-        raise ImageError(f"{path}: a truncated JPEG (it ends before its end-of-image marker)")
     try:
+        # At most what its pixels could take (16 bytes each: 16-bit RGBA, uncompressed) and headers: what follows
+        # (a motion photo's video, gigabytes of padding) is never read
+        with open(path, "rb") as file:
+            data = file.read(pixels * 16 + (16 << 20))
+        if size and _is_truncated_jpeg(data):  # OpenCV would decode it, grey below the cut, and only warn on stderr
+            raise ImageError(f"{path}: a truncated JPEG (it ends before its end-of-image marker)")
         # decoded from its bytes, not by name: OpenCV crashes the process on a file name that is not UTF-8 (the
         # same pixels as cv2.imread, EXIF rotation included); grey and palette images come back as 3-channel BGR
-        image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except OSError as exc:
         raise ImageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except cv2.error as exc:  # a format PIL cannot size, over OpenCV's own limit (or an assertion of a codec)
@@ -145,14 +149,10 @@ def _opencv_only_header_size(path: Path) -> tuple[str, int]:
 _JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM and RST0-7: markers without a length
 
 
-def _is_truncated_jpeg(path: Path) -> bool:
-    """Whether ``path`` is a JPEG that ends before its end-of-image marker. Walks the main image's markers:
+def _is_truncated_jpeg(data: bytes) -> bool:
+    """Whether ``data`` is a JPEG that ends before its end-of-image marker. Walks the main image's markers:
     segments by their lengths (an EXIF thumbnail, with its own end marker, is inside one), scans by the next
     marker (0xFF not followed by 0x00), so data after the end (a motion photo's video) is never looked at."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return False
     if not data.startswith(b"\xff\xd8"):
         return False
     position = 2

@@ -456,3 +456,22 @@ def test_a_new_or_regular_file_under_dev_is_a_file_like_any_other() -> None:
     finally:
         target.unlink(missing_ok=True)
     assert is_stream(Path("/dev/null")) and is_stream(Path("/dev/stdout"))
+
+
+def test_an_image_is_read_no_further_than_its_pixels_could_need(tmp_path: Path, monkeypatch) -> None:
+    """A 10x10 PNG followed by 64 MiB of padding: the decoder gets the image and what its pixels could take, not
+    the padding (a file of gigabytes after a tiny header was read whole)."""
+    from facesplit import images
+
+    padded = tmp_path / "padded.png"
+    padded.write_bytes(cv2.imencode(".png", np.full((10, 10, 3), 7, np.uint8))[1].tobytes() + bytes(64 << 20))
+    decoded: list[int] = []
+    real = cv2.imdecode
+
+    def imdecode(data: np.ndarray, flags: int) -> np.ndarray:
+        decoded.append(len(data))
+        return real(data, flags)
+
+    monkeypatch.setattr(images.cv2, "imdecode", imdecode)
+    assert (read_image_bgr(padded) == 7).all()
+    assert decoded == [10 * 10 * 16 + (16 << 20)]
