@@ -36,13 +36,23 @@ def max_image_pixels() -> int:
 
 def not_a_file(path: Path, wanted: str = "image") -> str:
     """What ``path`` is instead of a regular file (a ``wanted``): for a one-line error."""
+    one = f"{'an' if wanted[0] in 'aeiou' else 'a'} {wanted}"
     if path.is_dir():
-        return f"a folder, not {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}"
+        return f"a folder, not {one}"
     if path.is_symlink():
         return "a link to nothing (or to itself)"
     if path.exists():  # a FIFO or a device: reading it could block, or never end
-        return f"not a regular file, so not {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}"
+        return f"not a regular file, so not {one}"
     return f"{wanted} not found"
+
+
+def frames_too_large(name: str, width: int, height: int, limit: int) -> str | None:
+    """Why ``width`` x ``height`` frames of the video or camera ``name`` are refused (more than ``limit`` pixels,
+    the photos' limit), or None. Checked before a frame becomes a BGR array (3 bytes a pixel, then copies): one
+    declaring 65,000 x 65,000 would otherwise take gigabytes per frame."""
+    if width * height <= limit:
+        return None
+    return f"{name}: {width}x{height} frames, more than the {limit} pixels allowed ({MAX_PIXELS_VARIABLE})"
 
 
 def read_image_bgr(path: Path, max_pixels: int | None = None) -> np.ndarray:

@@ -145,7 +145,7 @@ def download_weights(url: str = OFFICIAL_URL, destination: Path | None = None,
     check_writable(destination)  # before the download, not after it
     with replacing(destination) as partial:
         try:
-            digest = asyncio.run(_fetch(url, partial, timeout_s))
+            digest = asyncio.run(_fetch(url, shown, partial, timeout_s))
         except aiohttp.TooManyRedirects:
             raise WeightsError(f"download of {shown} failed: more than {MAX_REDIRECTS} redirects") from None
         except aiohttp.ClientResponseError as exc:  # an HTTP status, or an answer that is not HTTP
@@ -169,9 +169,9 @@ def download_weights(url: str = OFFICIAL_URL, destination: Path | None = None,
     return destination
 
 
-async def _fetch(url: str, into: Path, seconds: float) -> str:
-    """``url``'s body into ``into``; its sha256. The body is taken as sent (no gzip decoding: a compressed
-    answer is not the checkpoint, and its sha256 says so, without inflating a bomb)."""
+async def _fetch(url: str, shown: str, into: Path, seconds: float) -> str:
+    """``url``'s body (``shown`` in messages) into ``into``; its sha256. The body is taken as sent (no gzip
+    decoding: a compressed answer is not the checkpoint, and its sha256 says so, without inflating a bomb)."""
     digest = hashlib.sha256()
     received = 0
     timeout = aiohttp.ClientTimeout(total=seconds)
@@ -179,14 +179,14 @@ async def _fetch(url: str, into: Path, seconds: float) -> str:
             session.get(url, max_redirects=MAX_REDIRECTS) as response:
         response.raise_for_status()
         if (response.content_length or 0) > MAX_DOWNLOAD_BYTES:
-            raise WeightsError(f"download of {redact_url(url)}: the server announces {response.content_length} "
+            raise WeightsError(f"download of {shown}: the server announces {response.content_length} "
                                f"bytes, more than a checkpoint's {MAX_DOWNLOAD_BYTES}; nothing was saved")
         with into.open("wb") as file, tqdm(total=response.content_length, unit="B", unit_scale=True,
                                            desc=WEIGHTS_FILENAME) as bar:
             async for block in response.content.iter_chunked(1 << 16):
                 received += len(block)
                 if received > MAX_DOWNLOAD_BYTES:
-                    raise WeightsError(f"download of {redact_url(url)}: more than a checkpoint's "
+                    raise WeightsError(f"download of {shown}: more than a checkpoint's "
                                        f"{MAX_DOWNLOAD_BYTES} bytes; nothing was saved")
                 digest.update(block)
                 file.write(block)

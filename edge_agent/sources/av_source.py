@@ -29,9 +29,9 @@ import av
 import av.error
 import numpy as np
 
-from edge_agent.sources.base import Frame, SourceError, oversized
+from edge_agent.sources.base import Frame, SourceError
 from edge_agent.sources.latest import LatestFrameSlot
-from facesplit.images import max_image_pixels
+from facesplit.images import frames_too_large, max_image_pixels
 from facesplit.urls import redact_url
 
 log = logging.getLogger("edge_agent.sources")
@@ -191,7 +191,7 @@ class AvSource:
     def _check_size(self, width: int, height: int) -> None:
         """A file's frames too large end it (they will not shrink); a camera's are a disconnect, retried with
         backoff, so one misconfigured camera does not stop the others, and heals when it is put right."""
-        if (reason := oversized(self.url, width, height, self.max_pixels)) is not None:
+        if (reason := frames_too_large(self.url, width, height, self.max_pixels)) is not None:
             raise ConnectionError(reason) if self.live else SourceError(reason)
 
     def _translate(self, exc: av.error.FFmpegError) -> Exception:

@@ -9,7 +9,6 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from facesplit.errors import FrostedError
-from facesplit.images import MAX_PIXELS_VARIABLE
 
 
 # eq=False: frames compare by identity; a field-wise == on two images would be ambiguous (and slow).
@@ -47,13 +46,3 @@ class FrameSource(Protocol):
         cleanup to garbage collection.
         """
         ...
-
-
-def oversized(url: str, width: int, height: int, limit: int) -> str | None:
-    """Why a ``width`` x ``height`` frame is refused (more than ``limit`` pixels), or None. Checked before a
-    frame becomes a BGR array (3 bytes a pixel, then copies): a camera or file declaring 65,000 x 65,000 would
-    otherwise take gigabytes per frame; photos have the same limit (`facesplit.images`)."""
-    if width * height <= limit:
-        return None
-    return f"{url}: {width}x{height} frames, more than the {limit} pixels allowed ({MAX_PIXELS_VARIABLE})"
-

@@ -29,8 +29,8 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from edge_agent.sources.base import Frame, oversized
-from facesplit.images import max_image_pixels
+from edge_agent.sources.base import Frame
+from facesplit.images import frames_too_large, max_image_pixels
 from facesplit.urls import redact_url
 
 log = logging.getLogger("edge_agent.sources")
@@ -124,7 +124,7 @@ class WhepSource:
                     raise TimeoutError(f"no frame from {self.url} for {timeout:.1f} s") from None
                 # aiortc decodes in its own thread; what is left to time here is the conversion.
                 started = time.perf_counter()
-                if (reason := oversized(self.url, video_frame.width, video_frame.height, self.max_pixels)):
+                if (reason := frames_too_large(self.url, video_frame.width, video_frame.height, self.max_pixels)):
                     raise ConnectionError(reason)  # a disconnect: retried, as any camera fault
                 image = np.ascontiguousarray(video_frame.to_ndarray(format="bgr24"))
                 yield Frame(image, time.time(), time.perf_counter() - started, next(self._indices))

@@ -9,7 +9,7 @@ import numpy as np
 
 from facesplit.evaluation.coco import read_coco_faces, split_into_folds
 from facesplit.evaluation.errors import DatasetError
-from facesplit.images import MAX_PIXELS_VARIABLE, max_image_pixels
+from facesplit.images import frames_too_large, max_image_pixels
 from facesplit.noise.fit import FitImage
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -34,10 +34,10 @@ def frames_from(source: Path, max_frames: int = 300) -> list[FitImage]:
     if not capture.isOpened() or total <= 0:
         raise DatasetError(f"{source}: not a readable video (OpenCV could not open it)")
     width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    if width * height > (limit := max_image_pixels()):  # each kept frame is held decoded, as photos are not
+    # each kept frame is held decoded, as photos are not
+    if (reason := frames_too_large(str(source), width, height, max_image_pixels())) is not None:
         capture.release()
-        raise DatasetError(f"{source}: {width}x{height} frames, more than the {limit} pixels allowed "
-                           f"({MAX_PIXELS_VARIABLE})")
+        raise DatasetError(reason)
     wanted = set(np.linspace(0, total - 1, min(max_frames, total)).round().astype(int).tolist())
     frames = []
     for index in range(total):

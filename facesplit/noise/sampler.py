@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 _MANTISSA_MASK = (1 << 23) - 1  # float32 mantissa bits
 _ONE_BITS = 0x3F800000  # the bits of 1.0f
@@ -37,12 +37,12 @@ class GaussianStream:
         else:
             key = hashlib.sha256(f"frosted-eval-seed:{seed_for_reproducible_evaluation}".encode()).digest()
         self._keyed_in = os.getpid()
-        self._keystream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+        self._keystream = _aes_ctr(key)
 
     def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
         if os.getpid() != self._keyed_in and not self._seeded:  # a forked copy: never its parent's keystream
             self._keyed_in = os.getpid()
-            self._keystream = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(bytes(16))).encryptor()
+            self._keystream = _aes_ctr(os.urandom(32))
         count = math.prod(shape)
         pairs = (count + 1) // 2
         # The keystream is written straight into the output's memory (CTR's update_into may need up to one
@@ -56,6 +56,11 @@ class GaussianStream:
         out.view(torch.int32).bitwise_right_shift_(9).bitwise_and_(_MANTISSA_MASK).bitwise_or_(_ONE_BITS)
         out.neg_().add_(2.0)
         return box_muller_(out)[:count].view(shape)
+
+
+def _aes_ctr(key: bytes) -> CipherContext:
+    """AES-256-CTR from block 0 of a fresh ``key``: the keystream is the encryption of zeros."""
+    return Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
 
 
 def box_muller_(uniform: torch.Tensor) -> torch.Tensor:
